@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from safekey.testing.fake_openai import FakeOpenAI
+from safekey.datamaking.score import CRITERIA as SCORE_CRITERIA
 from safekey.types import CATEGORIES, Record, split_think
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +111,7 @@ def test_fault_injecting_endpoint_and_kill9_resume(slice200, tmp_path):
         p = _run_cli(cfg, env)
         out2, err2 = p.communicate(timeout=240)
         assert p.returncode == 0, err2[-2000:]
+        assert "collect: complete, skipped" in err2 and "dedup: complete, skipped" in err2
         assert srv.count(status=500) + srv.count(status=503) + srv.count(status=429) > 0  # faults really happened
     for name in FINAL:
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
@@ -129,26 +131,72 @@ def test_fault_injecting_endpoint_and_kill9_resume(slice200, tmp_path):
     assert dstats["inputs"] == 200 and dstats["kept"] == 200 - len(removed) == summary["dedup"]["kept"]
 
 
+def test_global_steps_resume_and_notice_a_rewritten_input(slice200, tmp_path):
+    from safekey.datamaking import pipeline
+
+    slice_file, sources = slice200
+    cfg_path = _config(tmp_path / "c.yaml", slice_file, sources, tmp_path / "run", {}, stages=["collect", "dedup"])
+    cfg = pipeline.DataConfig.model_validate(yaml.safe_load(cfg_path.read_text()) | {"classify": {}, "reason": {},
+                                                                                          "score": {}, "benign": {}})
+    logs: list[str] = []
+    pipeline.run(cfg, log=logs.append)
+    pipeline.run(cfg, log=logs.append)
+    assert "collect: complete, skipped" in logs and "dedup: complete, skipped" in logs
+    pool = tmp_path / "run" / "pool.jsonl"
+    later = (tmp_path / "run" / "dedup.stats.json").stat().st_mtime + 5
+    os.utime(pool, (later, later))  # the pool was rewritten after dedup ran: dedup is stale
+    logs.clear()
+    pipeline.run(cfg, log=logs.append)
+    assert "dedup: complete, skipped" not in logs and any(line.startswith("dedup exact") for line in logs), logs
+
+
 @pytest.mark.smollm
 @pytest.mark.slow
 def test_smollm_teacher_and_judge_end_to_end(slice200, tmp_path, smollm2_dir):
-    """The embedded 135M model as every model: poor outputs must become counted failures, not crashes."""
+    """The embedded 135M model as every model, with the shipped offline config (reply prefills and a
+    thinking budget): every LLM step gets input; what SmolLM2 gets wrong is a counted failure."""
     slice_file, sources = slice200
-    # policy-laden prompts are ~600 tokens: on 2 shared CPU cores only a few fit in the time budget
-    model = {"model": "hf:smollm2-135m", "max_tokens": 8, "batch_size": 6, "cache": False}
-    cfg = _config(tmp_path / "smol.yaml", slice_file, sources, tmp_path / "smol", model, limit=6)
+    cfg = yaml.safe_load((REPO / "configs/data/offline_slice.yaml").read_text())
+    cfg["out_dir"] = str(tmp_path / "smol")
+    cfg["limit"] = 8  # policy-laden prompts are ~600 tokens: the full 200 takes ~1 h on 2 CPU cores
+    cfg["collect"] = {"sources": sources, "test_sets": ["strongreject", "xstest", "advbench"],
+                      "overrides": {s: {"path": str(slice_file), "format": "records"} for s in sources}}
+    cfg["dedup"] = {"embedding": False}
+    cfg["reason"]["teacher"].update(think_budget=16, max_tokens=16)
+    cfg["benign"]["teacher"].update(think_budget=16, max_tokens=16)
+    (tmp_path / "smol.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the shared SAFEKEY_HOME holds the converted SmolLM2
-    p = _run_cli(cfg, env)
-    out, err = p.communicate(timeout=400)
+    p = _run_cli(tmp_path / "smol.yaml", env)
+    out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
     s = json.loads(out.strip().splitlines()[-1])
+    run = tmp_path / "smol"
     assert s["collect"]["pool"] == 200 and s["dedup"]["kept"] < 200
-    c = s["classify"]
-    assert c["inputs"] == 6 and c["done"] + c["failed"] == c["inputs"]
-    # whatever SmolLM2 managed is valid; the rest is counted with a reason
-    for rec in (tmp_path / "smol" / "classified.jsonl").read_text().splitlines():
-        assert Record.model_validate_json(rec).category
+    c, r, sc = s["classify"], s["reason"], s["score"]
+    assert c["inputs"] == 8 and c["done"] + c["failed"] == 8 and c["done"] >= 1, c
+    for line in (run / "classified.jsonl").read_text().splitlines():
+        assert Record.model_validate_json(line).category
     if c["failed"]:
-        fails = [json.loads(l) for l in (tmp_path / "smol" / "classified.failures.jsonl").read_text().splitlines()]
+        fails = [json.loads(l) for l in (run / "classified.failures.jsonl").read_text().splitlines()]
         assert len(fails) == c["failed"] and all(f["reason"].startswith("classify_") and "raw" in f for f in fails)
-    assert s["select"]["selected"] <= s.get("score", {}).get("done", 0)
+    # the thinking budget closes SmolLM2's runaway thinking, so reason yields the STAR-1 shape
+    assert r["inputs"] == c["done"] and r["done"] >= 1 and r["think_forced"] >= 1, r
+    reasoned = [Record.model_validate_json(l) for l in (run / "reasoned.jsonl").read_text().splitlines()]
+    assert len(reasoned) == r["done"] and all(split_think(x.response) for x in reasoned)
+    assert sc["inputs"] == r["done"] and sc["done"] + sc["failed"] == sc["inputs"]
+    scored = [Record.model_validate_json(l) for l in (run / "scored.jsonl").read_text().splitlines()]
+    assert all(set(x.score) == set(SCORE_CRITERIA) and all(0 <= v <= 10 for v in x.score.values()) for x in scored)
+    all10 = sum(1 for x in scored if set(x.score.values()) == {10})
+    assert s["select"]["selected"] == min(all10, 1000) and s["benign"]["inputs"] == s["select"]["selected"]
+    # SmolLM2's scores keep nothing for select; run the benign step on everything it scored
+    bp = subprocess.run([sys.executable, "-m", "safekey.cli.main", "data", "benign", str(run / "scored.jsonl"),
+                         "-o", str(run / "benign.jsonl"), "--config", str(tmp_path / "smol.yaml")],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert bp.returncode == 0, bp.stderr[-3000:]
+    bst = json.loads((run / "benign.stats.json").read_text())
+    assert bst["inputs"] == len(scored) and bst["done"] + bst["failed"] == bst["inputs"]
+    assert all(k.split(":")[0] in {"rewrite_parse", "rewrite_unchanged", "answer_shape", "benign_score_parse"}
+               for k in bst["failure_reasons"]), bst["failure_reasons"]
+    for line in (run / "benign.jsonl").read_text().splitlines():
+        rec = Record.model_validate_json(line)
+        assert split_think(rec.benign_response) and all(1 <= v <= 5 for v in rec.benign_score.values())

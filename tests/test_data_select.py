@@ -76,3 +76,15 @@ def test_run_filters_all_10_and_other(tmp_path, star1):
     assert st["eligible"] == 57 and st["selected"] == 40 == len(out)
     assert {recs[0].id, recs[1].id, recs[2].id}.isdisjoint(r.id for r in out)
     assert all(r.unsafe == 1 and eligible(r) for r in out)
+
+
+def test_forced_thinking_is_kept_out_unless_allowed(tmp_path, star1):
+    from safekey.datamaking.select import SelectConfig
+
+    recs = [r.model_copy(update={"think_forced": True}) if i < 5 else r.model_copy() for i, r in enumerate(star1[:30])]
+    inp = tmp_path / "scored.jsonl"
+    inp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in recs))
+    st = run(str(inp), str(tmp_path / "a.jsonl"), SelectConfig(n=100))
+    assert st["eligible"] == 25 and st["think_forced"] == 5
+    assert {r.id for r in recs[:5]}.isdisjoint(r.id for r in read_records(tmp_path / "a.jsonl"))
+    assert run(str(inp), str(tmp_path / "b.jsonl"), SelectConfig(n=100, allow_forced_thinking=True))["eligible"] == 30

@@ -70,3 +70,13 @@ def test_never_evaluates_code(payload, capfd):
     r = parse_json(payload, Harm)
     assert isinstance(r, ParseFailure)
     assert "pwned" not in capfd.readouterr().out
+
+
+def test_failure_names_the_error_of_the_whole_object():
+    """A valid object with a bad value: the reason is about that value, not about an inner list."""
+
+    class Cats(BaseModel):
+        categories: list[int]
+
+    res = parse_json('{"categories": [1, "virtually all of the above"]}', Cats)
+    assert isinstance(res, ParseFailure) and "categories.1" in res.reason, res.reason

@@ -80,7 +80,13 @@ def load_table(
             raise SafekeyError(f"{p} is a folder; give the data file inside it")
         return _read_local(p)
     if s.startswith(("http://", "https://")):
-        return _read_local(_download(s))
+        dest = _download(s)
+        try:
+            return _read_local(dest)
+        except Exception as e:  # an error page or a truncated file: drop it so the next run downloads again
+            dest.unlink(missing_ok=True)
+            raise SafekeyError(f"{s}: the downloaded file is not a readable {dest.suffix or 'table'} "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
     if s.lower().endswith(LOCAL_SUFFIXES) or s.startswith((".", "/", "~")):
         raise SafekeyError(f"data file not found: {s}")
     try:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..store import Failure, StageOutput, read_records, run_stage, write_stats
 from ..types import Record, split_think
-from .llmcall import ModelSettings, ask_json, generate
+from .llmcall import ModelSettings, TeacherSettings, ask_json, generate_with_thinking
 from .prompting import render
 from .reason import to_response
 
@@ -36,7 +36,7 @@ class BenignScoreReply(BaseModel):
 class BenignConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rewriter: ModelSettings = ModelSettings(max_tokens=256)
-    teacher: ModelSettings = ModelSettings(temperature=0.6, top_p=0.7, max_tokens=8000, seed=0)
+    teacher: TeacherSettings = TeacherSettings(temperature=0.6, top_p=0.7, max_tokens=8000, seed=0)
     judge: ModelSettings = ModelSettings(max_tokens=64)
 
 
@@ -49,9 +49,9 @@ def make_process(cfg: BenignConfig, backend=None):
             for k in q_norm:
                 outs[k] = Failure(batch[k].id, "rewrite_unchanged: the rewrite equals the harmful prompt")
             live = [k for k in live if k not in q_norm]
-        comps = generate(cfg.teacher, [(batch[k].id, outs[k].rewritten) for k in live], backend)
-        answered = []
-        for k, c in zip(live, comps):
+        comps = generate_with_thinking(cfg.teacher, [(batch[k].id, outs[k].rewritten) for k in live], backend)
+        answered, forced = [], set()
+        for k, (c, was_forced) in zip(live, comps):
             if c.error is not None:
                 outs[k] = Failure(batch[k].id, f"answer_call: {c.error}")
                 continue
@@ -61,6 +61,8 @@ def make_process(cfg: BenignConfig, backend=None):
                 continue
             outs[k] = (outs[k].rewritten, resp)
             answered.append(k)
+            if was_forced:
+                forced.add(k)
         prompts = []
         for k in answered:
             thinking, answer = split_think(outs[k][1])
@@ -70,8 +72,9 @@ def make_process(cfg: BenignConfig, backend=None):
                 outs[k] = res
                 continue
             q, resp = outs[k]
+            extra = {"benign_think_forced": True} if k in forced else {}
             outs[k] = batch[k].model_copy(update={"benign_question": q, "benign_response": resp,
-                                                  "benign_score": res.model_dump()})
+                                                  "benign_score": res.model_dump(), **extra})
         return outs
 
     return process
@@ -92,8 +95,10 @@ def finalize(scored: str, out: str) -> dict[str, Any]:
     so = StageOutput(out, stage="data.benign.finalize", config={}, overwrite=True)
     try:
         for r in keep:
+            extra = {"think_forced": True} if getattr(r, "benign_think_forced", False) else {}
             so.write(Record(id=f"{r.id}#benign", question=r.benign_question, response=r.benign_response,
-                            source=r.source, category=r.category, score=r.benign_score, unsafe=0, harmful_id=r.id))
+                            source=r.source, category=r.category, score=r.benign_score, unsafe=0, harmful_id=r.id,
+                            **extra))
     finally:
         so.close()
     stats = {"stage": "data.benign.finalize", "scored": len(recs), "kept_all_5": len(keep),

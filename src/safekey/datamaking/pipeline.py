@@ -50,13 +50,15 @@ def paths(out_dir: str | Path) -> dict[str, Path]:
             "select": d / "star1.jsonl", "benign": d / "benign_scored.jsonl", "benign_final": d / "star_benign.jsonl"}
 
 
-def _complete(out: Path, stage: str, cfg: BaseModel) -> bool:
-    """A global step's output is final: same config fingerprint and its stats written after it."""
+def _complete(out: Path, stage: str, cfg: BaseModel, older: tuple[Path, ...] = ()) -> bool:
+    """A global step's output is final: same config fingerprint, and its stats written after it and
+    after every file in `older` (its other outputs and its inputs: a rewritten input makes it stale)."""
     meta, stats = sidecar(out, "meta.json"), sidecar(out, "stats.json")
-    if not (out.exists() and meta.exists() and stats.exists()):
+    if not (out.exists() and meta.exists() and stats.exists() and all(f.exists() for f in older)):
         return False
     fp = fingerprint({"stage": stage, "config": cfg.model_dump(mode="json")})
-    return json.loads(meta.read_text()).get("fingerprint") == fp and stats.stat().st_mtime >= out.stat().st_mtime
+    done = stats.stat().st_mtime
+    return json.loads(meta.read_text()).get("fingerprint") == fp and all(f.stat().st_mtime <= done for f in (out, *older))
 
 
 def _with_retries(fn: Callable[[], dict[str, Any]], retries: int) -> dict[str, Any]:
@@ -79,14 +81,14 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
     summary: dict[str, Any] = {}
     want = set(cfg.stages)
     if "collect" in want:
-        if _complete(p["collect"], "data.collect", cfg.collect) and _complete(p["tests"], "data.collect", cfg.collect):
+        if _complete(p["collect"], "data.collect", cfg.collect, older=(p["tests"],)):
             log("collect: complete, skipped")
         else:
             st = collect.run(str(p["collect"]), cfg.collect)
             summary["collect"] = {"pool": st["pool"], "tests": st["tests"], "missing": sorted(st["missing"])}
             log(f"collect: {st['pool']} prompts, {st['tests']} test prompts")
     if "dedup" in want:
-        if _complete(p["dedup"], "data.dedup", cfg.dedup):
+        if _complete(p["dedup"], "data.dedup", cfg.dedup, older=(p["collect"], p["tests"])):
             log("dedup: complete, skipped")
         else:
             st = dedup.run(str(p["collect"]), str(p["tests"]), str(p["dedup"]), cfg.dedup, log=log)
@@ -103,7 +105,7 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
     for name, mod, scfg, src in steps:
         if name in want:
             st = _with_retries(lambda: mod.run(str(src), str(p[name]), scfg, progress=progress), cfg.retries)
-            summary[name] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons")}
+            summary[name] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons", "think_forced") if k in st}
             log(f"{name}: {st['done']}/{st['inputs']} done, {st['failed']} failed {st['failure_reasons'] or ''}")
     if "select" in want:
         st = select.run(str(p["score"]), str(p["select"]), cfg.select)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..store import Failure, read_records, run_stage
 from ..types import Record, split_think
-from .llmcall import ModelSettings, generate
+from .llmcall import TeacherSettings, generate_with_thinking
 from .policies import policies_for
 from .prompting import render
 
@@ -16,7 +16,7 @@ from .prompting import render
 class ReasonConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # the paper's DeepSeek-R1 settings: temperature 0.6, top_p 0.7, up to 8,000 tokens
-    teacher: ModelSettings = ModelSettings(temperature=0.6, top_p=0.7, max_tokens=8000, seed=0)
+    teacher: TeacherSettings = TeacherSettings(temperature=0.6, top_p=0.7, max_tokens=8000, seed=0)
 
 
 def prompt_for(rec: Record) -> str:
@@ -57,11 +57,11 @@ def make_process(cfg: ReasonConfig, backend=None):
             else:
                 todo.append(r)
                 outs.append(r)
-        comps = iter(generate(cfg.teacher, [(r.id, prompt_for(r)) for r in todo], backend))
+        comps = iter(generate_with_thinking(cfg.teacher, [(r.id, prompt_for(r)) for r in todo], backend))
         for k, r in enumerate(outs):
             if isinstance(r, Failure):
                 continue
-            c = next(comps)
+            c, forced = next(comps)
             if c.error is not None:
                 outs[k] = Failure(r.id, f"reason_call: {c.error}")
                 continue
@@ -71,10 +71,15 @@ def make_process(cfg: ReasonConfig, backend=None):
                     why = f"truncated ({why})"
                 outs[k] = Failure(r.id, f"reason_shape: {why}", raw=c.text)
                 continue
-            outs[k] = r.model_copy(update={"response": resp, "reason_model": cfg.teacher.model})
+            extra = {"think_forced": True} if forced else {}
+            outs[k] = r.model_copy(update={"response": resp, "reason_model": cfg.teacher.model, **extra})
         return outs
 
     return process
+
+
+def summarize(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"think_forced": sum(1 for o in outs if o.get("think_forced"))}
 
 
 def run(inp: str, out: str, cfg: ReasonConfig, *, overwrite: bool = False, skip_bad: bool = False,
@@ -82,4 +87,4 @@ def run(inp: str, out: str, cfg: ReasonConfig, *, overwrite: bool = False, skip_
     recs = list(read_records(inp, skip_bad=skip_bad))[:limit]
     return run_stage(stage="data.reason", inputs=recs, out=out, config={"teacher": cfg.teacher.identity()},
                      process=make_process(cfg, backend), batch_size=cfg.teacher.batch_size, overwrite=overwrite,
-                     progress=progress)
+                     summarize=summarize, progress=progress)

@@ -26,10 +26,14 @@ class SelectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n: int = Field(1000, ge=1)
     min_score: int = Field(10, ge=0, le=10)
+    # a thinking cut by the teacher's think_budget is not a finished deliberation: kept out unless asked
+    allow_forced_thinking: bool = False
 
 
-def eligible(rec: Record, min_score: int = 10) -> bool:
+def eligible(rec: Record, min_score: int = 10, allow_forced_thinking: bool = False) -> bool:
     s = rec.score or {}
+    if getattr(rec, "think_forced", False) and not allow_forced_thinking:
+        return False
     return bool(rec.category) and OTHER not in (rec.category or []) and all(s.get(c, -1) >= min_score for c in CRITERIA)
 
 
@@ -77,7 +81,7 @@ def balance(items: list[Record], n: int) -> list[Record]:
 def run(inp: str, out: str, cfg: SelectConfig, *, overwrite: bool = True, skip_bad: bool = False) -> dict[str, Any]:
     """A global step: rewritten whole each run (it is instant), with the usual sidecars."""
     recs = list(read_records(inp, skip_bad=skip_bad))
-    pool = [r for r in recs if eligible(r, cfg.min_score)]
+    pool = [r for r in recs if eligible(r, cfg.min_score, cfg.allow_forced_thinking)]
     chosen = balance(pool, cfg.n)
     so = StageOutput(out, stage="data.select", config=cfg, overwrite=True)
     try:
@@ -89,6 +93,7 @@ def run(inp: str, out: str, cfg: SelectConfig, *, overwrite: bool = True, skip_b
         "stage": "data.select", "output": str(out), "inputs": len(recs), "eligible": len(pool), "selected": len(chosen),
         "not_all_max": sum(1 for r in recs if not all((r.score or {}).get(c, -1) >= cfg.min_score for c in CRITERIA)),
         "other": sum(1 for r in recs if OTHER in (r.category or [])),
+        "think_forced": sum(1 for r in recs if getattr(r, "think_forced", False)),
         "by_source": dict(sorted(Counter(r.source for r in chosen).items())),
         "by_category": dict(sorted(Counter(c for r in chosen for c in r.category or []).items())),
     }

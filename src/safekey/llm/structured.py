@@ -91,7 +91,7 @@ def parse_json(text: str, schema: Any, *, after_think: bool = True) -> Any | Par
     `schema` is a pydantic model class or any type pydantic understands (``list[str]``,
     ``dict[str, int]``, a ``Literal``...). Fenced ```json blocks, trailing commas, single quotes and
     surrounding prose are tolerated. Every candidate is tried in order (fenced blocks first) and
-    the first that validates wins; otherwise a :class:`ParseFailure` names the last validation
+    the first that validates wins; otherwise a :class:`ParseFailure` names the first validation
     error and keeps the raw text. A top-level list of objects whose first item validates is not
     silently unwrapped: if you expect one object, the model must give one object.
     """
@@ -99,7 +99,7 @@ def parse_json(text: str, schema: Any, *, after_think: bool = True) -> Any | Par
     if not isinstance(text, str):
         return ParseFailure(f"expected model text, got {type(text).__name__}", repr(text))
     body = text[text.rfind(_THINK_END) + len(_THINK_END) :] if after_think and _THINK_END in text else text
-    last_error: str | None = None
+    first_error: str | None = None  # the first candidate is the most specific: its error says most
     for cand in _candidates(body):
         ok, value = _load(cand)
         if not ok:
@@ -107,10 +107,10 @@ def parse_json(text: str, schema: Any, *, after_think: bool = True) -> Any | Par
         try:
             return adapter.validate_python(value)
         except ValidationError as e:
-            last_error = _short_validation(e)
-    if last_error is None:
+            first_error = first_error or _short_validation(e)
+    if first_error is None:
         return ParseFailure("no JSON object or array found in the reply", text)
-    return ParseFailure(f"JSON does not match the schema: {last_error}", text)
+    return ParseFailure(f"JSON does not match the schema: {first_error}", text)
 
 
 def _short_validation(e: ValidationError) -> str:
