@@ -52,3 +52,26 @@ def test_two_process_gloo_safekey_run(shared, tiny_model_dir, tmp_path):
 
     assert not any("safekey_heads" in k for k in load_file(str(out / "model.safetensors")))
     AutoModelForCausalLM.from_pretrained(str(out))
+
+
+def test_fsdp_config_on_cpu_is_refused_not_run_twice(shared, tiny_model_dir, tmp_path):
+    """transformers runs FSDP only on accelerators; on CPU each rank would silently train alone."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "configs/accelerate/fsdp.yaml").read_text())
+    cfg.update(num_processes=2, use_cpu=True, mixed_precision="no")
+    (tmp_path / "fsdp_cpu.yaml").write_text(yaml.safe_dump(cfg))
+    row = json.loads(shared("star1/STAR-1.json").read_text())[0]
+    u, k = first_sentence_spans(row["response"])
+    (tmp_path / "d.jsonl").write_text(json.dumps({**{x: row[x] for x in ("id", "question", "response")},
+                                                  "u_end": u, "k_end": k, "unsafe": 1}) + "\n")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "fsdp_cpu.yaml"),
+        "--main_process_port", str(_free_port()), "-m", "safekey.cli.main", "train", "run", str(tmp_path / "d.jsonl"),
+        "--model", str(tiny_model_dir), "--mode", "safekey", "-o", str(tmp_path / "out"), "--max-length", "256",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert r.returncode != 0
+    assert "launched as 2 processes, but transformers runs this as world size 1" in r.stderr + r.stdout
+    assert not (tmp_path / "out" / "model.safetensors").exists()

@@ -316,6 +316,14 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
+    if world > 1 and args.world_size != world:
+        # e.g. an FSDP config launched on CPU: transformers then trains every rank alone, on all the
+        # data, and every rank writes the same output files — silently. Refuse instead.
+        raise SafekeyError(
+            f"launched as {world} processes, but transformers runs this as world size {args.world_size} "
+            f"({args.parallel_mode.value}): each rank would train the whole model alone. FSDP and DeepSpeed "
+            "need GPUs here; on CPU launch with configs/accelerate/cpu_2proc.yaml (DDP over gloo)"
+        )
     trainer = SafeKeyTrainer(
         model=model,
         args=args,
