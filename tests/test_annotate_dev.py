@@ -13,6 +13,11 @@ existed, with these guidelines:
   figure out how to respond…", "First, I should consider the policies."), a recall, or the start
   of solving.
 
+`gold_k_is_safety` was added later (one annotator, after the lexicon existed): true when the gold
+K names a safety concern or the policies (harm, danger, legality, "concerning", "sensitive",
+"safety policies"); false for plain plans and for hedges without a stated concern ("Hmm, that's a
+tricky one.", "acknowledge their concern and express empathy").
+
 Rows alternate between a `tune` half (used while writing the rules, together with unlabelled
 STAR-1 traces) and a `heldout` half (scored once at the end). Both numbers are asserted here.
 """
@@ -78,3 +83,18 @@ def test_segmenter_hits_gold_boundaries_where_regex_does_not(dev):
     print(f"gold-boundary agreement: pysbd+rules {ours}/{len(dev)}, regex {regex}/{len(dev)}")
     assert ours == len(dev)
     assert regex < ours
+
+
+def test_safety_lexicon_on_gold_k(dev):
+    """k_is_safety (the lexicon) against the hand labels: measured 47/53, P 0.90, R 0.95."""
+    from safekey.annotate.lexicon import is_safety
+
+    pred = [is_safety(r["gold_k"]) for r in dev]
+    gold = [r["gold_k_is_safety"] for r in dev]
+    tp = sum(p and g for p, g in zip(pred, gold))
+    precision, recall = tp / sum(pred), tp / sum(gold)
+    agree = sum(p == g for p, g in zip(pred, gold))
+    assert agree >= 47 and precision >= 0.9 and recall >= 0.94, (agree, precision, recall)
+    # the known disagreements are hedges without a stated concern, and risks named without concern words
+    wrong = {r["gold_k"] for r, p, g in zip(dev, pred, gold) if p != g}
+    assert "Hmm, that's a tricky one." in wrong and "Hmm, that sounds like a security issue." in wrong
