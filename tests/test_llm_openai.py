@@ -194,6 +194,21 @@ def test_requests_per_minute_limit(tmp_path):
     assert 1.6 <= dt < 4.0, dt  # a one-second bucket (10) then 10/s for the other 20
 
 
+def test_tokens_per_minute_limit(tmp_path):
+    """A minute's token budget may go at once; after it, requests are let through at budget/60 per second."""
+    with FakeOpenAI(api_key=KEY) as srv:
+        be = backend(srv, tmp_path, cache=False, concurrency=32, tokens_per_minute=3000)  # 50 tokens/s
+        t0 = time.perf_counter()
+        # each request is estimated at 1 prompt token (4 chars) + 100 max tokens = 101
+        out = be.generate([req(f"t{i:03d}", max_tokens=100) for i in range(31)])
+        dt = time.perf_counter() - t0
+        times = sorted(e.time for e in srv.log if e.path.endswith("/chat/completions"))
+    assert all(o.ok for o in out) and len(times) == 31
+    assert times[28] - times[0] < 1.0  # 29 x 101 = 2,929 tokens fit the first minute's budget
+    assert times[30] - times[28] > 3.0  # then 101 tokens per ~2 s
+    assert 2.5 <= dt < 8.0, dt  # the last two wait ~2 s each for 101 tokens at 50/s
+
+
 def test_garbage_text_becomes_parse_failure_for_judges(tmp_path):
     class Verdict(BaseModel):
         score: int
