@@ -8,6 +8,7 @@ the benign filter are instant and always recomputed.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,7 +105,7 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
              ("score", score, cfg.score, p["reason"])]
     for name, mod, scfg, src in steps:
         if name in want:
-            st = _with_retries(lambda: mod.run(str(src), str(p[name]), scfg, progress=progress), cfg.retries)
+            st = _with_retries(partial(mod.run, str(src), str(p[name]), scfg, progress=progress), cfg.retries)
             summary[name] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons", "think_forced") if k in st}
             log(f"{name}: {st['done']}/{st['inputs']} done, {st['failed']} failed {st['failure_reasons'] or ''}")
     if "select" in want:
