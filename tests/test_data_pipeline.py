@@ -164,6 +164,8 @@ def test_smollm_teacher_and_judge_end_to_end(slice200, tmp_path, smollm2_dir):
     cfg["dedup"] = {"embedding": False}
     cfg["reason"]["teacher"].update(think_budget=16, max_tokens=16)
     cfg["benign"]["teacher"].update(think_budget=16, max_tokens=16)
+    for ms in (cfg["classify"]["judge"], cfg["reason"]["teacher"], cfg["score"]["judge"], *cfg["benign"].values()):
+        ms["cache"] = False  # really generate, whatever an earlier run left in the LLM cache
     (tmp_path / "smol.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the shared SAFEKEY_HOME holds the converted SmolLM2
     p = _run_cli(tmp_path / "smol.yaml", env)
@@ -171,7 +173,8 @@ def test_smollm_teacher_and_judge_end_to_end(slice200, tmp_path, smollm2_dir):
     assert p.returncode == 0, err[-3000:]
     s = json.loads(out.strip().splitlines()[-1])
     run = tmp_path / "smol"
-    assert s["collect"]["pool"] == 200 and s["dedup"]["kept"] < 200
+    n_removed = len((run / "dedup.removed.jsonl").read_text().splitlines())
+    assert s["collect"]["pool"] == 200 and s["dedup"]["kept"] == 200 - n_removed
     c, r, sc = s["classify"], s["reason"], s["score"]
     assert c["inputs"] == 8 and c["done"] + c["failed"] == 8 and c["done"] >= 1, c
     for line in (run / "classified.jsonl").read_text().splitlines():

@@ -20,7 +20,12 @@ def normalize(text: str) -> str:
 
 def words(text: str) -> list[str]:
     """Word tokens of the normalised text; punctuation is dropped so it cannot split an n-gram."""
-    return _WORD.findall(normalize(text))
+    return words_of_normalized(normalize(text))
+
+
+def words_of_normalized(norm: str) -> list[str]:
+    """:func:`words` for text already passed through :func:`normalize` (saves a second pass at 100K)."""
+    return _WORD.findall(norm)
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
