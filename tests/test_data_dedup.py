@@ -190,3 +190,25 @@ def test_thread_governor_leaves_busy_cores_alone(monkeypatch):
         assert g.update(force=True) == 2 and len(g.history) == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_embedder_restores_torch_threads_after_a_call(real, monkeypatch):
+    """The governor's thread choice is for the embedding only; a local LLM step after dedup starts afresh."""
+    import torch
+
+    _, tests = real
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        e = Embedder(DedupConfig(embed_cache=False))
+        e.load()
+
+        def busy_machine(force=False):  # as if other processes held all but one core
+            torch.set_num_threads(1)
+            return 1
+
+        monkeypatch.setattr(e.governor, "update", busy_machine)
+        e([t.text for t in tests[:3]])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outer)

@@ -499,6 +499,17 @@ class Embedder:
         if len(texts) == 0:
             return np.zeros((0, self.dim or 384), dtype=np.float32)
         m = self.load()
+        if self.governor is None:
+            return self._embed(m, texts)
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return self._embed(m, texts)
+        finally:  # the governor's choice was for this call: later steps (a local LLM) start from the default again
+            torch.set_num_threads(threads)
+
+    def _embed(self, m: Any, texts: Sequence[str]) -> np.ndarray:
         t0 = time.perf_counter()
         if self.governor is not None:
             self.governor.reset()  # the first window is the tokenisation below (one core of ours)
