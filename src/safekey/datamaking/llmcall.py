@@ -85,11 +85,15 @@ def close_backends() -> None:
     _BACKENDS.clear()
 
 
+def _requests(prompts: Sequence[tuple[str, str]], sampling: Sampling, prefill: str | None) -> list[ChatRequest]:
+    return [ChatRequest(messages=[{"role": "user", "content": p}], sampling=sampling, prefill=prefill, id=rid)
+            for rid, p in prompts]
+
+
 def generate(ms: ModelSettings, prompts: Sequence[tuple[str, str]], backend=None) -> list[Completion]:
     """[(record id, user prompt)] → completions, same order; each text starts with the prefill."""
     be = backend or backend_for(ms)
-    reqs = [ChatRequest(messages=[{"role": "user", "content": p}], sampling=ms.sampling(), prefill=ms.prefill, id=rid)
-            for rid, p in prompts]
+    reqs = _requests(prompts, ms.sampling(), ms.prefill)
     comps = be.generate(reqs) if reqs else []
     if ms.prefill:
         comps = [c if c.error is not None else c.model_copy(update={"text": ms.prefill + c.text}) for c in comps]
@@ -103,8 +107,7 @@ def generate_with_thinking(ms: TeacherSettings, prompts: Sequence[tuple[str, str
     opener = ms.prefill or "<think>\n"
     think = ms.sampling().model_copy(update={"max_tokens": ms.think_budget, "stop": ("</think>",)})
     be = backend or backend_for(ms)
-    reqs = [ChatRequest(messages=[{"role": "user", "content": p}], id=rid, prefill=opener, sampling=think)
-            for rid, p in prompts]
+    reqs = _requests(prompts, think, opener)
     thoughts = be.generate(reqs) if reqs else []
     out: list[tuple[Completion, bool]] = [(c, False) for c in thoughts]  # failed calls pass through as they are
     live = [k for k, c in enumerate(thoughts) if c.error is None]
