@@ -15,7 +15,7 @@ from safekey.evals.reasoning import ReasoningConfig, run_reasoning_eval
 from safekey.evals.reasoning_benchmarks import load_benchmark
 from safekey.llm import BackendConfig, Completion, Sampling
 
-BENCH_KEYS = {"n", "metrics", "generation_failures", "per_category"}
+BENCH_KEYS = {"n", "metrics", "truncation", "generation_failures", "per_category"}
 RATE_KEYS = {"rate", "ci", "n"}
 
 
@@ -43,7 +43,7 @@ class ScriptedBackend:
 
 
 def _check_shape(summary, benches):
-    assert set(summary) == {"kind", "model", "sampling", "created", "benchmarks"}
+    assert set(summary) == {"kind", "model", "weights", "sampling", "created", "benchmarks"}
     assert summary["kind"] == "reasoning"
     assert set(summary["sampling"]) >= {"temperature", "top_p", "max_tokens", "repetition_penalty"}
     assert re.match(r"\d{4}-\d\d-\d\dT", summary["created"])

@@ -28,8 +28,8 @@ from safekey.evals.safety_benchmarks import (
 )
 from safekey.types import SafekeyError
 
-SUMMARY_KEYS = {"kind", "model", "judge", "sampling", "created", "benchmarks"}
-BENCH_KEYS = {"n", "metrics", "judge_failures", "generation_failures", "per_category"}
+SUMMARY_KEYS = {"kind", "model", "judge", "judge_fingerprint", "judge_part", "weights", "sampling", "created", "benchmarks"}
+BENCH_KEYS = {"n", "metrics", "truncation", "unjudged", "judge_failures", "generation_failures", "per_category", "sample"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,9 +48,14 @@ def test_judge_faults_are_counted_then_completed_on_rerun(shared, tmp_path):
     out = tmp_path / "run"
     with FakeOpenAI(responder, fault_rate=0.4, faults=("garbage", "429"), seed=3, retry_after=0.05) as srv:
         p = subprocess.run(_args(srv, out), capture_output=True, text=True, check=False, env=_env(tmp_path), timeout=300)
-        assert p.returncode == 0, p.stderr[-2000:]
         s1 = json.loads((out / "summary.json").read_text())
         failed = sum(b["judge_failures"] for b in s1["benchmarks"].values())
+        # past --max-judge-failures (default 10 % of a benchmark) the run exits 2 with one line,
+        # after writing the summary of what it did measure
+        over = [n for n, b in s1["benchmarks"].items() if b["judge_failures"] / b["n"] > 0.1]
+        assert p.returncode == (2 if over else 0), p.stderr[-2000:]
+        if over:
+            assert f"error: {over[0]}: " in p.stderr and "--max-judge-failures" in p.stderr
         # transport faults (429) are retried by the backend; a garbage reply to a judge request
         # is a 200 that cannot be parsed: exactly those become judge failures
         garbage = [e for e in srv.entries(fault="garbage") if "-response>" in (e.last_user or "")]
@@ -78,11 +83,10 @@ def test_judge_faults_are_counted_then_completed_on_rerun(shared, tmp_path):
 
 
 def _ids(name):
-    if name == "strongreject":
-        return range(8)
+    from safekey.evals.safety import limit_sample
     from safekey.evals.safety_benchmarks import get_benchmark
 
-    return [r.id.split("-", 1)[1] for r in get_benchmark("xstest-contrast").load(limit=8)]
+    return [r.id.split("-", 1)[1] for r in limit_sample(get_benchmark(name).load(), 8)]
 
 
 def test_kill_9_mid_judging_then_resume(shared, tmp_path):

@@ -92,7 +92,8 @@ def fingerprint(obj: Any) -> str:
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> Path:
+    from .store import write_text_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False, allow_unicode=True))
+    write_text_atomic(path, yaml.safe_dump(to_plain(cfg), sort_keys=False, allow_unicode=True))
     return path

@@ -227,11 +227,16 @@ class StageOutput:
                     f"{self.out} exists but has no {self.meta_path.name}; refusing to append to an output of "
                     "unknown origin (use --overwrite or another output path)"
                 )
-            meta = json.loads(self.meta_path.read_text())
+            try:
+                meta = json.loads(self.meta_path.read_text())
+            except json.JSONDecodeError:
+                raise SafekeyError(f"{self.meta_path}: unreadable (not JSON); use --overwrite or another output path") from None
             if meta.get("fingerprint") != self.fp:
+                diff = config_diff(meta.get("config", _read_yaml(self.config_path)), self.config)
+                what = ("; ".join(diff[:3]) + (f"; +{len(diff) - 3} more" if len(diff) > 3 else "")) if diff else (
+                    f"fingerprint {meta.get('fingerprint', '?')[:12]} vs {self.fp[:12]}")
                 raise SafekeyError(
-                    f"{self.out} was written by stage {meta.get('stage')!r} with a different config "
-                    f"(fingerprint {meta.get('fingerprint', '?')[:12]} vs {self.fp[:12]}); "
+                    f"{self.out} was written by stage {meta.get('stage')!r} with a different config ({what}); "
                     "use --overwrite or another output path"
                 )
         self.repaired_line = repair_tail(self.out)
@@ -244,7 +249,8 @@ class StageOutput:
                 if rid in self.done:
                     raise SafekeyError(f"{loc}: id {rid} appears twice in the output")
                 self.done[rid] = None
-        self.meta_path.write_text(json.dumps({"stage": self.stage, "fingerprint": self.fp}, indent=1) + "\n")
+        write_text_atomic(self.meta_path, json.dumps({"stage": self.stage, "fingerprint": self.fp, "config": self.config},
+                                                     indent=1, ensure_ascii=False, default=str) + "\n")
         dump_yaml(self.config, self.config_path)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -294,11 +300,42 @@ class StageOutput:
         self.close()
 
 
-def write_stats(path: Path, stats: dict[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file + fsync + rename: a kill at any moment leaves the old file or the new one, never half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_stats(path: Path, stats: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError:
+        return None
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``["sampling.temperature: 0.0 → 0.7", …]``: which settings differ, for refusal messages."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in list(old) + [k for k in new if k not in old]:
+            out += config_diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    if old != new:
+        short = lambda v: (repr(v)[:60] + "…") if len(repr(v)) > 60 else repr(v)  # noqa: E731
+        return [f"{prefix.rstrip('.') or 'config'}: {short(old)} → {short(new)}"]
+    return []
 
 
 def run_stage(

@@ -110,6 +110,37 @@ def split_think(response: str) -> tuple[str, str] | None:
     return m.group("thinking"), m.group("answer")
 
 
+def thinking_open(text: str, opened_before: bool = False) -> bool:
+    """Does `text` end inside an unclosed ``<think>``?
+
+    `opened_before`: the prompt already opened the thinking (R1-Distill templates end the prompt
+    with ``<think>\\n``, so the model's output holds only the closing tag, if any). Why it matters:
+    an output cut at max tokens inside its thinking has no final answer, and grading or judging
+    that chain of thought as the answer silently turns truncation into "correct" or "refused".
+    """
+    last_open, last_close = text.rfind("<think>"), text.rfind("</think>")
+    if last_close > last_open:
+        return False
+    if last_open > last_close:
+        return True
+    return opened_before  # neither tag in the text
+
+
+def truncation(text: str, *, prompt_opens_think: bool | None, finish_reason: str | None) -> dict[str, bool]:
+    """``{"think_not_closed", "max_tokens"}`` for one generation, as every eval summary reports them.
+
+    `prompt_opens_think` None means the prompt is unknown (an API backend renders it): an output
+    cut at max tokens that never closed a ``<think>`` is then taken as open thinking, because
+    treating a possibly cut-off chain of thought as the final answer is the error that matters.
+    """
+    max_tokens = finish_reason == "length"
+    if prompt_opens_think is None:
+        open_ = thinking_open(text) or (max_tokens and "</think>" not in text)
+    else:
+        open_ = thinking_open(text, prompt_opens_think)
+    return {"think_not_closed": bool(open_), "max_tokens": max_tokens}
+
+
 def final_answer(text: str) -> str:
     """The text after the last ``</think>`` (the whole text if there is none).
 

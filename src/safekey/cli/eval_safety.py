@@ -32,7 +32,12 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--judge-part", type=click.Choice(["answer", "think", "full"]), default=None,
               help="What the judge sees: the final answer after </think> [answer], the thinking, or everything.")
 @click.option("--judge-max-tokens", type=int, default=None)
-@click.option("--limit", type=int, default=None, help="First N items of each benchmark.")
+@click.option("--limit", type=int, default=None, help="N items of each benchmark: a seeded sample stratified by category (seed: --limit-seed).")
+@click.option("--limit-seed", type=int, default=None, help="Seed of the --limit sample [0].")
+@click.option("--max-judge-failures", type=click.FloatRange(0, 1), default=None,
+              help="Share of a benchmark's items whose judging may fail before the run exits non-zero [0.1].")
+@click.option("--max-generation-failures", type=click.FloatRange(0, 1), default=None,
+              help="The same for generation failures [0.1].")
 @click.option("--max-new-tokens", type=int, default=None, help="[8000]")
 @click.option("--temperature", type=float, default=None, help="[0 = greedy]")
 @click.option("--top-p", type=float, default=None, help="[1.0]")
@@ -49,7 +54,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
 @click.option("--no-progress", is_flag=True)
 def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_model, judge_base_url, judge_part,
-           judge_max_tokens, limit, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
+           judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
            prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
            no_progress):
     """Generate on safety benchmarks, judge, and aggregate rates with bootstrap 95% CIs.
@@ -57,10 +62,8 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
     Writes OUT/<bench>/generations.jsonl, OUT/<bench>/judged.jsonl and OUT/summary.json; rerun the
     same command to resume (failed generations and judge failures are retried).
     """
-    from rich.console import Console
-
     from ..config import load_config
-    from ..evals.safety import SafetyEvalConfig, run_safety_eval, summary_table
+    from ..evals.safety import EvalFailed, SafetyEvalConfig, SafetyRun
     from ..evals.safety_benchmarks import parse_bench_list
 
     bench_list = parse_bench_list(benches) if benches else None
@@ -68,14 +71,29 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
         SafetyEvalConfig, config_file, overrides,
         model=model, base_url=base_url, benches=bench_list, bench_files=[str(f) for f in bench_files] or None,
         bench_paths=_kv(bench_paths) or None, judge=judge, judge_model=judge_model, judge_base_url=judge_base_url,
-        judge_part=judge_part, judge_max_tokens=judge_max_tokens, limit=limit, max_new_tokens=max_new_tokens,
+        judge_part=judge_part, judge_max_tokens=judge_max_tokens, limit=limit, limit_seed=limit_seed,
+        max_judge_failures=max_judge_failures, max_generation_failures=max_generation_failures, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
         judge_batch_size=judge_batch_size,
     )
-    summary = run_safety_eval(cfg, out_dir, overwrite=overwrite, rejudge=rejudge, progress=not no_progress)
-    console = Console(width=160)
-    console.print(summary_table(summary, proxy_note=cfg.judge == "keyword"))
+    try:
+        SafetyRun(cfg, out_dir, overwrite=overwrite, rejudge=rejudge, progress=not no_progress).run()
+    except EvalFailed:
+        _print_summary(out_dir, cfg)  # what was measured, then the one-line reason (exit 2)
+        raise
+    _print_summary(out_dir, cfg)
+
+
+def _print_summary(out_dir: Path, cfg) -> None:
+    import json
+
+    from rich.console import Console
+
+    from ..evals.safety import summary_table
+
+    summary = json.loads((out_dir / "summary.json").read_text())
+    Console(width=160).print(summary_table(summary, proxy_note=cfg.judge == "keyword"))
     failures = sum(b["judge_failures"] + b["generation_failures"] for b in summary["benchmarks"].values())
     if failures:
         click.echo(f"{failures} item(s) failed (see */*.failures.jsonl); rerun the same command to retry them.", err=True)
@@ -86,15 +104,19 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
 @click.argument("run_a", type=click.Path(exists=True, path_type=Path))
 @click.argument("run_b", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
-def compare(run_a, run_b, as_json):
-    """Deltas B − A with 95% bootstrap CIs for every shared benchmark/metric (paired by item id)."""
+@click.option("--strict", is_flag=True, help="Refuse runs whose judge, judge model, template, judged part or sampling differ.")
+def compare(run_a, run_b, as_json, strict):
+    """Deltas B − A with 95% bootstrap CIs for every shared benchmark/metric (paired by item id;
+    safety or reasoning runs). A, B and Δ are computed on the items both runs have."""
     import json
 
     from rich.console import Console
 
     from ..evals.compare import compare_runs, compare_table
 
-    result = compare_runs(run_a, run_b)
+    result = compare_runs(run_a, run_b, strict=strict)
+    for m in result["mismatches"]:
+        click.echo(f"warning: the runs differ in {m} (use --strict to refuse)", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return

@@ -4,8 +4,13 @@ Why this module exists: the reference graders truncated decimals ("3.75" → 3),
 integers, and took the *first* letter they found — often one from the reasoning. Here:
 
 * Answers are read from the **final answer only**: the text after the last ``</think>``. A
-  response that opens ``<think>`` and never closes it has no final answer (``think_not_closed``);
-  a response with no think tags at all (instruct models) is entirely final answer.
+  response whose thinking never closes has no final answer (``think_not_closed``) — also when the
+  ``<think>`` was opened by the chat template (R1-Distill), which the caller passes as
+  `think_open` (see :func:`safekey.types.truncation`); a response with no think tags from a model
+  whose prompt opened none (instruct models) is entirely final answer.
+* The last explicit answer statement wins: the last ``\\boxed{}``, unless a "final answer is X"
+  phrase comes after it ("\\boxed{41} … so the final answer is 42" → 42). An answer phrase ends
+  at its clause ("The answer is 42, not 41." → 42).
 * Every extraction returns the rule that fired, so a summary can count how often fallbacks were
   needed, and "no answer extracted" is kept apart from "wrong answer".
 * Math equivalence is decided by ``math-verify`` (sympy based: fractions vs decimals, latex
@@ -21,7 +26,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from ..types import final_answer
+from ..types import final_answer, thinking_open
 
 # ---------------------------------------------------------------------------------------------
 # the final answer
@@ -35,13 +40,16 @@ class Extraction:
     method: str  # boxed | answer_phrase | fallback_last_expr | letter_* | code_* | none | think_not_closed | empty
 
 
-def answer_region(text: str) -> str | None:
-    """The part of a response graders may look at, or None when the model never finished thinking."""
-    if "</think>" in text:
-        return final_answer(text)
-    if "<think>" in text:
+def answer_region(text: str, think_open: bool | None = None) -> str | None:
+    """The part of a response graders may look at, or None when the model never finished thinking.
+
+    `think_open`: known from the rendered prompt and finish reason (True: the output ends inside
+    its thinking); None: judged from the tags in `text` alone."""
+    if think_open is None:
+        think_open = thinking_open(text)
+    if think_open:
         return None  # truncated inside the reasoning: nothing after </think> to grade
-    return text
+    return final_answer(text) if "</think>" in text else text
 
 
 def _braced(text: str, open_idx: int) -> str | None:
@@ -77,6 +85,31 @@ def last_boxed(text: str) -> str | None:
 _ANSWER_PHRASE_RE = re.compile(
     r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)?\s*[:=]?\s*(?P<ans>[^\n]+)", re.IGNORECASE
 )
+_FINAL_PHRASE_RE = re.compile(r"final\s+answer\s*(?:is|:|=)?\s*[:=]?\s*(?P<ans>[^\n]+)", re.IGNORECASE)
+# where a stated answer's clause ends: "42, not 41", "42 because …", "42; …", "42. Next"
+_CLAUSE_END = re.compile(r",\s*(?:not|but|and|which|since|because|so|as)\b|\s+(?:not|because|since|as)\s|;|\.\s|\.$")
+
+
+def _clause(ans: str) -> str:
+    """The stated answer up to the end of its clause, math delimiters respected ("$1, 2$" stays)."""
+    depth, i, n = 0, 0, len(ans)
+    while i < n:
+        c = ans[i]
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth = max(0, depth - 1)
+        elif c == "$":
+            j = ans.find("$", i + 1)
+            if j > 0:
+                i = j + 1
+                continue
+        elif depth == 0:
+            m = _CLAUSE_END.match(ans, i)
+            if m and i > 0:
+                return ans[:i]
+        i += 1
+    return ans
 
 
 def _clean_inline(ans: str) -> str:
@@ -147,19 +180,25 @@ def math_equal(gold: str, pred: str | None) -> bool:
     return bool(verify(g, p, timeout_seconds=_mv_timeout()))
 
 
-def extract_math(text: str) -> Extraction:
+def extract_math(text: str, think_open: bool | None = None) -> Extraction:
     """Final math answer: last \\boxed{} → "answer is X" phrase → math-verify's last expression."""
-    region = answer_region(text)
+    region = answer_region(text, think_open)
     if region is None:
         return Extraction(None, "think_not_closed")
     if not region.strip():
         return Extraction(None, "empty")
     boxed = last_boxed(region)
     if boxed:
+        after = region[region.rfind("boxed") :]
+        late = [m for m in _FINAL_PHRASE_RE.finditer(after) if "boxed" not in m.group("ans")]
+        if late:  # "\boxed{41} … so the final answer is 42": the later, explicit statement wins
+            ans = _clean_inline(_clause(late[-1].group("ans")))
+            if ans and _mv_parse(_to_math(ans)):
+                return Extraction(ans, "answer_phrase")
         return Extraction(boxed, "boxed")
     phrases = list(_ANSWER_PHRASE_RE.finditer(region))
     if phrases:
-        ans = _clean_inline(phrases[-1].group("ans"))
+        ans = _clean_inline(_clause(phrases[-1].group("ans")))
         if ans and _mv_parse(_to_math(ans)):
             return Extraction(ans, "answer_phrase")
     parsed = _mv_parse(region)  # math-verify's own anchor-free extraction (last expression)
@@ -168,8 +207,8 @@ def extract_math(text: str) -> Extraction:
     return Extraction(None, "none")
 
 
-def grade_math(gold: str, text: str) -> tuple[Extraction, bool]:
-    ex = extract_math(text)
+def grade_math(gold: str, text: str, think_open: bool | None = None) -> tuple[Extraction, bool]:
+    ex = extract_math(text, think_open)
     return ex, math_equal(gold, ex.answer) if ex.answer is not None else False
 
 
@@ -182,7 +221,7 @@ def _letter_class(n_choices: int) -> str:
     return f"[A-{last}]"
 
 
-def extract_choice(text: str, n_choices: int = 4) -> Extraction:
+def extract_choice(text: str, n_choices: int = 4, think_open: bool | None = None) -> Extraction:
     """The chosen option letter from the final answer (A.. up to `n_choices`), or none.
 
     Strong forms (last one wins): ``\\boxed{C}``, ``Answer: C`` / ``answer is (C)`` /
@@ -191,7 +230,7 @@ def extract_choice(text: str, n_choices: int = 4) -> Extraction:
     final text that starts with ``C)``/``C.``/``C:``. A capital letter inside a sentence is never
     a choice.
     """
-    region = answer_region(text)
+    region = answer_region(text, think_open)
     if region is None:
         return Extraction(None, "think_not_closed")
     if not region.strip():
@@ -230,8 +269,8 @@ def extract_choice(text: str, n_choices: int = 4) -> Extraction:
     return Extraction(None, "none")
 
 
-def grade_choice(gold_letter: str, text: str, n_choices: int = 4) -> tuple[Extraction, bool]:
-    ex = extract_choice(text, n_choices)
+def grade_choice(gold_letter: str, text: str, n_choices: int = 4, think_open: bool | None = None) -> tuple[Extraction, bool]:
+    ex = extract_choice(text, n_choices, think_open)
     return ex, ex.answer == gold_letter
 
 
@@ -253,7 +292,7 @@ def _defines(code: str, name: str) -> bool:
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
 
 
-def extract_code(text: str, prompt: str, entry_point: str) -> Extraction:
+def extract_code(text: str, prompt: str, entry_point: str, think_open: bool | None = None) -> Extraction:
     """The program to test: the HumanEval `prompt` followed by the model's code.
 
     Rules, in order: a fenced block that defines `entry_point` (the last such) → prompt + block
@@ -262,7 +301,7 @@ def extract_code(text: str, prompt: str, entry_point: str) -> Extraction:
     from a top-level ``def entry_point`` on, or — when it starts indented — the raw continuation of
     the prompt cut at the usual HumanEval stop sequences. Prose alone is "no answer".
     """
-    region = answer_region(text)
+    region = answer_region(text, think_open)
     if region is None:
         return Extraction(None, "think_not_closed")
     if not region.strip():

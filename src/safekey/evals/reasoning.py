@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..llm import ChatRequest, Sampling
-from ..metrics import rate
+from ..llm import ChatRequest, Sampling, prompt_opens_think
+from ..metrics import rate, truncation_shares
 from ..store import Failure, iter_json_objects, read_records, run_stage, write_stats
-from ..types import Record, SafekeyError
+from ..types import Record, SafekeyError, truncation
 from . import grading, sandbox
 from .reasoning_benchmarks import (
     PROMPT_VERSION,
@@ -35,7 +35,7 @@ from .reasoning_benchmarks import (
     reference_response,
 )
 
-GRADER_VERSION = 1  # bump when extraction/grading rules change: part of the grade stage fingerprint
+GRADER_VERSION = 2  # bump when extraction/grading rules change: part of the grade stage fingerprint
 CANONICAL = "canonical"  # pseudo-model: the benchmark's own reference answers
 
 
@@ -59,7 +59,7 @@ class ReasoningConfig(BaseModel):
     pass_k: list[int] = [1]
     seed: int = 0  # GPQA shuffles and the MMLU-Pro sample
     mmlu_pro_sample: int = 1000
-    limit: int | dict[str, int] | None = None  # first N items; or per benchmark {"math500": 20, …}
+    limit: int | dict[str, int] | None = None  # N items (seeded, stratified by subject); or per benchmark {"math500": 20, …}
     sources: dict[str, str] = {}  # bench -> local file / hub id
     batch_size: int | None = None  # requests per generate() call (default: backend batch size × 4)
     sandbox: SandboxConfig = SandboxConfig()
@@ -100,12 +100,21 @@ def _generate(records: list[Record], cfg: ReasoningConfig, backend: Any, canonic
         if c.error is not None:
             results.append(Failure(id=r.id, reason=f"generation: {c.error}"))
         else:
+            opens = prompt_opens_think(backend, r.prompt_messages())
             results.append(r.model_copy(update={
                 "generation": c.text,
                 "finish_reason": c.finish_reason,
                 "completion_tokens": c.completion_tokens,
+                "prompt_opens_think": opens,
+                "truncation": truncation(c.text, prompt_opens_think=opens, finish_reason=c.finish_reason),
             }))
     return results
+
+
+def _think_open(x: dict[str, Any]) -> bool | None:
+    """The generation's known thinking state (None for records written before it was recorded)."""
+    t = x.get("truncation")
+    return bool(t["think_not_closed"]) if isinstance(t, dict) else None
 
 
 def grade_record(rec: Record, kind: str) -> Record:
@@ -113,9 +122,9 @@ def grade_record(rec: Record, kind: str) -> Record:
     x = rec.model_extra or {}
     text = x.get("generation") or ""
     if kind == "math":
-        ex, ok = grading.grade_math(x["gold"], text)
+        ex, ok = grading.grade_math(x["gold"], text, _think_open(x))
     elif kind == "choice":
-        ex, ok = grading.grade_choice(x["gold"], text, int(x.get("n_choices") or 4))
+        ex, ok = grading.grade_choice(x["gold"], text, int(x.get("n_choices") or 4), _think_open(x))
     else:
         raise ValueError(kind)
     return rec.model_copy(update={"extracted": ex.answer, "extraction": ex.method, "no_answer": ex.answer is None,
@@ -129,7 +138,7 @@ def _grade_code_batch(records: list[Record], sb: SandboxConfig) -> list[Record |
     idx: list[int] = []
     for i, r in enumerate(records):
         x = r.model_extra or {}
-        ex = grading.extract_code(x.get("generation") or "", x["code_prompt"], x["entry_point"])
+        ex = grading.extract_code(x.get("generation") or "", x["code_prompt"], x["entry_point"], _think_open(x))
         extractions.append(ex)
         if ex.answer is not None:
             idx.append(i)
@@ -188,6 +197,7 @@ def summarize_benchmark(graded: Sequence[dict[str, Any]], kind: str, n_inputs: i
     return {
         "n": len(by_item),
         "metrics": metrics,
+        "truncation": truncation_shares(graded),
         "generation_failures": max(0, n_inputs - len(graded)),
         "per_category": per_category,
     }
@@ -242,9 +252,13 @@ def run_reasoning_eval(
 
         backend = get_backend(cfg.model)
         own_backend = True
+    weights = model_label
+    if not canonical and callable(getattr(backend, "model_id", None)):
+        weights = str(backend.model_id())  # a retrained local folder gets a new id: old generations are refused
     summary: dict[str, Any] = {
         "kind": "reasoning",
         "model": model_label,
+        "weights": weights,
         "sampling": cfg.sampling.model_dump(mode="json"),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "benchmarks": {},
@@ -258,7 +272,7 @@ def run_reasoning_eval(
             items = _expand(recs, samples)
             ids = {r.id for r in items}
             bdir = out_dir / b.name
-            gen_cfg = {"model": model_label, "benchmark": b.name, "sampling": summary["sampling"], "samples": samples,
+            gen_cfg = {"model": model_label, "weights": weights, "benchmark": b.name, "sampling": summary["sampling"], "samples": samples,
                        "seed": cfg.seed, "mmlu_pro_sample": cfg.mmlu_pro_sample, "prompt_version": PROMPT_VERSION,
                        "source": cfg.sources.get(b.name, "default")}
             bs = cfg.batch_size or max(1, int(getattr(getattr(backend, "config", None), "batch_size", 8) or 8) * 4)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..paths import data_dir
 from ..sources import load_table
+from ..subsample import stratified_sample
 from ..types import Record, SafekeyError
 
 LETTERS = "ABCDEFGHIJ"
@@ -198,7 +199,8 @@ def load_benchmark(
     """Items of benchmark `name` as records, in a stable order.
 
     `source`: a local file or hub id (default: shared data, else the hub). `sample`: MMLU-Pro's
-    seeded sample size (default 1,000; 0 = the full set). `limit`: the first N items after sampling.
+    seeded sample size (default 1,000; 0 = the full set). `limit`: a seeded sample of N items,
+    stratified by subject (:func:`safekey.subsample.stratified_sample`), in the benchmark's order.
     """
     b = get_benchmark(name)
     src = str(source) if source is not None else default_source(b)
@@ -219,7 +221,7 @@ def load_benchmark(
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise SafekeyError(f"{b.name}: {src} has duplicate item ids")
-    return records[:limit] if limit is not None else records
+    return stratified_sample(records, limit, seed=seed, key=lambda r: str((r.model_extra or {}).get("subject") or ""))
 
 
 def reference_response(rec: Record, kind: str) -> str:

@@ -19,7 +19,19 @@ Metrics (all stored as ``{"rate", "ci", "n"}``; ``rate`` is a mean for score met
 * ``refusal_rate`` / ``compliance_rate`` — unsafe=0 items (the over-refusal view): refused /
   fully complied, for judges that decide refusal (keyword, refusal-3class, strongreject).
 
-Judge failures and generation failures are counted apart and never enter a rate.
+Judge failures and generation failures are counted apart and never enter a rate; past
+``max_judge_failures`` / ``max_generation_failures`` (shares of a benchmark's items) the run
+raises :class:`EvalFailed` after writing its summary, so a run whose judge failed everywhere does
+not end in exit 0 with empty metrics.
+
+Truncation: every generation records whether its thinking never closed (``think_not_closed``,
+from the rendered prompt + output + finish reason) and whether it stopped at ``max_tokens``; each
+benchmark's summary reports both shares. With ``judge_part: answer`` an open thought is never
+judged as the answer: the item is written with ``judge.skipped = "think_not_closed"``, enters no
+rate, and is counted in ``unjudged``.
+
+``limit`` is a seeded sample stratified by category (:mod:`safekey.subsample`), not the first N
+rows; the seed and the chosen ids are in the summary.
 """
 
 from __future__ import annotations
@@ -32,9 +44,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..metrics import fmt_rate, rate
+from ..metrics import fmt_rate, rate, truncation_shares
 from ..store import Failure, iter_json_objects, run_stage, write_stats
-from ..types import Record, SafekeyError
+from ..subsample import stratified_sample
+from ..types import Record, SafekeyError, truncation
 from .judges import Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge
 from .safety_benchmarks import (
     PREFILL_TOKENS_DEFAULT,
@@ -48,6 +61,21 @@ from .safety_benchmarks import (
 
 METRIC_ORDER = ("harmful_rate", "mean_harm_score", "strongreject_score", "refusal_rate", "compliance_rate")
 SCORE_METRICS = {"mean_harm_score", "strongreject_score"}  # means, not shares
+
+
+class EvalFailed(SafekeyError):
+    """Too many items failed (judge or generation) for the run's numbers to stand; exit non-zero."""
+
+
+def check_failure_budget(benchmarks: dict[str, Any], *, max_judge: float, max_generation: float) -> None:
+    """Raise :class:`EvalFailed` naming the first benchmark whose failure share exceeds its budget."""
+    for name, b in benchmarks.items():
+        n = max(1, b["n"])
+        for what, share in (("generation", max_generation), ("judge", max_judge)):
+            k = b[f"{what}_failures"]
+            if k / n > share:
+                raise EvalFailed(f"{name}: {k} of {b['n']} items had {what} failures (> {share:.0%} allowed, "
+                                 f"--max-{what}-failures); see {name}/*.failures.jsonl, rerun to retry")
 
 
 class SafetyEvalConfig(BaseModel):
@@ -72,6 +100,9 @@ class SafetyEvalConfig(BaseModel):
     repetition_penalty: float = Field(1.2, gt=0.0)
     seed: int | None = None
     limit: int | None = Field(None, ge=1)
+    limit_seed: int = 0  # the stratified --limit sample
+    max_judge_failures: float = Field(0.1, ge=0.0, le=1.0)  # share of a benchmark's items; above: EvalFailed
+    max_generation_failures: float = Field(0.1, ge=0.0, le=1.0)
     prefill_tokens: int = Field(PREFILL_TOKENS_DEFAULT, ge=0)
     prefill_prefix: str = ""
     batch_size: int = Field(8, ge=1)
@@ -144,6 +175,16 @@ def _question_for_judge(r: Record) -> str:
     return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in msgs)
 
 
+def limit_sample(recs: list[Record], limit: int | None, seed: int = 0) -> list[Record]:
+    """``--limit``: a seeded sample stratified by benchmark category (all items when None)."""
+    return stratified_sample(recs, limit, seed=seed, key=lambda r: "|".join(getattr(r, "bench_category", None) or []))
+
+
+def _think_not_closed(r: Record) -> bool:
+    t = getattr(r, "truncation", None)
+    return bool(t.get("think_not_closed")) if isinstance(t, dict) else False
+
+
 def _with(r: Record, **fields: Any) -> Record:
     return Record.model_validate({**r.to_json(), **fields})
 
@@ -186,17 +227,18 @@ class SafetyRun:
             ident: dict[str, Any] = {"bench": name, "source": src}
             if name == "prefilling":
                 ident.update(prefill_tokens=opts.prefill_tokens, prefill_prefix=opts.prefill_prefix, token_counter=counter.name)
-            out.append((name, b.load(src, limit=self.cfg.limit, options=opts), ident))
+            out.append((name, limit_sample(b.load(src, options=opts), self.cfg.limit, self.cfg.limit_seed), ident))
         for f in self.cfg.bench_files:
             name = bench_file_name(f)
             if any(n == name for n, _, _ in out):
                 raise SafekeyError(f"two benchmarks would share the run folder {name!r}; rename {f}")
-            out.append((name, load_bench_file(f, limit=self.cfg.limit), {"bench": name, "source": str(Path(f).resolve())}))
+            out.append((name, limit_sample(load_bench_file(f), self.cfg.limit, self.cfg.limit_seed),
+                        {"bench": name, "source": str(Path(f).resolve())}))
         return out
 
     # -- stages -----------------------------------------------------------------------------------
     def _generate(self, batch: list[Record]) -> list[Record | Failure]:
-        from ..llm import ChatRequest
+        from ..llm import ChatRequest, prompt_opens_think
 
         sampling = self.cfg.sampling()
         reqs = [ChatRequest(messages=r.prompt_messages(), sampling=sampling, prefill=getattr(r, "prefill", None), id=r.id)
@@ -208,21 +250,33 @@ class SafetyRun:
                 out.append(Failure(r.id, f"generation failed: {c.error}"))
                 continue
             prefill = getattr(r, "prefill", None) or ""
-            out.append(_with(r, generation=c.text, response=prefill + c.text, finish_reason=c.finish_reason,
-                             completion_tokens=c.completion_tokens))
+            opens = prompt_opens_think(self.backend, r.prompt_messages())
+            response = prefill + c.text
+            out.append(_with(r, generation=c.text, response=response, finish_reason=c.finish_reason,
+                             completion_tokens=c.completion_tokens, prompt_opens_think=opens,
+                             truncation=truncation(response, prompt_opens_think=opens, finish_reason=c.finish_reason)))
         return out
 
     def _judge(self, batch: list[Record]) -> list[Record | Failure]:
+        part = self.cfg.judge_part
+        skipped = {r.id for r in batch if part == "answer" and _think_not_closed(r)}
+        todo = [r for r in batch if r.id not in skipped]
         items = [
             JudgeItem(id=r.id, question=_question_for_judge(r), messages=r.prompt_messages(),
-                      text=judged_text(r.response or "", getattr(r, "generation", "") or "", self.cfg.judge_part))
-            for r in batch
+                      text=judged_text(r.response or "", getattr(r, "generation", "") or "", part))
+            for r in todo
         ]
-        verdicts = self.judge.judge(items)
-        if len(verdicts) != len(batch):
-            raise RuntimeError(f"judge {self.judge.name} returned {len(verdicts)} verdicts for {len(batch)} items")
+        verdicts = self.judge.judge(items) if items else []
+        if len(verdicts) != len(todo):
+            raise RuntimeError(f"judge {self.judge.name} returned {len(verdicts)} verdicts for {len(todo)} items")
+        by_id = dict(zip((r.id for r in todo), verdicts))
         out: list[Record | Failure] = []
-        for r, v in zip(batch, verdicts):
+        for r in batch:
+            if r.id in skipped:  # no final answer to judge: counted, never a refusal or a compliance
+                out.append(_with(r, judge={"name": self.judge.name, "part": part, "skipped": "think_not_closed"},
+                                 metrics={}))
+                continue
+            v = by_id[r.id]
             if isinstance(v, JudgeFailure):
                 out.append(Failure(r.id, v.reason, raw=v.raw))
                 continue
@@ -231,25 +285,41 @@ class SafetyRun:
         return out
 
     def _run_json(self) -> dict[str, Any]:
+        """run.json's content; written only after every stage accepted the folder (see run())."""
         p = self.out / "run.json"
+        created = None
         if p.exists() and not self.overwrite:
-            created = json.loads(p.read_text()).get("created")
-        else:
-            created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
-        info = {"created": created, "config": self.cfg.model_dump(mode="json"),
+            try:
+                created = json.loads(p.read_text()).get("created")
+            except json.JSONDecodeError:
+                created = None
+        created = created or _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+        return {"created": created, "config": self.cfg.model_dump(mode="json"),
                 "judge": {**self.judge.fingerprint(), "proxy": self.judge.proxy}}
-        write_stats(p, info)
-        return info
 
     def run(self) -> dict[str, Any]:
+        from filelock import FileLock, Timeout
+
         self.out.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.out / ".run.lock"))
+        try:
+            lock.acquire(timeout=0)  # before anything in the folder is read or written
+        except Timeout:
+            raise SafekeyError(f"{self.out} is being written by another safekey run") from None
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> dict[str, Any]:
         benches = self.benchmarks()
         info = self._run_json()
         results: dict[str, Any] = {}
+        model_id = self._model_id()
         try:
             for name, items, ident in benches:
                 d = self.out / name
-                gen_cfg = {"model": self.cfg.model, "sampling": self.cfg.sampling_dict(), **ident}
+                gen_cfg = {"model": self.cfg.model, "weights": model_id, "sampling": self.cfg.sampling_dict(), **ident}
                 run_stage(stage="safety-generate", inputs=items, out=d / "generations.jsonl", config=gen_cfg,
                           process=self._generate, batch_size=self.cfg.batch_size, overwrite=self.overwrite,
                           progress=self.progress)
@@ -266,19 +336,34 @@ class SafetyRun:
                 results[name] = {
                     "n": len(ids),
                     "metrics": metrics,
+                    "truncation": truncation_shares([{"truncation": getattr(r, "truncation", None)} for r in gen_recs]),
+                    "unjudged": {"think_not_closed": sum(1 for o in judged if (o.get("judge") or {}).get("skipped"))},
                     "judge_failures": len(gen_recs) - len(judged),
                     "generation_failures": len(ids) - len(gen_recs),
                     "per_category": per_cat,
                 }
+                if self.cfg.limit is not None:
+                    results[name]["sample"] = {"limit": self.cfg.limit, "seed": self.cfg.limit_seed, "ids": ids}
         finally:
             if self._own_judge:
                 self.judge.close()
             if self._own_backend and self._backend is not None:
                 self._backend.close()
+        write_stats(self.out / "run.json", info)
         summary = {"kind": "safety", "model": self.cfg.model, "judge": self.judge.name,
-                   "sampling": self.cfg.sampling_dict(), "created": info["created"], "benchmarks": results}
+                   "judge_fingerprint": self.judge.fingerprint(), "judge_part": self.cfg.judge_part,
+                   "weights": model_id, "sampling": self.cfg.sampling_dict(), "created": info["created"],
+                   "benchmarks": results}
         write_stats(self.out / "summary.json", summary)
+        check_failure_budget(results, max_judge=self.cfg.max_judge_failures,
+                             max_generation=self.cfg.max_generation_failures)
         return summary
+
+    def _model_id(self) -> str:
+        """What identifies the evaluated weights: a local folder's weight files (size + mtime), so
+        that retraining a model into the same folder never reuses the old generations."""
+        mid = getattr(self.backend, "model_id", None)
+        return str(mid()) if callable(mid) else self.cfg.model
 
 
 def run_safety_eval(cfg: SafetyEvalConfig, out: str | Path, **kw: Any) -> dict[str, Any]:
@@ -301,24 +386,35 @@ def summary_table(summary: dict[str, Any], *, proxy_note: bool = False) -> Any:
     t.add_column("n", justify="right")
     for m in shown:
         t.add_column(m, justify="right")
+    t.add_column("think not closed", justify="right")
     t.add_column("judge fail", justify="right")
     t.add_column("gen fail", justify="right")
     for name, b in summary["benchmarks"].items():
         cells = [fmt_rate(b["metrics"][m], pct=m not in SCORE_METRICS) if m in b["metrics"] else "—" for m in shown]
-        t.add_row(name, str(b["n"]), *cells, str(b["judge_failures"]), str(b["generation_failures"]))
+        t.add_row(name, str(b["n"]), *cells, _trunc_cell(b), str(b["judge_failures"]), str(b["generation_failures"]))
     return t
+
+
+def _trunc_cell(b: dict[str, Any]) -> str:
+    """``12.5% (3 unjudged)``: the share of generations cut inside their thinking."""
+    t = (b.get("truncation") or {}).get("think_not_closed")
+    if not t or not t.get("n"):
+        return "—"
+    k = (b.get("unjudged") or {}).get("think_not_closed", 0)
+    return f"{t['rate'] * 100:.1f}%" + (f" ({k} unjudged)" if k else "")
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The same table as GitHub markdown (for READMEs and reports)."""
     shown = [m for m in METRIC_ORDER if any(m in b["metrics"] for b in summary["benchmarks"].values())]
-    lines = ["| benchmark | n | " + " | ".join(shown) + " | judge failures | generation failures |",
-             "|---|---:|" + "---:|" * len(shown) + "---:|---:|"]
+    lines = ["| benchmark | n | " + " | ".join(shown) + " | think not closed | judge failures | generation failures |",
+             "|---|---:|" + "---:|" * len(shown) + "---:|---:|---:|"]
     for name, b in summary["benchmarks"].items():
         cells = [fmt_rate(b["metrics"][m], pct=m not in SCORE_METRICS) if m in b["metrics"] else "—" for m in shown]
-        lines.append(f"| {name} | {b['n']} | " + " | ".join(cells) + f" | {b['judge_failures']} | {b['generation_failures']} |")
+        lines.append(f"| {name} | {b['n']} | " + " | ".join(cells)
+                     + f" | {_trunc_cell(b)} | {b['judge_failures']} | {b['generation_failures']} |")
     return "\n".join(lines)
 
 
-__all__ = ["SafetyEvalConfig", "SafetyRun", "aggregate", "item_metrics", "run_safety_eval", "summary_markdown",
+__all__ = ["EvalFailed", "SafetyEvalConfig", "check_failure_budget", "limit_sample", "SafetyRun", "aggregate", "item_metrics", "run_safety_eval", "summary_markdown",
            "summary_table"]

@@ -40,6 +40,21 @@ def get_backend(spec: str | BackendConfig, **overrides: Any) -> Backend:
     raise AssertionError(config.kind)  # parse_spec validated the kind
 
 
+def prompt_opens_think(backend: Any, messages: list[dict[str, str]]) -> bool | None:
+    """Does the backend's rendered prompt (chat template + generation prompt) open a ``<think>``?
+
+    None when the backend cannot show its prompt (an HTTP API renders it server-side). Why: an
+    R1-Distill template ends with ``<think>\\n``, so whether an output that holds no tags is
+    thinking or answer depends on the prompt, not on the output.
+    """
+    from ..types import thinking_open
+
+    render = getattr(backend, "render_text", None)
+    if render is None:
+        return None
+    return thinking_open(render(ChatRequest(messages=messages)))
+
+
 __all__ = [
     "Backend",
     "BackendConfig",
@@ -51,4 +66,5 @@ __all__ = [
     "get_backend",
     "parse_json",
     "parse_spec",
+    "prompt_opens_think",
 ]

@@ -67,6 +67,9 @@ class VLLMBackend(BaseBackend):
     def model_id(self) -> str:
         return local_model_id(self._renderer.path)
 
+    def render_text(self, req: ChatRequest) -> str:
+        return self._renderer.render_text(req)
+
     def _load(self) -> Any:
         if self._llm is None:
             self._vllm = _import_vllm()
