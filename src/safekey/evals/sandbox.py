@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import os
 import resource
+import secrets
 import shutil
 import signal
 import stat
@@ -44,7 +45,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Isolation = Literal["auto", "netns", "audit"]
+Isolation = Literal["auto", "bwrap", "netns", "audit"]
+TMPFS_MB = 64  # each private tmpfs in bwrap mode (/tmp, /dev/shm, /var/tmp)
+
+# The script every program runs under: reads the run's secret, runs the candidate, and proves
+# that the candidate returned by writing the secret back (see the module docstring).
+HARNESS = '''\
+import os as _h_os, sys as _h_sys
+_h_in, _h_out, _h_path = int(_h_sys.argv[1]), int(_h_sys.argv[2]), _h_sys.argv[3]
+_h_secret = _h_os.read(_h_in, 64)
+_h_os.close(_h_in)
+with open(_h_path, encoding="utf-8") as _h_f:
+    _h_code = compile(_h_f.read(), _h_path, "exec")
+del _h_sys.argv[1:3]
+exec(_h_code, {"__name__": "__main__", "__file__": _h_path, "__builtins__": __builtins__})
+_h_os.write(_h_out, _h_secret)
+_h_os.close(_h_out)
+'''
+_warned: set[str] = set()
 
 # Unprivileged uids used when we are root (RLIMIT_NPROC does not apply to uid 0). Each run gets its
 # own uid so a fork bomb in one run cannot exhaust the process budget of a concurrent one.
@@ -80,7 +98,7 @@ class Limits:
 
 @dataclass
 class SandboxResult:
-    status: str  # "passed" (exit 0) | "failed" (non-zero exit) | "timeout" (wall or cpu limit) | "error" (could not run)
+    status: str  # "passed" (the program ran to its end: proof received) | "failed" (non-zero exit) | "timeout" (wall or cpu limit) | "error" (could not run)
     reason: str  # short human-readable cause: "ok", "AssertionError", "timeout after 10s", "MemoryError", …
     returncode: int | None
     duration_s: float
@@ -154,24 +172,77 @@ def _netns_prefix() -> tuple[list[str], str] | None:
     return None
 
 
+def _bwrap_args(py: str) -> list[str]:
+    """bubblewrap's arguments up to the command: read-only system paths, private everything else."""
+    args = ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+    for link in ("bin", "lib", "lib64", "sbin", "lib32"):
+        if Path(f"/{link}").is_symlink():
+            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+        elif Path(f"/{link}").is_dir():
+            args += ["--ro-bind", f"/{link}", f"/{link}"]
+    prefix = Path(py).resolve().parent.parent
+    if not str(prefix).startswith("/usr"):
+        args += ["--ro-bind", str(prefix), str(prefix)]
+    size = str(TMPFS_MB * 1024 * 1024)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for d in ("/tmp", "/dev/shm", "/var/tmp"):
+        args += ["--size", size, "--tmpfs", d]
+    return args + ["--dir", "/sandbox", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+                   "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8"]
+
+
+def _bwrap_prefix() -> tuple[list[str], str] | None:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None or not sys.platform.startswith("linux"):
+        return None
+    root = os.geteuid() == 0
+    for py in _python_candidates():
+        if root and not _world_executable(py):
+            continue  # the throw-away uid must reach the interpreter
+        pre = (lambda: (os.setgid(_UID_BASE), os.setuid(_UID_BASE))) if root else None
+        if _run_quiet([bwrap, *_bwrap_args(py), py, "-I", "-c", "pass"], preexec=pre):
+            return [bwrap], py
+    return None
+
+
+def _probe(mode: str) -> tuple[list[str], str] | None:
+    with _probe_lock:
+        if mode not in _probe_cache:
+            found = _bwrap_prefix() if mode == "bwrap" else _netns_prefix()
+            _probe_cache[mode] = (found[1], found[0]) if found else None
+        hit = _probe_cache[mode]
+    return (list(hit[1]), hit[0]) if hit is not None else None
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        print(f"warning: {msg}", file=sys.stderr)
+
+
 def isolation_mode(requested: Isolation = "auto") -> tuple[str, list[str], str]:
     """(mode, wrapper prefix, interpreter) for `requested`; probed once per process and cached.
 
-    ``auto`` prefers network/PID namespaces and falls back to the audit hook.
+    ``auto`` prefers bubblewrap, then network/PID namespaces, then the audit hook (printing a
+    warning for the weaker modes, which do not hide the file system).
     """
-    if requested not in ("auto", "netns", "audit"):
-        raise ValueError(f"unknown isolation {requested!r}; use auto, netns or audit")
-    if requested in ("auto", "netns"):
-        with _probe_lock:
-            if "netns" not in _probe_cache:
-                found = _netns_prefix()
-                _probe_cache["netns"] = (found[1], found[0]) if found else None
-            hit = _probe_cache["netns"]
+    if requested not in ("auto", "bwrap", "netns", "audit"):
+        raise ValueError(f"unknown isolation {requested!r}; use auto, bwrap, netns or audit")
+    if requested in ("auto", "bwrap"):
+        hit = _probe("bwrap")
         if hit is not None:
-            py, prefix = hit
-            return "netns", list(prefix), py
+            return "bwrap", hit[0], hit[1]
+        if requested == "bwrap":
+            raise RuntimeError("bubblewrap is not available here (apt-get install bubblewrap; needs user namespaces)")
+        _warn_once("sandbox: bubblewrap (bwrap) unavailable; model-written code runs with network/PID isolation "
+                   "only and can read world-readable files (install the Debian package 'bubblewrap')")
+    if requested in ("auto", "netns"):
+        hit = _probe("netns")
+        if hit is not None:
+            return "netns", hit[0], hit[1]
         if requested == "netns":
             raise RuntimeError("network namespaces are not available here (need util-linux unshare and namespace rights)")
+        _warn_once("sandbox: no namespaces available; falling back to the audit-hook sandbox (weakest)")
     py = sys.executable
     if os.geteuid() == 0:  # we will drop to an unprivileged uid: it must be able to run the interpreter
         py = next((c for c in _python_candidates() if _world_executable(c)), sys.executable)
@@ -229,26 +300,44 @@ def _exception_line(stderr: str) -> str:
 
 
 def run_python(source: str, *, limits: Limits = Limits(), isolation: Isolation = "auto") -> SandboxResult:
-    """Run `source` as a script in a contained child. Never raises for anything the program does."""
+    """Run `source` as a script in a contained child. Never raises for anything the program does.
+
+    "passed" means the program ran to its last statement (the harness's proof came back), not
+    merely exit status 0."""
     mode, prefix, py = isolation_mode(isolation)
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="safekey-sbx-"))
+    secret = secrets.token_hex(16).encode()
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
     try:
         prog = tmp / "program.py"
-        prog.write_text((AUDIT_PRELUDE if mode == "audit" else "") + source, encoding="utf-8")
+        prog.write_text(source, encoding="utf-8")
+        harness = tmp / "harness.py"
+        harness.write_text((AUDIT_PRELUDE if mode == "audit" else "") + HARNESS, encoding="utf-8")
+        os.write(w_in, secret)
+        os.close(w_in)
+        w_in = -1
         out_path, err_path = tmp / "stdout.txt", tmp / "stderr.txt"
         kwargs: dict[str, Any] = {}
         cmd = list(prefix)
         uid: int | None = None
         if os.geteuid() == 0:
             uid = _next_uid()
-            os.chown(tmp, uid, uid)
-            os.chown(prog, uid, uid)
+            for f in (tmp, prog, harness):
+                os.chown(f, uid, uid)
             if mode == "netns":
                 cmd += ["--setuid", str(uid), "--setgid", str(uid)]
             else:
                 kwargs.update(user=uid, group=uid, extra_groups=[])
-        cmd += ["--", py, "-I", str(prog)] if prefix else [py, "-I", str(prog)]
+        fds = [str(r_in), str(w_out)]
+        if mode == "bwrap":
+            cmd += [*_bwrap_args(py), "--ro-bind", str(prog), "/sandbox/program.py", "--ro-bind", str(harness),
+                    "/sandbox/harness.py", py, "-I", "/sandbox/harness.py", *fds, "/sandbox/program.py"]
+            cwd = "/"
+        else:
+            cmd += (["--"] if prefix else []) + [py, "-I", str(harness), *fds, str(prog)]
+            cwd = str(tmp)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C.UTF-8"}
         with out_path.open("wb") as out_f, err_path.open("wb") as err_f:
             try:
@@ -257,15 +346,18 @@ def run_python(source: str, *, limits: Limits = Limits(), isolation: Isolation =
                     stdin=subprocess.DEVNULL,
                     stdout=out_f,
                     stderr=err_f,
-                    cwd=str(tmp),
+                    cwd=cwd,
                     env=env,
                     start_new_session=True,
                     preexec_fn=_preexec(limits),
                     close_fds=True,
+                    pass_fds=(r_in, w_out),
                     **kwargs,
                 )
             except (OSError, subprocess.SubprocessError) as e:
                 return SandboxResult("error", f"could not start sandbox: {e}", None, time.monotonic() - t0, mode)
+            os.close(w_out)  # the child holds the only write end now
+            w_out = -1
             timed_out = False
             try:
                 rc = proc.wait(timeout=limits.timeout_s)
@@ -277,6 +369,7 @@ def run_python(source: str, *, limits: Limits = Limits(), isolation: Isolation =
                 _kill_group(proc.pid)  # stragglers that stayed in the group after the leader exited
                 if uid is not None and mode == "audit":
                     _kill_uid(uid)  # no PID namespace here: also catch children that left the group (setsid)
+        proof = _read_available(r_out)
         dur = time.monotonic() - t0
         stdout, stderr = _tail(out_path), _tail(err_path)
         if timed_out:
@@ -289,11 +382,26 @@ def run_python(source: str, *, limits: Limits = Limits(), isolation: Isolation =
                 name = f"killed by signal {sig}"
             status = "timeout" if sig == signal.SIGXCPU else "failed"
             return SandboxResult(status, name, rc, dur, mode, stdout, stderr)
-        if rc == 0:
+        if rc == 0 and proof == secret:
             return SandboxResult("passed", "ok", rc, dur, mode, stdout, stderr)
+        if rc == 0:
+            return SandboxResult("failed", "exited before the program finished (no completion proof)", rc, dur, mode,
+                                 stdout, stderr)
         return SandboxResult("failed", _exception_line(stderr) or f"exit status {rc}", rc, dur, mode, stdout, stderr)
     finally:
+        for fd in (r_in, w_in, r_out, w_out):
+            if fd >= 0:
+                os.close(fd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_available(fd: int, n: int = 256) -> bytes:
+    """What the child wrote to the proof pipe, without blocking on a writer that never closes."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, n)
+    except BlockingIOError:
+        return b""
 
 
 def _kill_group(pgid: int) -> None:
