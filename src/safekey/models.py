@@ -174,16 +174,55 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def refuse_remote_code(path: str | Path, trust_remote_code: bool = False) -> None:
+    """One-line refusal (no stdin prompt, no code run) for a folder that asks to run its own code.
+
+    Why here and not left to transformers: with ``trust_remote_code`` unset, transformers asks on
+    stdin, so ``echo y | safekey …`` runs the folder's ``auto_map`` modules, and a closed stdin
+    blocks ~30 s. Every loader in safekey goes through :func:`load_tokenizer` / :func:`load_model`.
+    """
+    if trust_remote_code:
+        return
+    p = Path(path)
+    if not p.is_dir():
+        return  # a hub id: transformers is given trust_remote_code=False explicitly
+    for name in ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        f = p / name
+        if not f.is_file():
+            continue
+        try:
+            cfg = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SafekeyError(f"{f}: not valid JSON ({e})") from None
+        if isinstance(cfg, dict) and cfg.get("auto_map"):
+            raise SafekeyError(f"{p} asks to run its own code ('auto_map' in {name}); refusing — pass "
+                               "--trust-remote-code only if you trust that folder")
+
+
+def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False, **kw: Any) -> Any:
+    """The tokenizer of a `--model` value (folder, alias or hub id); remote code only when asked."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(str(name))
+    refuse_remote_code(path, trust_remote_code)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+
+
+def load_model(name: str | Path, *, trust_remote_code: bool = False, **kw: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` behind the same remote-code check."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(str(name))
+    refuse_remote_code(path, trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+
+
 def load_causal_lm(name: str, *, dtype: Any = None, device: str | None = None, trust_remote_code: bool = False):
     """(model, tokenizer) for a `--model` value, in eval mode. Remote code stays off unless asked."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model(name)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
-    )
+    tok = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    model = load_model(name, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code)
     if device:
         model.to(device)
     model.eval()

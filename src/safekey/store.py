@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -300,8 +301,24 @@ class StageOutput:
         self.close()
 
 
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@\"']+)@")
+_URL_SECRET_PARAM = re.compile(r"(?P<k>[?&](?:api[_-]?key|key|token|access[_-]?token|auth|sig|signature|password)=)"
+                               r"(?P<v>[^&\s\"'#]+)", re.IGNORECASE)
+
+
+def redact_secrets(text: str) -> str:
+    """Credentials inside URLs (``http://user:KEY@host``, ``?api_key=…``) → ``***``.
+
+    Why at the writing layer: every sidecar, run.json and config dump goes through
+    :func:`write_text_atomic`, so no config field that holds a URL can write a key to disk."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _URL_SECRET_PARAM.sub(lambda m: f"{m.group('k')}***", text)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file + fsync + rename: a kill at any moment leaves the old file or the new one, never half."""
+    """Temp file + fsync + rename: a kill at any moment leaves the old file or the new one, never half.
+    Credentials in URLs are redacted (:func:`redact_secrets`)."""
+    text = redact_secrets(text)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")

@@ -41,14 +41,15 @@ def model_path(spec: str) -> str:
 def load_model(spec: str, *, eager: bool = False):
     """(model, tokenizer) in eval mode, float32 on CPU. `eager` attention returns attention weights."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import load_model as _load, load_tokenizer
 
     path = model_path(spec)
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = load_tokenizer(path, trust_remote_code=False)
     kw: dict[str, Any] = {"dtype": torch.float32}
     if eager:
         kw["attn_implementation"] = "eager"
-    model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    model = _load(path, trust_remote_code=False, **kw)
     model.eval()
     return model, tok
 

@@ -14,12 +14,10 @@ def _cfg(config, overrides, **values):
     return load_config(TrainConfig, config, overrides, **values)
 
 
-def _tok(model):
-    from transformers import AutoTokenizer
+def _tok(model, trust_remote_code: bool = False):
+    from ..models import load_tokenizer
 
-    from ..models import resolve_model
-
-    return AutoTokenizer.from_pretrained(resolve_model(model))
+    return load_tokenizer(model, trust_remote_code=trust_remote_code)
 
 
 @click.group()
@@ -42,7 +40,9 @@ def train() -> None:
 @click.option("--qmm-unmasked", is_flag=True, help="Ablation: the QMM pass sees the query.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N records.")
-def run(records, model, mode, out, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked, resume, limit):
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
+def run(records, model, mode, out, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked, resume, limit,
+        trust_remote_code):
     """Fine-tune MODEL on RECORDS; writes OUT/ (model, tokenizer, train_log.jsonl, train_config.yaml)."""
     from ..train.trainer import train as do_train
 
@@ -58,6 +58,7 @@ def run(records, model, mode, out, config, overrides, epochs, lora, max_length, 
         qmm=False if no_qmm else None,
         qmm_unmasked=True if qmm_unmasked else None,
         limit=limit,
+        trust_remote_code=True if trust_remote_code else None,
     )
     stats = do_train(cfg, records, out, resume=resume)
     click.echo(
@@ -75,7 +76,8 @@ ROLE_STYLE = {"template": "dim", "query": "cyan", "rest": "white", "U": "bold ye
 @click.option("--index", "index", type=click.IntRange(0), default=0, show_default=True, help="Record position in the file.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None)
 @click.option("--set", "overrides", multiple=True)
-def inspect(records, model, index, config, overrides):
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
+def inspect(records, model, index, config, overrides, trust_remote_code):
     """Print one rendered example, every token marked by role and loss (rich colours + plain legend)."""
     from rich.console import Console
     from rich.text import Text
@@ -89,7 +91,7 @@ def inspect(records, model, index, config, overrides):
     if index >= len(recs):
         raise SafekeyError(f"{records}: no record at index {index} ({len(recs)} records)")
     rec = recs[index]
-    tok = _tok(cfg.model)
+    tok = _tok(cfg.model, trust_remote_code)
     has_spans = rec.u_end is not None and rec.k_end is not None and cfg.think_flag == 1
     e = encode_record(tok, rec, needs_spans=has_spans, max_length=None, think_flag=cfg.think_flag,
                       base_flag=cfg.base_flag, default_unsafe=cfg.default_unsafe if cfg.default_unsafe is not None else 1)
@@ -115,13 +117,14 @@ def inspect(records, model, index, config, overrides):
 @click.argument("records", type=click.Path(dir_okay=False))
 @click.option("--model", default="smollm2-135m", show_default=True, help="Model (or tokenizer) folder / alias.")
 @click.option("--limit", type=click.IntRange(1), default=None)
-def check_spans_cmd(records, model, limit):
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
+def check_spans_cmd(records, model, limit, trust_remote_code):
     """Check that every record's K token span decodes to its K text; list misaligned ids."""
     from ..train.data import load_records
     from ..train.spans import check_spans
 
     recs = load_records(records, limit)
-    tok = _tok(model)
+    tok = _tok(model, trust_remote_code)
     good, bad = check_spans(tok, recs)
     for rid, dec, exp in bad:
         click.echo(f"misaligned {rid}: tokens {dec!r} vs K {exp!r}")

@@ -80,13 +80,10 @@ def token_counter_for(model_spec: str | None) -> TokenCounter:
     kind, name = model_spec.split(":", 1)
     if kind not in ("hf", "vllm"):
         return WhitespaceCounter()
-    from transformers import AutoTokenizer
+    from ..models import load_tokenizer
 
-    from ..models import resolve_model
-
-    path = resolve_model(name)
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = load_tokenizer(name, trust_remote_code=False)
     except OSError as e:
         raise SafekeyError(f"could not load the tokenizer of {model_spec} to count prefill tokens: {e}") from None
     if not getattr(tok, "is_fast", False):

@@ -79,8 +79,10 @@ class BackendConfig(BaseModel):
     api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the key itself is never stored
     extra_headers: dict[str, str] = {}
     api_version: str | None = None  # Azure OpenAI
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # per read (httpx); a server that keeps sending bytes never trips it…
+    request_deadline_s: float | None = None  # …so one attempt also has an overall deadline (default: 2 × timeout_s)
     max_retries: int = 6
+    max_retry_wait_s: float = 600.0  # total time one item may spend waiting between retries (Retry-After included)
     retry_initial_s: float = 1.0  # first backoff (exponential, with jitter) when no Retry-After is given
     retry_max_s: float = 60.0  # cap of one backoff; a server's Retry-After is honoured up to 300 s
     # how a prefill reaches the server: "vllm" (trailing assistant message + continue_final_message,

@@ -94,9 +94,9 @@ class HFBackend(BaseBackend):
 
     def _load_tokenizer(self) -> Any:
         if self._tok is None:
-            from transformers import AutoTokenizer
+            from ..models import load_tokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.config.trust_remote_code)
+            self._tok = load_tokenizer(self.path, trust_remote_code=self.config.trust_remote_code)
         if getattr(self._tok, "chat_template", None) is None:
             raise SafekeyError(f"{self.config.label()}: the tokenizer has no chat template; use an instruct/chat model")
         return self._tok
@@ -105,11 +105,10 @@ class HFBackend(BaseBackend):
         tok = self._load_tokenizer()
         if self._model is None:
             import torch
-            from transformers import AutoModelForCausalLM
 
-            self._model = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=_dtype(self.config.dtype), trust_remote_code=self.config.trust_remote_code
-            )
+            from ..models import load_model
+
+            self._model = load_model(self.path, dtype=_dtype(self.config.dtype), trust_remote_code=self.config.trust_remote_code)
             device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._model.to(device)
             self._model.eval()

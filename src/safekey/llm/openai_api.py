@@ -216,8 +216,21 @@ class OpenAIBackend(BaseBackend):
         if ra is not None:
             if ra > MAX_RETRY_AFTER_S:
                 log.warning("%s: server asked to wait %.0f s; waiting %.0f s", self.config.label(), ra, MAX_RETRY_AFTER_S)
-            return min(ra, MAX_RETRY_AFTER_S)
-        return self._backoff(state)
+            wait = min(ra, MAX_RETRY_AFTER_S)
+        else:
+            wait = self._backoff(state)
+        return max(0.0, min(wait, self.config.max_retry_wait_s - state.idle_for))  # never past the item's budget
+
+    def _budget_spent(self, state: RetryCallState) -> bool:
+        """Stop retrying an item once it has waited its whole `max_retry_wait_s`."""
+        return state.idle_for >= self.config.max_retry_wait_s
+
+    async def _attempt_with_deadline(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> Completion:
+        deadline = self.config.request_deadline_s or 2 * self.config.timeout_s
+        try:
+            return await asyncio.wait_for(self._attempt(client, body), timeout=deadline)
+        except TimeoutError:
+            raise _Retryable(f"no complete response within the {deadline:g} s request deadline") from None
 
     # -- the batch ---------------------------------------------------------------------------
     async def _arun(self, requests: list[ChatRequest], on_result: OnResult, key: str) -> list[Completion]:
@@ -233,6 +246,7 @@ class OpenAIBackend(BaseBackend):
         if c.tokens_per_minute:
             tpm = AsyncLimiter(c.tokens_per_minute, 60.0)
         fatal: list[str] = []
+        self._waits: dict[int, list[float]] = {}
 
         def scrub(text: str) -> str:
             return text.replace(key, "***") if key and key != "EMPTY" else text
@@ -248,11 +262,11 @@ class OpenAIBackend(BaseBackend):
                 attempts = 0
                 try:
                     async for attempt in AsyncRetrying(
-                        stop=stop_after_attempt(c.max_retries + 1),
+                        stop=stop_after_attempt(c.max_retries + 1) | self._budget_spent,
                         wait=self._wait,
                         retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
                         reraise=True,
-                        before_sleep=lambda st: self._before_sleep(st, req, scrub),
+                        before_sleep=lambda st, _j=j: self._before_sleep(st, req, scrub, _j),
                     ):
                         with attempt:
                             attempts += 1
@@ -262,9 +276,14 @@ class OpenAIBackend(BaseBackend):
                                 await rpm.acquire()
                             if tpm is not None:
                                 await tpm.acquire(min(self._estimate_tokens(body), c.tokens_per_minute))
-                            comp = await self._attempt(client, body)
+                            comp = await self._attempt_with_deadline(client, body)
                 except _Retryable as e:
-                    comp = Completion(error=scrub(f"gave up after {attempts} attempts: {e.reason}"))
+                    waited = sum(self._waits.pop(j, []))
+                    budget = (f"; waited {waited:.0f} s, the whole {c.max_retry_wait_s:g} s retry budget"
+                              if waited >= c.max_retry_wait_s - 1e-6 else "")
+                    if budget:
+                        self._count("retry_budget_exhausted")
+                    comp = Completion(error=scrub(f"gave up after {attempts} attempts: {e.reason}{budget}"))
                 except _Fatal as e:
                     if not fatal:
                         fatal.append(scrub(str(e)))
@@ -287,10 +306,11 @@ class OpenAIBackend(BaseBackend):
         on_result(j, comp)
         return comp
 
-    def _before_sleep(self, state: RetryCallState, req: ChatRequest, scrub: Any) -> None:
+    def _before_sleep(self, state: RetryCallState, req: ChatRequest, scrub: Any, j: int = -1) -> None:
         self._count("retries")
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        self._waits.setdefault(j, []).append(wait)
         log.debug("%s item %s: attempt %d failed (%s); retrying in %.2f s", self.config.label(), req.id or "-",
                   state.attempt_number, scrub(str(exc)), wait)
 

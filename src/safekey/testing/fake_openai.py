@@ -26,6 +26,8 @@ or queued on demand with :meth:`FakeOpenAI.inject`):
 * ``garbage`` HTTP 200, a well-formed completion whose text is noise (for parse-failure tests;
   transport-level clients cannot detect it, so it is not in the default fault mix)
 * ``400``     bad request (a client error that must not be retried; not in the default mix)
+* ``trickle`` HTTP 200 whose body arrives one byte every `trickle_s` seconds, never finishing within
+  a per-read timeout's reach (a stuck proxy; not in the default mix)
 
 A wrong key gets a 401 whose message repeats the presented key, as some proxies do, so that tests
 prove the client scrubs it.
@@ -52,7 +54,7 @@ from urllib.parse import urlsplit
 
 Responder = Callable[..., str]
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "drop", "slow", "nonjson", "badjson")
-ALL_FAULTS: tuple[str, ...] = DEFAULT_FAULTS + ("garbage", "400")
+ALL_FAULTS: tuple[str, ...] = DEFAULT_FAULTS + ("garbage", "400", "trickle")
 
 
 def echo(messages: list[dict[str, Any]]) -> str:
@@ -126,6 +128,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, etype: str, headers: dict[str, str] | None = None) -> None:
         self._json(status, {"error": {"message": message, "type": etype, "code": None}}, headers)
 
+    def _trickle(self, fake: FakeOpenAI) -> None:
+        """200 + headers, then one byte of a long body per `trickle_s` (bounded: stops by itself)."""
+        body = b'{"choices": [' + b" " * 100_000
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            deadline = time.monotonic() + 60.0
+            for i in range(len(body)):
+                if time.monotonic() > deadline:
+                    break
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(fake.trickle_s)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
     def _drop(self) -> None:
         """Close the socket with no response (RST), as a crashed proxy would."""
         self.close_connection = True
@@ -196,6 +216,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "badjson":
             fake._record("POST", self.path, 200, fault, body)
             return self._json(200, {"id": "x", "object": "chat.completion", "model": fake.model})
+        if fault == "trickle":
+            fake._record("POST", self.path, 200, fault, body)
+            return self._trickle(fake)
         if fault == "slow":  # logged on arrival: the client has given up long before the answer
             fake._record("POST", self.path, 200, fault, body)
             time.sleep(fake.slow_s)
@@ -243,6 +266,7 @@ class FakeOpenAI:
         seed: int = 0,
         retry_after: float = 1.0,
         slow_s: float = 2.0,
+        trickle_s: float = 0.5,
         api_key: str | None = None,
         model: str = "fake-model",
         host: str = "127.0.0.1",
@@ -259,6 +283,7 @@ class FakeOpenAI:
             raise ValueError(f"unknown faults {bad}; choose from {ALL_FAULTS}")
         self.retry_after = retry_after
         self.slow_s = slow_s
+        self.trickle_s = trickle_s
         self.api_key = api_key
         self.model = model
         self.host, self._port = host, port

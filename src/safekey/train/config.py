@@ -11,6 +11,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "smollm2-135m"
+    trust_remote_code: bool = False  # run a model folder's own code (auto_map); only when the user asks
     mode: Literal["sft", "safekey"] = "safekey"
     # ablations (safekey mode): drop a component, or run QMM without the query mask
     head: bool = True

@@ -248,22 +248,23 @@ def _bf16(cfg: TrainConfig) -> bool:
 
 def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, model=None, extra_callbacks=()):
     """Tokenise, load the model (+LoRA, +heads) and return (trainer, tokenizer, stats)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
-    from ..models import resolve_model
+    from ..models import load_model, load_tokenizer, resolve_model
     from .data import Collator, encode_all
     from .heads import DualPathSafetyHead
 
     out_dir = Path(out_dir)
     path = resolve_model(cfg.model)
-    tok = tok or AutoTokenizer.from_pretrained(path)
+    trust = bool(getattr(cfg, "trust_remote_code", False))
+    tok = tok or load_tokenizer(path, trust_remote_code=trust)
     feats, dropped = encode_all(tok, records, cfg)
     set_seed(cfg.seed)
     if model is None:
         kw = {"dtype": torch.float32}
         if cfg.attn_implementation:
             kw["attn_implementation"] = cfg.attn_implementation
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+        model = load_model(path, trust_remote_code=trust, **kw)
     model.config.use_cache = False
     hidden = model.config.get_text_config().hidden_size
     if cfg.lora:
