@@ -73,8 +73,14 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     if not path.exists():
         raise SafekeyError(f"input file not found: {path}")
     if path.suffix == ".json":
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise SafekeyError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SafekeyError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
         if isinstance(data, dict):
@@ -84,8 +90,14 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str | None]]:
         for i, obj in enumerate(data):
             yield f"{path}[{i}]", obj, None
         return
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, braw in enumerate(f, 1):
+            try:
+                line = braw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield (f"{path}:{lineno}", braw.decode("utf-8", "replace").rstrip("\n"),
+                       f"not valid UTF-8 (byte 0x{braw[e.start]:02x} at column {e.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
@@ -110,6 +122,8 @@ def read_records(
     """
     rej = None
     n = 0
+    if rejects is not None:
+        Path(rejects).unlink(missing_ok=True)  # this read's rejects only
     try:
         for loc, obj, err in iter_json_objects(Path(path)):
             if err is None:
@@ -138,6 +152,16 @@ def read_records(
     finally:
         if rej is not None:
             rej.close()
+
+
+def require_unique_ids(records: Sequence[Record], source: str | Path) -> None:
+    """Refuse duplicate ids before a stage writes anything (a partial output plus meta is worse
+    than a clear error up front)."""
+    seen: set[str] = set()
+    for r in records:
+        if r.id in seen:
+            raise SafekeyError(f"{source}: record id {r.id} appears twice; ids must be unique")
+        seen.add(r.id)
 
 
 def write_records(path: str | Path, records: Iterable[Record | dict]) -> int:
@@ -221,7 +245,6 @@ class StageOutput:
         if overwrite:
             for p in (self.out, self.meta_path, self.stats_path, self.failures_path):
                 p.unlink(missing_ok=True)
-        self.rejects_path.unlink(missing_ok=True)  # inputs are re-read (and re-rejected) every run
         if self.out.exists() and self.out.stat().st_size > 0:
             if not self.meta_path.exists():
                 raise SafekeyError(
@@ -367,6 +390,7 @@ def run_stage(
     summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     progress: bool = True,
     extra_stats: dict[str, Any] | None = None,
+    max_failure_share: float = 1.0,
 ) -> dict[str, Any]:
     """Run `process` over the inputs not yet in `out`, batch by batch, and write ``stats.json``.
 
@@ -375,7 +399,10 @@ def run_stage(
     its output, so inputs read *before* this call would lose their rejects.
 
     `process` gets a list of records and returns, for each, the finished record or a
-    :class:`Failure` (same order, same ids). Returns the stats dict.
+    :class:`Failure` (same order, same ids). Returns the stats dict. When more than
+    `max_failure_share` of this run's items failed (always: when all of them did), raises
+    :class:`SafekeyError` after writing the stats. A finished record whose input changed since
+    (same id, other content) is refused, never silently kept.
     """
     from tqdm.auto import tqdm
 
@@ -390,6 +417,9 @@ def run_stage(
                 raise SafekeyError(f"stage {stage}: input id {r.id} appears twice; ids must be unique")
             seen.add(r.id)
             order.append(r.id)
+        _check_input_hashes(so, items)
+        if not items:
+            log_warning(f"stage {stage}: the input holds no records; {so.out} stays empty")
         todo = [r for r in items if not so.is_done(r.id)]
         resumed = len(items) - len(todo)
         bar = tqdm(total=len(items), initial=resumed, desc=stage, disable=not progress, unit="rec")
@@ -420,6 +450,8 @@ def run_stage(
             "failed": len(so.failures),
             "failure_reasons": dict(reasons),
             "repaired_torn_line": so.repaired_line,
+            "rejected": _count_lines(so.rejects_path),
+            "empty_input": not items,
             "seconds": round(time.time() - t0, 3),
         }
         if summarize is not None:
@@ -428,6 +460,54 @@ def run_stage(
         if extra_stats:
             stats.update(extra_stats)
         write_stats(so.stats_path, stats)
+        check_failure_share(f"stage {stage}", len(so.failures), len(todo), max_failure_share,
+                            where=str(so.failures_path))
         return stats
     finally:
         so.close()
+
+
+def check_failure_share(what: str, failed: int, total: int, max_share: float, *, where: str = "") -> None:
+    """Raise (exit 2) when more than `max_share` of `total` items failed — always when every item
+    failed. Shared by the stages and the evals: a run that produced nothing must not exit 0."""
+    if total > 0 and failed and (failed == total or failed / total > max_share):
+        raise SafekeyError(f"{what}: {failed} of {total} items failed (> {max_share:.0%} allowed)"
+                           + (f"; see {where}" if where else "") + "; rerun to retry them")
+
+
+def _record_hash(r: Record) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _check_input_hashes(so: "StageOutput", items: Sequence[Record]) -> None:
+    """Refuse to resume when a finished record's input changed (same id, other content); then
+    record the hashes of this run's inputs, so the next resume can check them too."""
+    path = sidecar(so.out, "inputs.json")
+    old: dict[str, str] = {}
+    if path.exists() and so.done:
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+    new = {r.id: _record_hash(r) for r in items}
+    changed = [rid for rid in so.done if rid in old and rid in new and old[rid] != new[rid]]
+    if changed:
+        more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise SafekeyError(f"{so.out}: input record {changed[0]}{more} changed since it was processed; "
+                           "use --overwrite (or another output path) to recompute")
+    write_text_atomic(path, json.dumps({**old, **new}, ensure_ascii=False) + "\n")
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def log_warning(msg: str) -> None:
+    import sys
+
+    print(f"warning: {msg}", file=sys.stderr)

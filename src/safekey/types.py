@@ -58,8 +58,8 @@ class Record(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def _id_to_str(cls, v: Any) -> str:
-        if isinstance(v, bool) or v is None or (isinstance(v, str) and not v.strip()):
-            raise ValueError("id must be a non-empty string or integer")
+        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and not v.strip()):
+            raise ValueError(f"id must be a non-empty string or integer, got {type(v).__name__} {str(v)[:40]!r}")
         return str(v)
 
     @field_validator("category", mode="before")

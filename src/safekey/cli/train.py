@@ -120,10 +120,12 @@ def inspect(records, model, index, config, overrides, trust_remote_code):
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
 def check_spans_cmd(records, model, limit, trust_remote_code):
     """Check that every record's K token span decodes to its K text; list misaligned ids."""
+    from ..store import require_unique_ids
     from ..train.data import load_records
     from ..train.spans import check_spans
 
     recs = load_records(records, limit)
+    require_unique_ids(recs, records)
     tok = _tok(model, trust_remote_code)
     good, bad = check_spans(tok, recs)
     for rid, dec, exp in bad:

@@ -8,11 +8,12 @@ plain prompt (no policies), and three 1–5 scores. Every scored record is kept 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import Failure, StageOutput, read_records, run_stage, write_stats
+from ..store import Failure, StageOutput, read_records, run_stage, sidecar, write_stats
 from ..types import Record, split_think
 from .llmcall import ModelSettings, TeacherSettings, ask_json, generate_with_thinking
 from .prompting import render
@@ -82,7 +83,7 @@ def make_process(cfg: BenignConfig, backend=None):
 
 def run(inp: str, out: str, cfg: BenignConfig, *, overwrite: bool = False, skip_bad: bool = False,
         limit: int | None = None, backend=None, progress: bool = True) -> dict[str, Any]:
-    recs = list(read_records(inp, skip_bad=skip_bad))[:limit]
+    recs = list(read_records(inp, skip_bad=skip_bad, rejects=sidecar(Path(out), "rejects.jsonl") if skip_bad else None))[:limit]
     ident = {k: getattr(cfg, k).identity() for k in ("rewriter", "teacher", "judge")}
     return run_stage(stage="data.benign", inputs=recs, out=out, config=ident, process=make_process(cfg, backend),
                      batch_size=cfg.judge.batch_size, overwrite=overwrite, progress=progress)

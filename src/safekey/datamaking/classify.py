@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..store import Failure, read_records, run_stage
+from ..store import Failure, read_records, run_stage, sidecar
 from ..types import ALL_CATEGORIES, OTHER, Record
 from .llmcall import ModelSettings, ask_json
 from .policies import POLICIES
@@ -62,7 +63,7 @@ def summarize(outs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(inp: str, out: str, cfg: ClassifyConfig, *, overwrite: bool = False, skip_bad: bool = False,
         limit: int | None = None, backend=None, progress: bool = True) -> dict[str, Any]:
-    recs = list(read_records(inp, skip_bad=skip_bad))[:limit]
+    recs = list(read_records(inp, skip_bad=skip_bad, rejects=sidecar(Path(out), "rejects.jsonl") if skip_bad else None))[:limit]
     return run_stage(stage="data.classify", inputs=recs, out=out, config={"judge": cfg.judge.identity()},
                      process=make_process(cfg, backend), batch_size=cfg.judge.batch_size, overwrite=overwrite,
                      summarize=summarize, progress=progress)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -756,10 +757,11 @@ def run(inp: str, tests: str, out: str, cfg: DedupConfig, *, skip_bad: bool = Fa
     import json
     from pathlib import Path
 
-    from ..store import StageOutput, read_records, sidecar, write_stats
+    from ..store import require_unique_ids, StageOutput, read_records, sidecar, write_stats
 
     t0 = time.time()
-    recs = list(read_records(inp, skip_bad=skip_bad))
+    recs = list(read_records(inp, skip_bad=skip_bad, rejects=sidecar(Path(out), "rejects.jsonl") if skip_bad else None))
+    require_unique_ids(recs, inp)
     trecs = list(read_records(tests, skip_bad=skip_bad))
     items = [Item(r.id, r.question or "", r.source or "") for r in recs]
     titems = [Item(r.id, r.question or "", r.source or "test") for r in trecs]

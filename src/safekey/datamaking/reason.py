@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ..store import Failure, read_records, run_stage
+from ..store import Failure, read_records, run_stage, sidecar
 from ..types import Record, split_think
 from .llmcall import TeacherSettings, generate_with_thinking
 from .policies import policies_for
@@ -84,7 +85,7 @@ def summarize(outs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(inp: str, out: str, cfg: ReasonConfig, *, overwrite: bool = False, skip_bad: bool = False,
         limit: int | None = None, backend=None, progress: bool = True) -> dict[str, Any]:
-    recs = list(read_records(inp, skip_bad=skip_bad))[:limit]
+    recs = list(read_records(inp, skip_bad=skip_bad, rejects=sidecar(Path(out), "rejects.jsonl") if skip_bad else None))[:limit]
     return run_stage(stage="data.reason", inputs=recs, out=out, config={"teacher": cfg.teacher.identity()},
                      process=make_process(cfg, backend), batch_size=cfg.teacher.batch_size, overwrite=overwrite,
                      summarize=summarize, progress=progress)

@@ -12,11 +12,12 @@ is the reference's, operation for operation (same float results, same ties).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import StageOutput, read_records, write_stats
+from ..store import require_unique_ids, StageOutput, read_records, sidecar, write_stats
 from ..types import CATEGORIES, OTHER, Record
 
 CRITERIA = ("Content_Safety_Compliance", "Relevancy_and_No_Redundant_Content", "Accuracy_of_Thinking_Process")
@@ -80,7 +81,8 @@ def balance(items: list[Record], n: int) -> list[Record]:
 
 def run(inp: str, out: str, cfg: SelectConfig, *, overwrite: bool = True, skip_bad: bool = False) -> dict[str, Any]:
     """A global step: rewritten whole each run (it is instant), with the usual sidecars."""
-    recs = list(read_records(inp, skip_bad=skip_bad))
+    recs = list(read_records(inp, skip_bad=skip_bad, rejects=sidecar(Path(out), "rejects.jsonl") if skip_bad else None))
+    require_unique_ids(recs, inp)
     pool = [r for r in recs if eligible(r, cfg.min_score, cfg.allow_forced_thinking)]
     chosen = balance(pool, cfg.n)
     so = StageOutput(out, stage="data.select", config=cfg, overwrite=True)

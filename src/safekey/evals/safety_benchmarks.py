@@ -261,10 +261,18 @@ def _prefilling(rows: list[dict], o: BenchOptions) -> list[Record]:
 
 def _messages(raw: Any, where: str) -> list[Message]:
     if isinstance(raw, str):
-        raw = json.loads(raw)
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise SafekeyError(f"{where}: 'messages' is not valid JSON ({e.msg})") from None
     if not isinstance(raw, list) or not raw:
         raise SafekeyError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
-    msgs = [Message(role=m["role"], content=m.get("content", m.get("body", ""))) for m in raw]
+    msgs = []
+    for k, m in enumerate(raw):
+        text = m.get("content", m.get("body")) if isinstance(m, dict) else None
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(text, str) or not text.strip():
+            raise SafekeyError(f"{where}: messages[{k}] must be {{role: str, content: non-empty str}}, got {str(m)[:60]}")
+        msgs.append(Message(role=m["role"], content=text))
     while msgs and msgs[-1].role == "assistant":  # replay up to the last user turn
         msgs.pop()
     if not msgs or msgs[-1].role != "user":
@@ -343,6 +351,12 @@ def load_bench_file(path: str | Path, *, limit: int | None = None) -> list[Recor
         if not obj.get("question") and not obj.get("messages"):
             raise SafekeyError(f"{loc}: record {obj['id']}: needs 'question' or 'messages'")
         cat = obj.get("category")
+        if cat is not None and not (isinstance(cat, str) or (isinstance(cat, list) and all(isinstance(c, str) for c in cat))):
+            raise SafekeyError(f"{loc}: record {obj['id']}: 'category' must be a string or a list of strings, got {cat!r}")
+        if obj.get("prefill") is not None and not isinstance(obj["prefill"], str):
+            raise SafekeyError(f"{loc}: record {obj['id']}: 'prefill' must be a string, got {obj['prefill']!r}")
+        if obj.get("question") is not None and not isinstance(obj["question"], str):
+            raise SafekeyError(f"{loc}: record {obj['id']}: 'question' must be a string")
         fields = {"prefill": obj["prefill"]} if obj.get("prefill") else {}
         try:
             msgs = _messages(obj["messages"], loc) if obj.get("messages") else None
