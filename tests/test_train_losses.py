@@ -137,3 +137,25 @@ def test_lm_loss_is_the_full_batch_token_mean(tiny_trainer):
             ce_sum += torch.nn.functional.cross_entropy(logits.transpose(1, 2), lab, ignore_index=-100, reduction="sum").item()
             n += int((lab != -100).sum())
     assert total == pytest.approx(ce_sum / n, rel=1e-5)
+
+
+def test_qmm_under_flex_attention_drops_tokens_and_refuses_a_4d_mask(shared, smol_tokenizer, tiny_model_dir, tmp_path):
+    """Defect 4: a 4D boolean mask is not a mask to flex_attention (here it even aborts the process,
+    so that is not re-enacted). The default `drop` path needs only a 2D mask and gives the K logits
+    of sdpa + the 4D mask; asking for the mask under flex is a one-line refusal."""
+    from safekey.train.trainer import build_trainer
+    from safekey.types import SafekeyError
+
+    batch = _batch(smol_tokenizer, star1_records(shared, 3))
+    ref, _, _ = _k_logits(_model(tiny_model_dir, "sdpa"), batch, "mask_bool")
+    flex = _model(tiny_model_dir, "flex_attention")
+    got, _, _ = _k_logits(flex, batch, "drop")
+    for x, y in zip(ref, got):
+        assert torch.allclose(x, y, atol=1e-4)
+    cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=1,
+                      max_length=160, attn_implementation="flex_attention")
+    trainer, _, _ = build_trainer(cfg, star1_records(shared, 1), tmp_path / "a")
+    assert trainer._qmm_impl() == "drop"
+    trainer.skcfg = cfg.model_copy(update={"qmm_attention": "mask"})
+    with pytest.raises(SafekeyError, match="needs eager or sdpa attention, not 'flex_attention'"):
+        trainer._qmm_impl()

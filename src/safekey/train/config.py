@@ -20,8 +20,8 @@ class TrainConfig(BaseModel):
     # what the QMM pass hides: "prefix" = everything before the assistant content (SPEC §3: system prompt,
     # chat scaffolding and the user turn); "query" = only the user-message text, template tokens stay visible
     qmm_hide: Literal["prefix", "query"] = "prefix"
-    # how hiding is done: a 4D mask (eager/sdpa), or dropping the hidden tokens while keeping their
-    # position ids (identical maths, needed for flash-attention which ignores custom 4D masks); auto picks
+    # how hiding is done: dropping the hidden tokens while keeping their position ids (exact, the
+    # cheapest, any attention backend; what auto picks), or a 4D mask (eager/sdpa only)
     qmm_attention: Literal["auto", "mask", "drop"] = "auto"
     # reference emulation, used by benchmarks/train_overhead.py only: full-length QMM pass and
     # output_hidden_states=True for every layer

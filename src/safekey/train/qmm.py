@@ -9,12 +9,17 @@ their positions (RoPE positions of U/K are unchanged) but no non-hidden token ca
 hidden tokens keep ordinary causal attention among themselves (never read by U/K; keeps every softmax
 row non-empty, so no NaN).
 
-Two implementations with identical maths:
+Two implementations with identical maths (≤ 3e-7 apart in float32):
+* ``drop`` (the default for every attention backend): remove the hidden tokens and pass the original
+  ``position_ids``. It needs only a 2D padding mask, which every backend reads correctly (eager,
+  sdpa, flash-attention, flex), and it runs over the visible tokens only — the cheapest exact path.
 * ``mask``: a 4D mask (B, 1, T, T) — boolean for sdpa, additive float for eager. transformers passes a
-  4D mask through untouched (masking_utils: "If the mask is already 4D, simply return as-is").
-* ``drop``: remove the hidden tokens and pass the original ``position_ids``. Needed for flash-attention
-  kernels, which take no arbitrary mask: they only drop padding tokens given a 2D mask, so a 4D mask
-  would be silently misread there.
+  4D mask through untouched (masking_utils: "If the mask is already 4D, simply return as-is"), but
+  other backends do not read it as a mask (flash-attention's unpadding indexes it; flex_attention
+  adds a boolean mask to the scores), so it is refused for them.
+
+The "w/o mask" ablation (``unmasked``) hides nothing: it needs only the 2D padding mask, for any
+backend and implementation.
 """
 
 from __future__ import annotations
@@ -57,7 +62,9 @@ def build_qmm_inputs(batch: dict, *, hide: str, unmasked: bool, impl: str, trunc
     valid = batch["attention_mask"][:, :L].bool() & (ar < k_end.unsqueeze(1) if truncate else True)
     labels = torch.where(roles == K, ids, torch.full_like(ids, -100))
     hidden = hidden_tokens(roles, hide) & valid
-    if impl == "drop" and not unmasked:
+    if unmasked:  # nothing hidden: plain causal attention over the real tokens
+        return {"input_ids": ids, "attention_mask": valid.long(), "position_ids": ar.expand(B, L), "labels": labels}
+    if impl == "drop":
         keep = valid & ~hidden
         n = keep.sum(1)
         Lk = int(n.max())

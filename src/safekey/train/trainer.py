@@ -52,6 +52,17 @@ class TrainLogWriter(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def loss_scales(world: int, average_tokens_across_devices: bool) -> tuple[int, int]:
+    """(LM scale, head/QMM scale) that undo the gradient averaging of DDP / FSDP / ZeRO over `world` ranks.
+
+    LM: transformers' semantics — ``num_items_in_batch`` is summed over ranks only when
+    `average_tokens_across_devices`, so only then is the per-rank loss multiplied back. Head/QMM:
+    their denominator is ALWAYS the global example count (gathered in ``get_batch_samples``), so
+    they are ALWAYS multiplied by the world size; tying them to the flag made them W times too small.
+    """
+    return (world if (world > 1 and average_tokens_across_devices) else 1), world
+
+
 class SafeKeyTrainer(Trainer):
     loss_is_scaled_for_ga = True  # every term is normalised over the whole accumulated batch
 
@@ -95,13 +106,18 @@ class SafeKeyTrainer(Trainer):
 
         self._hook = decoder.register_forward_hook(hook)
 
+    def attn_backend(self) -> str:
+        return getattr(unwrap_peft(self._core()).config, "_attn_implementation", "sdpa") or "sdpa"
+
     def _qmm_impl(self) -> str:
+        """``drop`` unless a 4D mask is asked for, which only eager and sdpa read as a mask."""
         c = self.skcfg
-        attn = getattr(unwrap_peft(self._core()).config, "_attn_implementation", "sdpa") or "sdpa"
-        if c.qmm_attention == "drop" or (c.qmm_attention == "auto" and "flash" in attn):
+        attn = self.attn_backend()
+        if c.qmm_attention in ("auto", "drop"):
             return "drop"
-        if "flash" in attn:
-            raise SafekeyError(f"qmm_attention=mask needs eager or sdpa attention, not {attn} (use qmm_attention=drop)")
+        if attn not in ("eager", "sdpa"):
+            raise SafekeyError(f"qmm_attention=mask needs eager or sdpa attention, not {attn!r}: that backend does "
+                               "not read a 4D mask as a mask (use qmm_attention=drop, exact for every backend)")
         return "mask_float" if attn == "eager" else "mask_bool"
 
     # -- batching: count the examples of the accumulated batch across ranks ----------------------
@@ -121,9 +137,15 @@ class SafeKeyTrainer(Trainer):
         core = unwrap_peft(self._core())
         training = model.training
         active = training and self.extras_active()
-        want_hidden = active and c.use_head
         multi = self.args.world_size > 1
-        scale = self.accelerator.num_processes if (multi and self.args.average_tokens_across_devices) else 1
+        # the heads run on every training step, with weight 0 while inactive: DDP needs every
+        # parameter in the graph, under ZeRO-3 / FSDP2 a parameter may only be touched through its
+        # module's forward (partitioned weights are empty outside it), and one process must train
+        # exactly like N (the optimizer's step count and weight decay see the heads from step 1)
+        want_hidden = c.use_head and training
+        head_w = c.head_weight if active else 0.0
+        lm_scale, scale = loss_scales(self.accelerator.num_processes if multi else 1,
+                                      self.args.average_tokens_across_devices)
         if want_hidden and c.reference_impl:
             out = model(**inputs, output_hidden_states=True)
             hidden = out.hidden_states[-1]
@@ -141,7 +163,7 @@ class SafeKeyTrainer(Trainer):
         lm = core.loss_function(logits=out.logits, labels=labels, vocab_size=vocab, num_items_in_batch=num_items_in_batch)
         if num_items_in_batch is None and training:  # per-micro-batch mean: scale for accumulation
             lm = lm / self.current_gradient_accumulation_steps
-        lm = lm * scale
+        lm = lm * lm_scale
         n_ex = self._n_examples if (training and self._n_examples is not None) else labels.shape[0]
         total = lm
         if "lm" not in self._acc:  # first micro-batch since the last log
@@ -155,14 +177,12 @@ class SafeKeyTrainer(Trainer):
             lu, lp = heads(hidden, u_mask, pre_mask)
             y = spans["unsafe"]
             head = head_loss_per_example(lu, lp, y, c.theta).sum() / n_ex * scale
-            total = total + c.head_weight * head
-            self._acc["head"] += head.detach()
-            self._acc["head_ok_u"] += ((lu > 0).long() == y).sum()
-            self._acc["head_ok_pre"] += ((lp > 0).long() == y).sum()
-            self._acc["head_n"] += y.numel()
-        elif multi and c.use_head and training:
-            # DDP needs every parameter in the graph: touch the idle heads with a zero term
-            total = total + 0.0 * sum(p.sum() for p in self.heads().parameters())
+            total = total + head_w * head
+            if active:
+                self._acc["head"] += head.detach()
+                self._acc["head_ok_u"] += ((lu > 0).long() == y).sum()
+                self._acc["head_ok_pre"] += ((lp > 0).long() == y).sum()
+                self._acc["head_n"] += y.numel()
         if active and c.use_qmm:
             impl = self._qmm_impl()
             qin = build_qmm_inputs(
@@ -223,7 +243,9 @@ class SafeKeyTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         heads = self.heads()
-        if heads is None:
+        if heads is None or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            # FSDP / DeepSpeed checkpoints hold the whole module, heads included (and the heads'
+            # parameters are DTensors / partitions there: a plain load_state_dict would fail)
             return
         p = Path(resume_from_checkpoint) / HEADS_FILE
         if not p.exists():
@@ -323,7 +345,7 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         raise SafekeyError(
             f"launched as {world} processes, but transformers runs this as world size {args.world_size} "
             f"({args.parallel_mode.value}): each rank would train the whole model alone. FSDP and DeepSpeed "
-            "need GPUs here; on CPU launch with configs/accelerate/cpu_2proc.yaml (DDP over gloo)"
+            "need GPUs here; on CPU launch DDP over gloo: ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …"
         )
     trainer = SafeKeyTrainer(
         model=model,
@@ -334,8 +356,41 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         skcfg=cfg,
         callbacks=[TrainLogWriter(out_dir / LOG_FILE), *extra_callbacks],
     )
-    stats = {"records": len(records), "examples": len(feats), "dropped": dropped, "grad_accum": ga, "world_size": world}
+    stats = {"records": len(records), "examples": len(feats), "dropped": dropped, "grad_accum": ga, "world_size": world,
+             "plan": preflight_plan(trainer, feats)}
     return trainer, tok, stats
+
+
+def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
+    """What this launch will do, before step 1: the misconfigurations that cost GPU days (a world
+    size of 1 on 8 GPUs, an accumulation that does not give the paper's batch, extras never on,
+    the wrong attention backend) show up here, and again in train_stats.json."""
+    a, c = trainer.args, trainer.skcfg
+    world = a.world_size
+    per_rank_batches = math.ceil(len(feats) / max(1, a.per_device_train_batch_size * world))
+    steps_per_epoch = math.ceil(per_rank_batches / a.gradient_accumulation_steps)
+    mean_tokens = sum(len(f["input_ids"]) for f in feats) / max(1, len(feats))
+    eff = a.per_device_train_batch_size * world * a.gradient_accumulation_steps
+    epochs = int(a.num_train_epochs)
+    extras = list(range(epochs - c.last_k_epochs + 1, epochs + 1)) if (c.use_head or c.use_qmm) else []
+    return {
+        "world_size": world, "parallel_mode": a.parallel_mode.value, "per_device_batch": a.per_device_train_batch_size,
+        "grad_accum": a.gradient_accumulation_steps, "effective_batch": eff, "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs, "epochs_with_extras": extras, "tokens_per_step": round(mean_tokens * eff),
+        "loss_path": "full-logits", "attention": trainer.attn_backend(),
+        "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(a.gradient_checkpointing),
+        "bf16": bool(a.bf16),
+    }
+
+
+def format_plan(plan: dict) -> str:
+    extras = ",".join(map(str, plan["epochs_with_extras"])) or "none"
+    return (f"plan: world size {plan['world_size']} ({plan['parallel_mode']}), per-device batch {plan['per_device_batch']} "
+            f"x accumulation {plan['grad_accum']} = effective batch {plan['effective_batch']}; "
+            f"{plan['steps_per_epoch']} steps/epoch x {plan['epochs']} epochs (DPSH/QMM in epochs {extras}); "
+            f"~{plan['tokens_per_step']} tokens/step; loss {plan['loss_path']}; attention {plan['attention']}, "
+            f"QMM {plan['qmm_impl'] or 'off'}; gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, "
+            f"bf16 {'on' if plan['bf16'] else 'off'}")
 
 
 def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False) -> dict:
@@ -366,6 +421,9 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     records = load_records(records_path, cfg.limit)
     trainer, tok, stats = build_trainer(cfg, records, out_dir)
     if trainer.args.should_save:
+        import sys
+
+        print(format_plan(stats["plan"]), file=sys.stderr, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, cfg_path)
         if ckpt is not None:  # the curve after the checkpoint is re-logged: cut what came after it
