@@ -36,9 +36,8 @@ def test_counts_and_categories(train):
 
 
 def test_response_shape_and_spans(train):
-    from safekey.evals.judges import KeywordJudge
+    from safekey.evals.refusal_cues import read_refusal
 
-    judge = KeywordJudge()
     for r in train:
         m = THINK_RE.match(r.response)
         assert m, r.id
@@ -48,7 +47,7 @@ def test_response_shape_and_spans(train):
         assert k == r.k_text and k.endswith((".", "!")), r.id
         assert r.k_end <= len("<think>\n") + len(m.group("thinking")), f"{r.id}: K runs past the thinking"
         answer = m.group("answer")
-        refused = judge.match(answer) is not None
+        refused = read_refusal(answer).refused
         if r.unsafe:
             # the key sentence voices the concern and cites our policy for this category; the answer refuses
             assert "polic" in k and r.category[0] in k, r.id

@@ -182,7 +182,8 @@ class Demo:
         for run in ("base", "sft", "safekey"):
             for b in BENCHES:
                 judged = self.out / f"eval-{run}" / b / "judged.jsonl"
-                annotate_file(judged, judged.with_name("judged.uk.jsonl"), LabellerConfig(), skip_bad=True, overwrite=True)
+                annotate_file(judged, judged.with_name("judged.uk.jsonl"), LabellerConfig(), skip_bad=True, overwrite=True,
+                              max_failure_share=None)  # a model that never writes <think> fails them all: fine here
 
     # -- running -----------------------------------------------------------------------------
     def prepare(self) -> str:

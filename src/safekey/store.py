@@ -390,7 +390,7 @@ def run_stage(
     summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     progress: bool = True,
     extra_stats: dict[str, Any] | None = None,
-    max_failure_share: float = 1.0,
+    max_failure_share: float | None = 1.0,
 ) -> dict[str, Any]:
     """Run `process` over the inputs not yet in `out`, batch by batch, and write ``stats.json``.
 
@@ -400,8 +400,8 @@ def run_stage(
 
     `process` gets a list of records and returns, for each, the finished record or a
     :class:`Failure` (same order, same ids). Returns the stats dict. When more than
-    `max_failure_share` of this run's items failed (always: when all of them did), raises
-    :class:`SafekeyError` after writing the stats. A finished record whose input changed since
+    `max_failure_share` of the inputs are failed after this run (always: when all of them are),
+    raises :class:`SafekeyError` after writing the stats; None: the caller keeps its own budget. A finished record whose input changed since
     (same id, other content) is refused, never silently kept.
     """
     from tqdm.auto import tqdm
@@ -460,8 +460,9 @@ def run_stage(
         if extra_stats:
             stats.update(extra_stats)
         write_stats(so.stats_path, stats)
-        check_failure_share(f"stage {stage}", len(so.failures), len(todo), max_failure_share,
-                            where=str(so.failures_path))
+        if max_failure_share is not None:  # share of ALL inputs still failed (a resume retries only the failed)
+            check_failure_share(f"stage {stage}", len(so.failures), len(items), max_failure_share,
+                                where=str(so.failures_path))
         return stats
     finally:
         so.close()

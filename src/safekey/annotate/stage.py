@@ -67,14 +67,16 @@ def annotate_file(
     backend: Any = None,
     batch_size: int | None = None,
     progress: bool = False,
+    max_failure_share: float | None = 1.0,
 ) -> dict[str, Any]:
-    """Annotate every record of `records` into `out`; returns the stats dict (also in NAME.stats.json)."""
+    """Annotate every record of `records` into `out`; returns the stats dict (also in NAME.stats.json).
+    Every record failing is an error (exit 2) unless `max_failure_share` is None."""
     out = Path(out)
     labeller = make_labeller(cfg, backend)
     seen = [0]
 
     def inputs():
-        # lazy on purpose: run_stage clears the rejects file before it reads the inputs
+        # lazy: the records are read (and rejects written) inside run_stage
         for r in read_records(records, skip_bad=skip_bad, rejects=sidecar(out, "rejects.jsonl") if skip_bad else None):
             seen[0] += 1
             yield r
@@ -90,4 +92,5 @@ def annotate_file(
         overwrite=overwrite,
         summarize=lambda outs: summarize(outs, seen[0]),
         progress=progress,
+        max_failure_share=max_failure_share,
     )

@@ -322,7 +322,7 @@ class SafetyRun:
                 gen_cfg = {"model": self.cfg.model, "weights": model_id, "sampling": self.cfg.sampling_dict(), **ident}
                 run_stage(stage="safety-generate", inputs=items, out=d / "generations.jsonl", config=gen_cfg,
                           process=self._generate, batch_size=self.cfg.batch_size, overwrite=self.overwrite,
-                          progress=self.progress)
+                          progress=self.progress, max_failure_share=None)  # the eval's own budget, below
                 ids = [r.id for r in items]
                 want = set(ids)
                 generated = {str(o["id"]): o for o in _read(d / "generations.jsonl") if str(o["id"]) in want}
@@ -330,7 +330,7 @@ class SafetyRun:
                 judge_cfg = {**self.judge.fingerprint(), "part": self.cfg.judge_part, "generations": gen_cfg}
                 run_stage(stage="safety-judge", inputs=gen_recs, out=d / "judged.jsonl", config=judge_cfg,
                           process=self._judge, batch_size=self.cfg.judge_batch_size,
-                          overwrite=self.overwrite or self.rejudge, progress=self.progress)
+                          overwrite=self.overwrite or self.rejudge, progress=self.progress, max_failure_share=None)
                 judged = [o for o in _read(d / "judged.jsonl") if str(o["id"]) in want]
                 metrics, per_cat = aggregate(judged)
                 results[name] = {

@@ -23,6 +23,10 @@ class TrainConfig(BaseModel):
     # how hiding is done: dropping the hidden tokens while keeping their position ids (exact, the
     # cheapest, any attention backend; what auto picks), or a 4D mask (eager/sdpa only)
     qmm_attention: Literal["auto", "mask", "drop"] = "auto"
+    # "lean": both cross-entropies from the last hidden state, labelled positions only, in checkpointed
+    # chunks through lm_head (never the full B×T×V logits); "full": transformers' loss on full logits
+    loss_impl: Literal["lean", "full"] = "lean"
+    loss_chunk: int = Field(512, ge=1)  # labelled positions per lm_head chunk (512 × 152K vocab ≈ 311 MB fp32)
     # reference emulation, used by benchmarks/train_overhead.py only: full-length QMM pass and
     # output_hidden_states=True for every layer
     reference_impl: bool = False

@@ -22,6 +22,7 @@ from transformers import Trainer, TrainerCallback
 from ..types import SafekeyError
 from .config import TrainConfig
 from .heads import HEADS_ATTR, HEADS_FILE, head_loss_per_example, span_masks
+from .lean_loss import causal_lm_loss, per_example_ce
 from .qmm import build_qmm_inputs, qmm_loss_per_example
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,20 @@ class SafeKeyTrainer(Trainer):
 
         self._hook = decoder.register_forward_hook(hook)
 
+    def _forward_capturing(self, model, inputs, lean: bool):
+        """(outputs, last hidden state) of one forward; `lean`: lm_head sees only the last position."""
+        self._ensure_hook()
+        self._capture = True
+        try:
+            out = model(**inputs, **({"logits_to_keep": 1} if lean else {}))
+        finally:
+            self._capture = False
+        hidden, self._captured = self._captured, None
+        return out, hidden
+
+    def _lm_head(self):
+        return unwrap_peft(self._core()).get_output_embeddings()
+
     def attn_backend(self) -> str:
         return getattr(unwrap_peft(self._core()).config, "_attn_implementation", "sdpa") or "sdpa"
 
@@ -146,21 +161,19 @@ class SafeKeyTrainer(Trainer):
         head_w = c.head_weight if active else 0.0
         lm_scale, scale = loss_scales(self.accelerator.num_processes if multi else 1,
                                       self.args.average_tokens_across_devices)
+        lean = c.loss_impl == "lean" and not c.reference_impl
         if want_hidden and c.reference_impl:
             out = model(**inputs, output_hidden_states=True)
             hidden = out.hidden_states[-1]
-        elif want_hidden:
-            self._ensure_hook()
-            self._capture = True
-            try:
-                out = model(**inputs)
-            finally:
-                self._capture = False
-            hidden, self._captured = self._captured, None
+        elif want_hidden or lean:
+            out, hidden = self._forward_capturing(model, inputs, lean)
         else:
             out = model(**inputs)
-        vocab = core.config.get_text_config().vocab_size
-        lm = core.loss_function(logits=out.logits, labels=labels, vocab_size=vocab, num_items_in_batch=num_items_in_batch)
+        if lean:
+            lm = causal_lm_loss(hidden, labels, self._lm_head(), num_items_in_batch, c.loss_chunk)
+        else:
+            vocab = core.config.get_text_config().vocab_size
+            lm = core.loss_function(logits=out.logits, labels=labels, vocab_size=vocab, num_items_in_batch=num_items_in_batch)
         if num_items_in_batch is None and training:  # per-micro-batch mean: scale for accumulation
             lm = lm / self.current_gradient_accumulation_steps
         lm = lm * lm_scale
@@ -194,8 +207,12 @@ class SafeKeyTrainer(Trainer):
                 dtype=core.dtype,
             )
             qlabels = qin.pop("labels")
-            qout = model(**qin)
-            per_ex, correct, count = qmm_loss_per_example(qout.logits, qlabels)
+            if lean:
+                _, qhidden = self._forward_capturing(model, qin, True)
+                per_ex, correct, count = per_example_ce(qhidden, qlabels, self._lm_head(), c.loss_chunk)
+            else:
+                qout = model(**qin)
+                per_ex, correct, count = qmm_loss_per_example(qout.logits, qlabels)
             qmm = per_ex.sum() / n_ex * scale
             total = total + c.qmm_weight * qmm
             self._acc["qmm"] += qmm.detach()
@@ -288,6 +305,13 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
             kw["attn_implementation"] = cfg.attn_implementation
         model = load_model(path, trust_remote_code=trust, **kw)
     model.config.use_cache = False
+    if cfg.loss_impl == "lean" and not cfg.reference_impl:
+        tc = model.config.get_text_config()
+        odd = {k: getattr(tc, k) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+               if getattr(tc, k, None) not in (None, 1, 1.0)}
+        if odd:  # lm_head(hidden) is not the logits for such models
+            raise SafekeyError(f"{cfg.model}: the lean loss assumes logits = lm_head(last hidden state), but this "
+                               f"model post-processes them ({odd}); use --set loss_impl=full")
     hidden = model.config.get_text_config().hidden_size
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
@@ -377,7 +401,8 @@ def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
         "world_size": world, "parallel_mode": a.parallel_mode.value, "per_device_batch": a.per_device_train_batch_size,
         "grad_accum": a.gradient_accumulation_steps, "effective_batch": eff, "steps_per_epoch": steps_per_epoch,
         "epochs": epochs, "epochs_with_extras": extras, "tokens_per_step": round(mean_tokens * eff),
-        "loss_path": "full-logits", "attention": trainer.attn_backend(),
+        "loss_path": "full-logits" if (c.loss_impl == "full" or c.reference_impl) else f"lean (chunks of {c.loss_chunk})",
+        "attention": trainer.attn_backend(),
         "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(a.gradient_checkpointing),
         "bf16": bool(a.bf16),
     }

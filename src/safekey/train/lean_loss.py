@@ -1,0 +1,74 @@
+"""Cross-entropy without full logits: only labelled positions go through ``lm_head``, in chunks.
+
+Why: at 8,192 tokens × 151,936 vocabulary the LM logits of one sequence are 2.5 GB in bf16, 5 GB
+more for the float32 copy the loss makes, plus their gradient — and the QMM pass builds another
+logits tensor. Here the model's forward stops at its last hidden state (``logits_to_keep=1``: one
+position through ``lm_head``, kept only so the forward's output has its usual shape), the
+positions whose next token is labelled are gathered, and each chunk of them is projected and
+scored inside ``torch.utils.checkpoint``: its logits live only while that chunk is computed, in
+the forward and again in the backward. Same maths as transformers' ``ForCausalLMLoss`` (float32
+logits, sum over labelled tokens / ``num_items_in_batch``), so losses and gradients equal the
+full-logits path to float rounding (tests/test_train_lean_loss.py). The ``lm_head`` module itself
+is called (not its weight), so tied embeddings, LoRA on the head and ZeRO-3's gathering hooks all
+work as in the model's own forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _chunk_ce(lm_head: torch.nn.Module, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(lm_head(h).float(), target, reduction="none")
+
+
+def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch index, position t, target labels[b, t+1]) of every position whose next token is labelled."""
+    nxt = labels[:, 1:]
+    b, t = (nxt != -100).nonzero(as_tuple=True)
+    return b, t, nxt[b, t]
+
+
+def token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, chunk: int = 512):
+    """Per-token CE (float32, with grad) of the next-token targets, and the batch index of each."""
+    b, t, target = labelled_positions(labels)
+    h = hidden[b, t]
+    parts = []
+    for i in range(0, h.shape[0], chunk):
+        hs, ts = h[i : i + chunk], target[i : i + chunk]
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_chunk_ce, lm_head, hs, ts, use_reentrant=False))
+        else:
+            parts.append(_chunk_ce(lm_head, hs, ts))
+    ce = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    return ce, b, target
+
+
+def causal_lm_loss(hidden, labels, lm_head, num_items_in_batch=None, chunk: int = 512) -> torch.Tensor:
+    """``ForCausalLMLoss`` from the last hidden state: Σ CE / num_items_in_batch (else the token mean)."""
+    ce, _, _ = token_ce(hidden, labels, lm_head, chunk)
+    if num_items_in_batch is None:
+        return ce.sum() / max(1, ce.numel())
+    denom = num_items_in_batch.to(ce.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+    return ce.sum() / denom
+
+
+def per_example_ce(hidden, labels, lm_head, chunk: int = 512):
+    """(per-example mean CE over labelled tokens (B,), correct next-token predictions, token count):
+    the QMM loss of :func:`safekey.train.qmm.qmm_loss_per_example` without its logits."""
+    ce, b, target = token_ce(hidden, labels, lm_head, chunk)
+    B = labels.shape[0]
+    sums = torch.zeros(B, dtype=torch.float32, device=hidden.device).index_add(0, b, ce)
+    counts = torch.zeros(B, dtype=torch.float32, device=hidden.device).index_add(0, b, torch.ones_like(ce))
+    with torch.no_grad():
+        hb, ht, _ = labelled_positions(labels)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        hk = hidden[hb, ht]
+        for i in range(0, hk.shape[0], chunk):
+            correct += (lm_head(hk[i : i + chunk]).argmax(-1) == target[i : i + chunk]).sum()
+    return sums / counts.clamp(min=1), correct, torch.tensor(ce.numel(), device=hidden.device)
+
+
+__all__ = ["causal_lm_loss", "labelled_positions", "per_example_ce", "token_ce"]
