@@ -16,7 +16,7 @@ from safekey.annotate.sentences import segment, segment_regex
 from safekey.annotate.stage import annotate_file
 from safekey.llm import BackendConfig, Completion
 from safekey.store import Failure
-from safekey.types import Record
+from safekey.types import Record, SafekeyError
 
 
 def _resp(thinking: str, answer: str = "Answer.") -> str:
@@ -234,7 +234,12 @@ def test_llm_labeller_valid_malformed_out_of_range_and_errors(shared):
         "937": None,  # transport error
     }
     backend = _Scripted(lambda r: script[r.id])
-    lab = LLMLabeller(backend)
+    # default: an unusable reply is a failure with its reason (retried next run), never a silent heuristic
+    strict = {o.id: o for o in LLMLabeller(_Scripted(lambda r: script[r.id])).label(recs)}
+    assert [rid for rid, o in strict.items() if isinstance(o, Failure)] == ["15597", "1555", "937"]
+    assert strict["937"].reason.startswith("llm_error: HTTP 500 after 6 retries")
+    assert "retried next run" in strict["15597"].reason
+    lab = LLMLabeller(backend, fallback="heuristic")
     outs = lab.label(recs)
     by = {o.id: o for o in outs}
     assert by["20524"].k_text == "Hmm, that's a tricky situation." and by["20524"].uk_labeller == "llm"
@@ -261,10 +266,24 @@ def test_llm_fallbacks_counted_in_stage_stats(shared, tmp_path):
     src.write_text("".join(json.dumps(r.to_json()) + "\n" for r in recs))
     replies = iter(['{"last_understanding_sentence": 2}', "garbage", '{"last_understanding_sentence": 0}'])
     backend = _Scripted(lambda r: next(replies))
-    stats = annotate_file(src, tmp_path / "o.jsonl", LabellerConfig(labeller="llm", model="openai:scripted"),
-                          backend=backend, batch_size=8)
+    stats = annotate_file(src, tmp_path / "o.jsonl", LabellerConfig(labeller="llm", model="openai:scripted",
+                                                                      fallback="heuristic"), backend=backend, batch_size=8)
     assert stats["annotated"] == 3 and stats["labeller_counts"] == {"llm": 3}
     assert stats["llm_fallbacks"] == {"llm_unparseable": 1, "llm_index_out_of_range": 1}
+
+
+def test_unreachable_llm_fails_loudly_and_a_rerun_retries(shared, tmp_path):
+    """#18: an unreachable API used to give "annotated 3/3" (all heuristic), exit 0, never retried."""
+    recs = _star1_records(shared, ["20524", "6308", "15597"])
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r.to_json()) + "\n" for r in recs))
+    cfg = LabellerConfig(labeller="llm", model="openai:scripted")
+    with pytest.raises(SafekeyError, match="stage annotate: 3 of 3 items failed"):
+        annotate_file(src, tmp_path / "o.jsonl", cfg, backend=_Scripted(lambda r: None), batch_size=8)
+    assert not (tmp_path / "o.jsonl").read_text().strip()
+    stats = annotate_file(src, tmp_path / "o.jsonl", cfg, backend=_Scripted(lambda r: '{"last_understanding_sentence": 1}'),
+                          batch_size=8)
+    assert stats["annotated"] == 3 and stats["failed"] == 0 and not stats["llm_fallbacks"]
 
 
 @pytest.mark.smollm
@@ -276,7 +295,7 @@ def test_llm_labeller_smoke_smollm2(shared, tmp_path):
 
     recs = _star1_records(shared, ["6509", "1555", "20524"])
     backend = get_backend("hf:smollm2-135m", cache_dir=str(tmp_path / "cache"), batch_size=3)
-    lab = LLMLabeller(backend, n_sentences=4, max_tokens=16)  # one batched call, short prompts
+    lab = LLMLabeller(backend, n_sentences=4, max_tokens=16, fallback="heuristic")  # one batched call, short prompts
     outs = lab.label(recs)
     assert [o.id for o in outs] == ["6509", "1555", "20524"]
     for o in outs:
@@ -311,7 +330,8 @@ def test_llm_labeller_against_fake_openai_server(shared, tmp_path, monkeypatch):
 
         out = tmp_path / "o.jsonl"
         res = CliRunner().invoke(cli, ["annotate", str(src), "-o", str(out), "--labeller", "llm", "--model",
-                                       "openai:fake-model", "--base-url", srv.base_url, "--no-progress"])
+                                       "openai:fake-model", "--base-url", srv.base_url, "--no-progress",
+                                       "--fallback", "heuristic"])
         assert res.exit_code == 0, res.output + repr(res.exception)
         assert srv.count(status=200) == 4
         stats = json.loads((tmp_path / "o.stats.json").read_text())
@@ -325,7 +345,8 @@ def test_llm_labeller_against_fake_openai_server(shared, tmp_path, monkeypatch):
 
         from safekey.llm import get_backend
 
-        lab = LLMLabeller(get_backend("openai:fake-model", base_url=srv.base_url, cache=False, max_retries=1))
+        lab = LLMLabeller(get_backend("openai:fake-model", base_url=srv.base_url, cache=False, max_retries=1),
+                          fallback="heuristic")
         srv.inject("400")
         [o] = lab.label([recs[0]])
         assert o.uk_fallback == "llm_error" and lab.fallbacks == {"llm_error": 1}

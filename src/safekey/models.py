@@ -199,13 +199,33 @@ def refuse_remote_code(path: str | Path, trust_remote_code: bool = False) -> Non
                                "--trust-remote-code only if you trust that folder")
 
 
+def hub_model_available(name: str) -> bool:
+    """Is `name` loadable now: a local folder, or a hub id whose config is cached (or the hub reachable)?"""
+    if Path(name).expanduser().is_dir():
+        return True
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    return isinstance(cached, str) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True")
+
+
+def _unloadable(path: str, what: str, e: Exception) -> SafekeyError:
+    where = "" if Path(path).is_dir() else " (a hub id: offline, gated or not cached? set HF_HUB_OFFLINE=0 / log in, or pass a local folder)"
+    return SafekeyError(f"cannot load the {what} of {path}{where}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+
+
 def load_tokenizer(name: str | Path, *, trust_remote_code: bool = False, **kw: Any) -> Any:
     """The tokenizer of a `--model` value (folder, alias or hub id); remote code only when asked."""
     from transformers import AutoTokenizer
 
     path = resolve_model(str(name))
     refuse_remote_code(path, trust_remote_code)
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+    except (OSError, ValueError) as e:  # hub offline / gated / missing files: one line, naming the model
+        raise _unloadable(path, "tokenizer", e) from None
 
 
 def load_model(name: str | Path, *, trust_remote_code: bool = False, **kw: Any) -> Any:
@@ -214,7 +234,10 @@ def load_model(name: str | Path, *, trust_remote_code: bool = False, **kw: Any) 
 
     path = resolve_model(str(name))
     refuse_remote_code(path, trust_remote_code)
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+    except OSError as e:
+        raise _unloadable(path, "weights", e) from None
 
 
 def load_causal_lm(name: str, *, dtype: Any = None, device: str | None = None, trust_remote_code: bool = False):

@@ -207,8 +207,11 @@ class LLMChoice(BaseModel):
 
 
 class LLMLabeller:
-    """Asks a backend for the last U sentence; every unusable reply falls back to the heuristic,
-    with the reason kept on the record (``uk_fallback``) and counted in the stats."""
+    """Asks a backend for the last U sentence. An unusable reply (failed call, unparseable, index
+    out of range) is a failure — written to the failures file and retried on the next run — unless
+    the user opted into ``fallback="heuristic"``; then the heuristic labels it, the reason is kept on
+    the record (``uk_fallback``) and counted in the stats. Why not fall back silently: an unreachable
+    API used to produce "annotated 3/3" from the heuristic, and a rerun never asked the model."""
 
     name = "llm"
 
@@ -220,8 +223,10 @@ class LLMLabeller:
         max_tokens: int = 64,
         use_llm_safety: bool = False,
         max_u: int = MAX_U_SENTENCES,
+        fallback: str | None = None,
     ):
         self.backend = backend
+        self.fallback = fallback
         self.n_sentences = n_sentences
         self.max_tokens = max_tokens
         self.use_llm_safety = use_llm_safety
@@ -241,7 +246,9 @@ class LLMLabeller:
         )
         return req, len(sents)
 
-    def _fallback(self, trace: Trace, reason: str) -> Record | Failure:
+    def _fallback(self, trace: Trace, reason: str, detail: str = "") -> Record | Failure:
+        if self.fallback != "heuristic":
+            return Failure(trace.record.id, f"{reason}: {detail}".rstrip(": ") + " (retried next run; --fallback heuristic to accept the heuristic)")
         self.fallbacks[reason] += 1
         n = heuristic_u_sentences(trace, self.max_u)
         return n if isinstance(n, Failure) else finish(trace, UKLabel(n, fallback=reason), self.name)
@@ -268,7 +275,7 @@ class LLMLabeller:
             raise RuntimeError(f"backend returned {len(comps)} completions for {len(reqs)} requests")
         for (i, tr, n), comp in zip(pending, comps):
             if comp.error is not None:
-                out[i] = self._fallback(tr, "llm_error")
+                out[i] = self._fallback(tr, "llm_error", comp.error)
                 continue
             parsed = parse_json(comp.text, LLMChoice)
             if isinstance(parsed, ParseFailure):
@@ -293,4 +300,5 @@ class LabellerConfig(BaseModel):
     max_u_sentences: int = Field(MAX_U_SENTENCES, ge=1)
     llm_sentences: int = Field(10, ge=2)
     llm_safety: bool = False
+    fallback: str | None = Field(None, pattern="^heuristic$")  # opt-in: label unusable LLM replies heuristically
     segmenter: str = "pysbd-0.3.4+quotes+question"

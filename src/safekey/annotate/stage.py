@@ -27,7 +27,8 @@ def make_labeller(cfg: LabellerConfig, backend: Any = None) -> HeuristicLabeller
         kw = {"base_url": cfg.base_url} if cfg.base_url else {}
         backend = get_backend(cfg.model, **kw)
     return LLMLabeller(
-        backend, n_sentences=cfg.llm_sentences, use_llm_safety=cfg.llm_safety, max_u=cfg.max_u_sentences
+        backend, n_sentences=cfg.llm_sentences, use_llm_safety=cfg.llm_safety, max_u=cfg.max_u_sentences,
+        fallback=cfg.fallback,
     )
 
 

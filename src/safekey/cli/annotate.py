@@ -42,11 +42,15 @@ def _print_stats(stats: dict) -> None:
 @click.option("--model", default=None, help="Backend for --labeller llm, kind:model (hf:smollm2-135m, openai:gpt-4o).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for --model openai:…")
 @click.option("--llm-safety", is_flag=True, help="Take k_is_safety from the LLM's answer instead of the lexicon.")
+@click.option("--fallback", type=click.Choice(["heuristic"]), default=None,
+              help="Label records whose LLM reply is unusable with the heuristic (counted as llm_fallbacks). "
+                   "Default: they fail and are retried on the next run.")
 @click.option("--skip-bad", is_flag=True, help="Skip malformed input lines (kept in OUT's rejects file).")
 @click.option("--overwrite", is_flag=True, help="Start OUT afresh instead of resuming.")
 @click.option("--stats", "show_stats", is_flag=True, help="Print the U-length histogram and the safety-aha share.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def annotate(records, out, labeller, model, base_url, llm_safety, skip_bad, overwrite, show_stats, progress) -> None:
+def annotate(records, out, labeller, model, base_url, llm_safety, fallback, skip_bad, overwrite, show_stats,
+             progress) -> None:
     """Find the understanding span U and key sentence K of every record's <think> trace (SPEC §2).
 
     Adds u_end, k_end (character offsets into response), k_text, k_is_safety, u_sentences and
@@ -55,12 +59,13 @@ def annotate(records, out, labeller, model, base_url, llm_safety, skip_bad, over
     from ..annotate.labellers import LabellerConfig
     from ..annotate.stage import annotate_file
 
-    cfg = LabellerConfig(labeller=labeller, model=model, base_url=base_url, llm_safety=llm_safety)
+    cfg = LabellerConfig(labeller=labeller, model=model, base_url=base_url, llm_safety=llm_safety, fallback=fallback)
     stats = annotate_file(records, out, cfg, skip_bad=skip_bad, overwrite=overwrite, progress=progress)
     if show_stats:
         _print_stats(stats)
     else:
         click.echo(
             f"annotated {stats['annotated']}/{stats['inputs']}, failed {stats['failed']} "
-            f"{stats['failure_reasons'] or ''} → {out}"
+            f"{stats['failure_reasons'] or ''}"
+            + (f", heuristic fallbacks {stats['llm_fallbacks']}" if stats.get("llm_fallbacks") else "") + f" → {out}"
         )

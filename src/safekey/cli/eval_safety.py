@@ -77,6 +77,11 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
         judge_batch_size=judge_batch_size,
     )
+    from ..evals.judges import DEFAULT_JUDGE_MODELS
+
+    if cfg.judge in DEFAULT_JUDGE_MODELS and not cfg.judge_model:
+        click.echo(f"judge {cfg.judge}: using the papers' judge model {DEFAULT_JUDGE_MODELS[cfg.judge]} "
+                   "(--judge-model to choose another)", err=True)
     try:
         SafetyRun(cfg, out_dir, overwrite=overwrite, rejudge=rejudge, progress=not no_progress).run()
     except EvalFailed:

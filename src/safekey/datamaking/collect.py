@@ -63,6 +63,10 @@ def run(out: str, cfg: CollectConfig, *, overwrite: bool = True) -> dict[str, An
         rows, where = _load("test", name, cfg, missing)
         tests += [Record(id=f"test:{r['id']}", question=r["question"], source=name) for r in rows]
         table.append({"kind": "test", "name": name, "rows": len(rows), "from": where})
+    if not pool:  # allow_missing skipped everything: an empty pool makes every later step empty, silently
+        raise SafekeyError(f"collect: no source could be loaded ({len(missing)} missing: "
+                           f"{', '.join(sorted(missing)[:5])}{'…' if len(missing) > 5 else ''}); nothing to build a "
+                           "dataset from — give local files under collect.overrides")
     for path, recs in ((Path(out), pool), (tests_path(out), tests)):
         so = StageOutput(path, stage="data.collect", config=cfg, overwrite=overwrite)
         try:

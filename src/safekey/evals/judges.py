@@ -139,6 +139,10 @@ class Judge(ABC):
         """What changes verdicts: goes into the judged-stage config."""
         return {"judge": self.name}
 
+    def preflight(self) -> None:
+        """Raise :class:`SafekeyError` now for what would fail only after hours of generation."""
+        return None
+
     def close(self) -> None:
         return None
 
@@ -374,6 +378,25 @@ class LLMJudge(Judge):
     def fingerprint(self) -> dict[str, Any]:
         return {"judge": self.name, "judge_model": self.model.spec, "max_tokens": self.model.max_tokens,
                 "templates": template_hash(*self.templates) if self.templates else None}
+
+    def preflight(self) -> None:
+        """The judge model must be reachable before a single item is generated: an API key in the
+        environment, or local / cached weights (an offline hub id fails here, in one line)."""
+        import os
+
+        from ..llm import parse_spec
+        from ..models import hub_model_available, resolve_model
+
+        cfg = parse_spec(self.model.spec, base_url=self.model.base_url)
+        if cfg.kind == "openai":
+            if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
+                raise SafekeyError(f"judge {self.name} ({self.model.spec}): no API key in ${cfg.api_key_env}; set it, or "
+                                   "choose the judge model with --judge-model")
+            return
+        path = resolve_model(cfg.model)
+        if not hub_model_available(path):
+            raise SafekeyError(f"judge {self.name}: {path} is not available offline (not a local folder, not in the hub "
+                               "cache); pass --judge-model hf:/local/folder or allow hub access")
 
     def sampling(self) -> Any:
         from ..llm import Sampling

@@ -312,6 +312,8 @@ class SafetyRun:
             lock.release()
 
     def _run_locked(self) -> dict[str, Any]:
+        if self._own_judge:
+            self.judge.preflight()  # a missing key or judge model fails now, not after the generations
         benches = self.benchmarks()
         info = self._run_json()
         results: dict[str, Any] = {}
