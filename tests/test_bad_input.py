@@ -65,6 +65,7 @@ def test_skip_bad_rejects_are_written_and_counted(tmp_path):
     except SafekeyError:
         pass  # nothing eligible is fine here; the rejects must exist regardless
     assert len((tmp_path / "sel.rejects.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "sel.stats.json").read_text())["rejected"] == 2
 
 
 def test_duplicate_ids_are_refused_before_anything_is_written(tmp_path):

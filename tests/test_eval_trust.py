@@ -209,7 +209,7 @@ def test_judge_failures_past_the_budget_raise(shared, tmp_path):
     shared("xstest/xstest_prompts.csv")
     be = ScriptedModel(lambda r: "Sure.", opens_think=False, finish="stop")
     cfg = SafetyEvalConfig(model="openai:scripted", benches=["xstest"], limit=5)
-    with pytest.raises(EvalFailed, match=r"xstest: 5 of 5 items had judge failures"):
+    with pytest.raises(EvalFailed, match=r"xstest: judge: 5 of 5 items failed"):
         run_safety_eval(cfg, tmp_path / "a", backend=be, judge=FailingJudge(), progress=False)
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert s["benchmarks"]["xstest"]["judge_failures"] == 5 and s["benchmarks"]["xstest"]["metrics"] == {}

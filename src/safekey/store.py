@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 import time
@@ -31,6 +32,11 @@ from pydantic import ValidationError
 
 from .config import dump_yaml, fingerprint
 from .types import Record, SafekeyError
+
+
+# the stages' default threshold: only a stage whose every input failed is an error (the largest float
+# below 1, so failed / total exceeds it exactly when failed == total)
+ALL_FAILED = math.nextafter(1.0, 0.0)
 
 
 @dataclass
@@ -390,7 +396,7 @@ def run_stage(
     summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     progress: bool = True,
     extra_stats: dict[str, Any] | None = None,
-    max_failure_share: float | None = 1.0,
+    max_failure_share: float | None = ALL_FAILED,
 ) -> dict[str, Any]:
     """Run `process` over the inputs not yet in `out`, batch by batch, and write ``stats.json``.
 
@@ -418,8 +424,7 @@ def run_stage(
             seen.add(r.id)
             order.append(r.id)
         _check_input_hashes(so, items)
-        if not items:
-            log_warning(f"stage {stage}: the input holds no records; {so.out} stays empty")
+        inputs_info = input_report(stage, so.out, len(items))
         todo = [r for r in items if not so.is_done(r.id)]
         resumed = len(items) - len(todo)
         bar = tqdm(total=len(items), initial=resumed, desc=stage, disable=not progress, unit="rec")
@@ -450,8 +455,7 @@ def run_stage(
             "failed": len(so.failures),
             "failure_reasons": dict(reasons),
             "repaired_torn_line": so.repaired_line,
-            "rejected": _count_lines(so.rejects_path),
-            "empty_input": not items,
+            **inputs_info,
             "seconds": round(time.time() - t0, 3),
         }
         if summarize is not None:
@@ -469,10 +473,12 @@ def run_stage(
 
 
 def check_failure_share(what: str, failed: int, total: int, max_share: float, *, where: str = "") -> None:
-    """Raise (exit 2) when more than `max_share` of `total` items failed — always when every item
-    failed. Shared by the stages and the evals: a run that produced nothing must not exit 0."""
-    if total > 0 and failed and (failed == total or failed / total > max_share):
-        raise SafekeyError(f"{what}: {failed} of {total} items failed (> {max_share:.0%} allowed)"
+    """Raise (exit 2) when more than `max_share` of `total` items failed. Shared by the stages
+    (default :data:`ALL_FAILED`) and the evals (``--max-judge-failures`` …): a run that produced
+    nothing must not exit 0; ``max_share=1`` accepts everything."""
+    if total > 0 and failed / total > max_share:
+        limit = "every item failed" if max_share == ALL_FAILED else f"more than {max_share:.0%} allowed"
+        raise SafekeyError(f"{what}: {failed} of {total} items failed ({limit})"
                            + (f"; see {where}" if where else "") + "; rerun to retry them")
 
 
@@ -499,6 +505,14 @@ def _check_input_hashes(so: "StageOutput", items: Sequence[Record]) -> None:
         raise SafekeyError(f"{so.out}: input record {changed[0]}{more} changed since it was processed; "
                            "use --overwrite (or another output path) to recompute")
     write_text_atomic(path, json.dumps({**old, **new}, ensure_ascii=False) + "\n")
+
+
+def input_report(stage: str, out: Path, n_inputs: int) -> dict[str, Any]:
+    """``{"rejected", "empty_input"}`` for a stage's stats (rejects = malformed lines skipped under
+    --skip-bad); an empty input is also said on stderr, since it makes every later step empty."""
+    if n_inputs == 0:
+        log_warning(f"stage {stage}: the input holds no records; {out} stays empty")
+    return {"rejected": _count_lines(sidecar(Path(out), "rejects.jsonl")), "empty_input": n_inputs == 0}
 
 
 def _count_lines(path: Path) -> int:

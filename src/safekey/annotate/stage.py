@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..store import read_records, run_stage, sidecar
+from ..store import ALL_FAILED, read_records, run_stage, sidecar
 from ..types import SafekeyError
 from .labellers import HeuristicLabeller, LabellerConfig, LLMLabeller
 
@@ -68,7 +68,7 @@ def annotate_file(
     backend: Any = None,
     batch_size: int | None = None,
     progress: bool = False,
-    max_failure_share: float | None = 1.0,
+    max_failure_share: float | None = ALL_FAILED,
 ) -> dict[str, Any]:
     """Annotate every record of `records` into `out`; returns the stats dict (also in NAME.stats.json).
     Every record failing is an error (exit 2) unless `max_failure_share` is None."""

@@ -757,7 +757,7 @@ def run(inp: str, tests: str, out: str, cfg: DedupConfig, *, skip_bad: bool = Fa
     import json
     from pathlib import Path
 
-    from ..store import require_unique_ids, StageOutput, read_records, sidecar, write_stats
+    from ..store import StageOutput, input_report, read_records, require_unique_ids, sidecar, write_stats
 
     t0 = time.time()
     recs = list(read_records(inp, skip_bad=skip_bad, rejects=sidecar(Path(out), "rejects.jsonl") if skip_bad else None))
@@ -783,6 +783,7 @@ def run(inp: str, tests: str, out: str, cfg: DedupConfig, *, skip_bad: bool = Fa
              "removed_by_step_and_target": {f"{k[0]}/{k[1]}": v for k, v in
                                             sorted(Counter((r.step, r.against) for r in res.removals).items())},
              "kept_by_source": dict(Counter(recs[i].source for i in res.kept)),
+             **input_report("data.dedup", Path(out), len(recs)),
              "seconds": round(time.time() - t0, 2)}
     write_stats(sidecar(Path(out), "stats.json"), stats)
     return stats

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import require_unique_ids, StageOutput, read_records, sidecar, write_stats
+from ..store import StageOutput, input_report, require_unique_ids, read_records, sidecar, write_stats
 from ..types import CATEGORIES, OTHER, Record
 
 CRITERIA = ("Content_Safety_Compliance", "Relevancy_and_No_Redundant_Content", "Accuracy_of_Thinking_Process")
@@ -98,6 +98,7 @@ def run(inp: str, out: str, cfg: SelectConfig, *, overwrite: bool = True, skip_b
         "think_forced": sum(1 for r in recs if getattr(r, "think_forced", False)),
         "by_source": dict(sorted(Counter(r.source for r in chosen).items())),
         "by_category": dict(sorted(Counter(c for r in chosen for c in r.category or []).items())),
+        **input_report("data.select", Path(out), len(recs)),
     }
     write_stats(so.stats_path, stats)
     return stats

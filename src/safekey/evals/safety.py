@@ -45,7 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..metrics import fmt_rate, rate, truncation_shares
-from ..store import Failure, iter_json_objects, run_stage, write_stats
+from ..store import Failure, check_failure_share, iter_json_objects, run_stage, write_stats
 from ..subsample import stratified_sample
 from ..types import Record, SafekeyError, truncation
 from .judges import Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge
@@ -68,14 +68,15 @@ class EvalFailed(SafekeyError):
 
 
 def check_failure_budget(benchmarks: dict[str, Any], *, max_judge: float, max_generation: float) -> None:
-    """Raise :class:`EvalFailed` naming the first benchmark whose failure share exceeds its budget."""
+    """Raise :class:`EvalFailed` naming the first benchmark whose failure share exceeds its budget
+    (the stages' rule, :func:`safekey.store.check_failure_share`, with the eval's budgets)."""
     for name, b in benchmarks.items():
-        n = max(1, b["n"])
         for what, share in (("generation", max_generation), ("judge", max_judge)):
-            k = b[f"{what}_failures"]
-            if k / n > share:
-                raise EvalFailed(f"{name}: {k} of {b['n']} items had {what} failures (> {share:.0%} allowed, "
-                                 f"--max-{what}-failures); see {name}/*.failures.jsonl, rerun to retry")
+            try:
+                check_failure_share(f"{name}: {what}", b[f"{what}_failures"], b["n"], share,
+                                    where=f"{name}/*.failures.jsonl (--max-{what}-failures)")
+            except SafekeyError as e:
+                raise EvalFailed(str(e)) from None
 
 
 class SafetyEvalConfig(BaseModel):
