@@ -43,5 +43,6 @@ def demo(out_dir, model, epochs, train_limit, eval_limit, max_new_tokens, full, 
     click.echo("")
     click.echo(markdown_table(res["table"], plan.model))
     click.echo("")
-    click.echo("Judge: keyword (refusal phrases; an offline PROXY for harmfulness). 95% bootstrap CIs.")
+    click.echo("Judge: keyword (refusal detector; an offline PROXY for harmfulness). 95% Wilson CIs; items whose thinking "
+               "never closed are not judged (n < 24 in a cell).")
     click.echo(f"wall time {int(time.time() - t0) // 60} min {int(time.time() - t0) % 60} s; report: {res['report']}")

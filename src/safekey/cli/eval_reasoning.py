@@ -66,7 +66,7 @@ def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
 def reasoning(model, benches, canonical, out, limit, max_new_tokens, temperature, top_p, repetition_penalty, samples,
               pass_k, seed, sources, workers, overwrite, config_file, overrides) -> None:
-    """Measure general ability (the cost of safety training): accuracy with bootstrap CIs per benchmark.
+    """Measure general ability (the cost of safety training): accuracy with 95% CIs per benchmark (Wilson for shares).
 
     Answers are read after </think> only; math is checked with math-verify; HumanEval code runs in
     a sandbox (separate process, rlimits, no network). Resumes where it stopped.

@@ -57,7 +57,7 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
            judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
            prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
            no_progress):
-    """Generate on safety benchmarks, judge, and aggregate rates with bootstrap 95% CIs.
+    """Generate on safety benchmarks, judge, and aggregate rates with 95% CIs (Wilson for shares).
 
     Writes OUT/<bench>/generations.jsonl, OUT/<bench>/judged.jsonl and OUT/summary.json; rerun the
     same command to resume (failed generations and judge failures are retried).

@@ -5,7 +5,7 @@ Layout of a run folder::
     RUN/run.json                      creation time + resolved config (``created`` survives resumes)
     RUN/<bench>/generations.jsonl     one record per item: prompt fields + ``generation`` + ``response``
     RUN/<bench>/judged.jsonl          + ``judge`` (the Verdict) + ``metrics`` (per-item metric values)
-    RUN/summary.json                  rates with bootstrap CIs per benchmark and per category
+    RUN/summary.json                  rates with 95% CIs (Wilson for shares) per benchmark and per category
 
 Both JSONL files are written by :func:`safekey.store.run_stage`, so a killed run resumes where it
 stopped, failed items (generation errors, judge failures) are retried on the next run, and the

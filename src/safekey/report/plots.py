@@ -79,7 +79,7 @@ def safety_bars(evals: list[EvalRun]) -> str | None:
     for ax, (benches, metric, ylabel) in zip(axes[0], panels):
         series = {e.label: [e.summary["benchmarks"].get(b, {}).get("metrics", {}).get(metric) for b in benches] for e in evals}
         grouped_bars(ax, benches, series, ylabel=ylabel)
-    fig.suptitle("Safety per benchmark (95% bootstrap CI)", fontsize=10)
+    fig.suptitle("Safety per benchmark (95% Wilson CI)", fontsize=10)
     return to_data_uri(fig)
 
 
