@@ -42,7 +42,7 @@ test: $(STAMP) chromium bubblewrap
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install -q ruff==0.17.6
-	$(BIN)/python -m ruff check src tests
+	$(BIN)/python -m ruff check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs

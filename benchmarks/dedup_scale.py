@@ -368,12 +368,12 @@ def int8_agreement(items, tests, planted, cfg, fp32_res, fp32_E, run):
         "int8_peak_rss_mib": round(mem.peak / 2**20), "int8_other_processes_cores": round(mem.others_cores, 2),
         "int8_threads_chosen": dict(Counter(n for _, n in emb8.governor.history)) if emb8.governor else None,
         "cos_fp32_int8_mean": round(float(cos.mean()), 4), "cos_fp32_int8_min": round(float(cos.min()), 4),
-        "pairs_ge_0.6": int(len(pi)),
+        "pairs_ge_0.6": len(pi),
         "abs_dsim_mean": round(float(d.mean()), 4) if len(d) else None,
         "abs_dsim_p99": round(float(np.percentile(d, 99)), 4) if len(d) else None,
         "abs_dsim_max": round(float(d.max()), 4) if len(d) else None,
         "pairs_ge_0.7_fp32": int((s32 >= 0.7).sum()), "pairs_crossing_0.7": int(((s32 >= 0.7) != (s8 >= 0.7)).sum()),
-        "embedded_rows": int(len(E)),
+        "embedded_rows": len(E),
         "decisions_differ": int(sum(why32.get(it.id) != why8.get(it.id) for it in items)),
         "kept_differ": len(kept32 ^ kept8),
         "kept_jaccard": round(len(kept32 & kept8) / max(1, len(kept32 | kept8)), 5),
@@ -530,7 +530,7 @@ def main() -> None:
     ours = [r for r in rows if r.get("impl") == "ours" and "steps" in r]
     if ours:
         o = ours[0]
-        print("\nper step (ours, N=%s):\n\n| step | removed | seconds |\n|---|---|---|" % f"{o['n']:,}")
+        print(f"\nper step (ours, N={o['n']:,}):\n\n| step | removed | seconds |\n|---|---|---|")
         for s in o["steps"]:
             print(f"| {s['step']} | {s['removed']:,} | {s['seconds']} |")
         e = o.get("embedder")

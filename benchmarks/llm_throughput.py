@@ -26,7 +26,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from safekey.llm import ChatRequest, Sampling, get_backend  # noqa: E402
+from safekey.llm import ChatRequest, Sampling, get_backend
 
 
 def _cpu() -> float:

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from safekey.paths import data_dir as _data_dir  # noqa: E402
+from safekey.paths import data_dir as _data_dir
 
 
 @pytest.fixture(scope="session")

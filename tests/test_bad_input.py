@@ -60,10 +60,8 @@ def test_skip_bad_rejects_are_written_and_counted(tmp_path):
     from safekey.datamaking import select as sel
 
     sel_out = tmp_path / "sel.jsonl"
-    try:
-        sel.run(str(f), str(sel_out), sel.SelectConfig(n=1), skip_bad=True)
-    except SafekeyError:
-        pass  # nothing eligible is fine here; the rejects must exist regardless
+    st = sel.run(str(f), str(sel_out), sel.SelectConfig(n=1), skip_bad=True)
+    assert st["inputs"] == 1 and st["selected"] == 0  # the one good record is not eligible (no scores)
     assert len((tmp_path / "sel.rejects.jsonl").read_text().splitlines()) == 2
     assert json.loads((tmp_path / "sel.stats.json").read_text())["rejected"] == 2
 
@@ -159,7 +157,6 @@ def test_second_eval_into_a_busy_folder_does_not_touch_run_json(shared, tmp_path
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text('{"created": "then"}')
-    with FileLock(str(tmp_path / "run" / ".run.lock")):
-        with pytest.raises(SafekeyError, match="being written by another safekey run"):
+    with FileLock(str(tmp_path / "run" / ".run.lock")), pytest.raises(SafekeyError, match="being written by another safekey run"):
             run_safety_eval(SafetyEvalConfig(model="openai:x", benches=["xstest"], limit=1), tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "run.json").read_text() == '{"created": "then"}'

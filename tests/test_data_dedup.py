@@ -60,7 +60,7 @@ def test_tfidf_pairs_exact_vs_dense(real, monkeypatch, gather_bytes):
     for th in (0.3, 0.6):
         pi, pj, ps = tfidf_pairs(X, X, th, 128, upper=True, common_df=10)
         D = (X @ X.T).toarray()
-        bi, bj = np.nonzero(np.triu(D >= th, 1))
+        bi, bj = np.nonzero(np.triu(th <= D, 1))
         assert set(zip(pi.tolist(), pj.tolist())) == set(zip(bi.tolist(), bj.tolist()))
         assert np.allclose(ps, D[pi, pj], atol=1e-5)
 

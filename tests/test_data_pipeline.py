@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from safekey.testing.fake_openai import FakeOpenAI
 from safekey.datamaking.score import CRITERIA as SCORE_CRITERIA
+from safekey.testing.fake_openai import FakeOpenAI
 from safekey.types import CATEGORIES, Record, split_think
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_fault_injecting_endpoint_and_kill9_resume(slice200, tmp_path):
         n_partial = reasoned.read_text().count("\n")
         assert 20 <= n_partial < summary["reason"]["done"]
         p = _run_cli(cfg, env)
-        out2, err2 = p.communicate(timeout=240)
+        _out2, err2 = p.communicate(timeout=240)
         assert p.returncode == 0, err2[-2000:]
         assert "collect: complete, skipped" in err2 and "dedup: complete, skipped" in err2
         assert srv.count(status=500) + srv.count(status=503) + srv.count(status=429) > 0  # faults really happened

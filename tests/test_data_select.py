@@ -58,7 +58,7 @@ def test_balance_deterministic_under_shuffle(star1):
 
 def test_balance_evens_out_sources(star1):
     chosen = balance(star1, 200)
-    share = lambda recs, s: sum(r.source == s for r in recs) / len(recs)  # noqa: E731
+    share = lambda recs, s: sum(r.source == s for r in recs) / len(recs)
     # the dominant source loses share, a rare one gains
     assert share(chosen, "SaladBench") < share(star1, "SaladBench")
     assert share(chosen, "HExPHI") > share(star1, "HExPHI")

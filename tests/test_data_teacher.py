@@ -75,7 +75,7 @@ def test_think_budget_keeps_a_closed_thinking_and_passes_failures(star1):
         return Completion(text="Here is a safe answer.", finish_reason="stop")
 
     got = generate_with_thinking(TeacherSettings(think_budget=64), [(r.id, r.question) for r in star1[:3]], Scripted(answer))
-    (c0, f0), (c1, f1), (c2, f2) = got
+    (c0, f0), (c1, _f1), (_c2, f2) = got
     assert c0.text == "<think>\nShort thought.\n</think>\n\nHere is a safe answer." and f0 is False
     assert c1.error == "timeout" and f2 is False
     out = reason.make_process(reason.ReasonConfig(teacher=TeacherSettings(think_budget=64)),

@@ -75,8 +75,8 @@ def test_open_thought_is_not_graded_as_the_answer():
 
 
 def test_real_tokenizer_template_that_opens_think(tiny_model_dir, tmp_path):
-    from safekey.llm.hf import HFBackend
     from safekey.llm.base import BackendConfig
+    from safekey.llm.hf import HFBackend
 
     d = tmp_path / "r1like"
     shutil.copytree(tiny_model_dir, d)

@@ -44,7 +44,7 @@ def test_model_folder_code_is_refused_everywhere(hostile_model, tmp_path):
     from safekey.llm.hf import HFBackend
 
     with pytest.raises(SafekeyError, match="auto_map"):
-        HFBackend(BackendConfig(kind="hf", model=str(d))).tokenizer
+        _ = HFBackend(BackendConfig(kind="hf", model=str(d))).tokenizer
     refuse_remote_code(d, trust_remote_code=True)  # the user asked: no refusal
     assert not marker.exists()
 

@@ -74,7 +74,7 @@ def test_checkpoint_generation_config_cannot_override_sampling(tiny):
 
 
 def test_stop_strings_cut_and_batches_keep_order(tiny):
-    model, tok = tiny._load()
+    _model, _tok = tiny._load()
     reqs = [ChatRequest(messages=[{"role": "user", "content": "x " * k}], sampling=Sampling(max_tokens=8)) for k in (1, 30, 5, 12, 2)]
     outs = tiny.generate(reqs)
     singles = [tiny.generate([r])[0] for r in reqs]

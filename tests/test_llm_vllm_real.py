@@ -28,8 +28,8 @@ import pytest
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed here (optional: see this file's docstring)")
 
-from safekey.llm import ChatRequest, Sampling, get_backend  # noqa: E402
-from safekey.models import resolve_model  # noqa: E402
+from safekey.llm import ChatRequest, Sampling, get_backend
+from safekey.models import resolve_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.smollm]
 

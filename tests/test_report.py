@@ -43,7 +43,7 @@ def demo_dir(tmp_path_factory, tiny_model_dir):
 
 
 def test_demo_end_to_end_and_resume(demo_dir, tiny_model_dir):
-    out, res, log = demo_dir
+    out, res, _log = demo_dir
     assert [r["model"] for r in res["table"]] == ["base", "sft", "safekey"]
     for row in res["table"]:
         for key in ("harmful", "jailbreak", "over_refusal"):

@@ -16,7 +16,7 @@ from safekey.types import SafekeyError
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    hits: list[str] = []
+    hits: list[str] = []  # noqa: RUF012 - shared on purpose: the handler class records every request
 
     def do_GET(self):
         type(self).hits.append(self.path)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_train_spans import first_sentence_spans
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train_spans import star1_records
 
 from safekey.train.config import TrainConfig
 from safekey.train.lean_loss import causal_lm_loss, per_example_ce
 from safekey.train.qmm import qmm_loss_per_example
-from test_train_spans import star1_records
 
 
 def test_chunked_ce_equals_transformers_loss_and_its_gradients():

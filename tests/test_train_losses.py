@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train_spans import star1_records
 
 from safekey.train.config import TrainConfig
 from safekey.train.data import Collator
 from safekey.train.qmm import build_qmm_inputs, qmm_loss_per_example
 from safekey.train.spans import QUERY, encode_record
-from test_train_spans import star1_records
 
 
 def _model(path, attn):
@@ -93,7 +93,7 @@ def tiny_trainer(shared, smol_tokenizer, tiny_model_dir, tmp_path):
 
     cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=4,
                       per_device_batch=2, max_length=160, lr=1e-3)
-    trainer, tok, _ = build_trainer(cfg, star1_records(shared, 4), tmp_path)
+    trainer, _tok, _ = build_trainer(cfg, star1_records(shared, 4), tmp_path)
     return trainer
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_train_spans import star1_records
 from torch.nn import functional as F
 
 from safekey.metrics import bootstrap_ci, paired_delta
 from safekey.train.config import TrainConfig
 from safekey.train.heads import head_loss_per_example, span_masks
 from safekey.train.qmm import build_qmm_inputs, hidden_tokens
-from safekey.train.spans import ASSISTANT, K, QUERY, TEMPLATE, U
+from safekey.train.spans import ASSISTANT, QUERY, TEMPLATE, K, U
 from safekey.train.trainer import loss_scales
-from test_train_spans import star1_records
 
 # one sequence: <sys><user>query</user><asst> U U K K rest ; then padding
 ROLES = torch.tensor([[TEMPLATE, TEMPLATE, QUERY, QUERY, QUERY, TEMPLATE, U, U, U, K, K, ASSISTANT, TEMPLATE, TEMPLATE]])
@@ -84,7 +84,7 @@ def test_world_size_scales_the_extra_terms_whatever_the_token_flag():
 
 def test_intervals_are_95_percent():
     x = np.random.default_rng(3).random(40)
-    point, lo, hi = bootstrap_ci(x, seed=7)
+    _point, lo, hi = bootstrap_ci(x, seed=7)
     rng = np.random.default_rng(7)
     means = x[rng.integers(0, x.size, size=(2000, x.size))].mean(axis=1)
     assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))

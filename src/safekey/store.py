@@ -33,7 +33,6 @@ from pydantic import ValidationError
 from .config import dump_yaml, fingerprint
 from .types import Record, SafekeyError
 
-
 # the stages' default threshold: only a stage whose every input failed is an error (the largest float
 # below 1, so failed / total exceeds it exactly when failed == total)
 ALL_FAILED = math.nextafter(1.0, 0.0)
@@ -152,7 +151,7 @@ def read_records(
             if rejects is not None:
                 if rej is None:
                     Path(rejects).parent.mkdir(parents=True, exist_ok=True)
-                    rej = open(rejects, "a", encoding="utf-8")
+                    rej = open(rejects, "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
                 rej.write(json.dumps({"where": loc, "error": err, "raw": obj}, ensure_ascii=False) + "\n")
                 rej.flush()
     finally:
@@ -323,7 +322,7 @@ class StageOutput:
             tmp.write_text("".join(keyed), encoding="utf-8")
             os.replace(tmp, self.out)
 
-    def __enter__(self) -> "StageOutput":
+    def __enter__(self) -> StageOutput:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -379,7 +378,7 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += config_diff(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     if old != new:
-        short = lambda v: (repr(v)[:60] + "…") if len(repr(v)) > 60 else repr(v)  # noqa: E731
+        short = lambda v: (repr(v)[:60] + "…") if len(repr(v)) > 60 else repr(v)
         return [f"{prefix.rstrip('.') or 'config'}: {short(old)} → {short(new)}"]
     return []
 
@@ -488,7 +487,7 @@ def _record_hash(r: Record) -> str:
     return hashlib.sha256(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def _check_input_hashes(so: "StageOutput", items: Sequence[Record]) -> None:
+def _check_input_hashes(so: StageOutput, items: Sequence[Record]) -> None:
     """Refuse to resume when a finished record's input changed (same id, other content); then
     record the hashes of this run's inputs, so the next resume can check them too."""
     path = sidecar(so.out, "inputs.json")

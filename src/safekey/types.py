@@ -80,7 +80,7 @@ class Record(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _spans_ordered(self) -> "Record":
+    def _spans_ordered(self) -> Record:
         if self.u_end is not None and self.k_end is not None:
             if not (0 < self.u_end < self.k_end):
                 raise ValueError(f"need 0 < u_end < k_end, got u_end={self.u_end} k_end={self.k_end}")

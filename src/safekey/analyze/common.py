@@ -42,7 +42,8 @@ def load_model(spec: str, *, eager: bool = False):
     """(model, tokenizer) in eval mode, float32 on CPU. `eager` attention returns attention weights."""
     import torch
 
-    from ..models import load_model as _load, load_tokenizer
+    from ..models import load_model as _load
+    from ..models import load_tokenizer
 
     path = model_path(spec)
     tok = load_tokenizer(path, trust_remote_code=False)

@@ -66,12 +66,7 @@ SAFETY_CONCERN = re.compile(
 )
 
 _STOP = frozenset(
-    """a an the and or but if so of to in on at by for with from as is are was were be been being am do does
-    did have has had i me my you your he she it its they them their we our us this that these those there
-    here what which who whom how why when where can could would should will shall may might must not no
-    about into than then too very just also some any all more most such only own same other okay ok user
-    users asking asks asked ask want wants wanted wanting know like get make way ways help question
-    request query something someone thing things tell said says say""".split()
+    ["a", "an", "the", "and", "or", "but", "if", "so", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has", "had", "i", "me", "my", "you", "your", "he", "she", "it", "its", "they", "them", "their", "we", "our", "us", "this", "that", "these", "those", "there", "here", "what", "which", "who", "whom", "how", "why", "when", "where", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "not", "no", "about", "into", "than", "then", "too", "very", "just", "also", "some", "any", "all", "more", "most", "such", "only", "own", "same", "other", "okay", "ok", "user", "users", "asking", "asks", "asked", "ask", "want", "wants", "wanted", "wanting", "know", "like", "get", "make", "way", "ways", "help", "question", "request", "query", "something", "someone", "thing", "things", "tell", "said", "says", "say"]
 )
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 

@@ -62,7 +62,7 @@ def _pysbd_pieces(line: str) -> list[tuple[int, int]]:
 # capital is a boundary unless the word is a real lowercase abbreviation.
 _MISSED_END = re.compile(r"\b([a-z]{2,})[.!?](\s+)(?=[A-Z])")
 _LOWER_ABBREV = frozenset(
-    "etc vs approx esp incl al cf ca fig figs eq eqs vol pp ed eds dept est misc resp viz ibid op seq".split()
+    ["etc", "vs", "approx", "esp", "incl", "al", "cf", "ca", "fig", "figs", "eq", "eqs", "vol", "pp", "ed", "eds", "dept", "est", "misc", "resp", "viz", "ibid", "op", "seq"]
 )
 
 

@@ -133,7 +133,7 @@ def select_cmd(inp, out, config_file, sets, n, skip_bad) -> None:
     """Keep all-10, non-Other items; balance sources × categories down to N (deterministic)."""
     from ..datamaking import select as s
 
-    cfg = _cfg(config_file, [*(["select.n=%d" % n] if n else []), *sets])
+    cfg = _cfg(config_file, [*([f"select.n={n:d}"] if n else []), *sets])
     st = s.run(inp, out, cfg.select, skip_bad=skip_bad)
     click.echo(json.dumps({k: st[k] for k in ("inputs", "eligible", "selected", "by_source")}))
 

@@ -247,7 +247,7 @@ def tfidf_pairs(Q, R, threshold: float, chunk: int, *, upper: bool = False, comm
             for a in range(0, len(bq), chunk):
                 rows = bq[a : a + chunk]
                 D = Qc[rows] @ Rcb.T
-                r, c = np.nonzero(D >= threshold)
+                r, c = np.nonzero(threshold <= D)
                 gi, gj = rows[r], br[c]
                 keep = gj > gi if upper else np.ones(len(gi), bool)
                 out_i.append(gi[keep])
@@ -292,7 +292,7 @@ def _dense_self_pairs(E: np.ndarray, threshold: float, chunk: int) -> tuple[np.n
     for a in range(0, len(E), chunk):
         b = min(a + chunk, len(E))
         S = E[a:b] @ E[a:].T
-        r, c = np.nonzero(S >= threshold)
+        r, c = np.nonzero(threshold <= S)
         keep = c > r
         r, c = r[keep], c[keep]
         out_i.append(r + a)
@@ -330,7 +330,6 @@ def greedy_remove(n: int, pi: np.ndarray, pj: np.ndarray, ps: np.ndarray) -> dic
 
 def resolve_embedding_model(name: str) -> str:
     """A local folder as given; all-MiniLM-L6-v2 from the offline wheel when installed; else the hub id."""
-    from pathlib import Path
 
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
@@ -755,7 +754,6 @@ def run(inp: str, tests: str, out: str, cfg: DedupConfig, *, skip_bad: bool = Fa
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Pool JSONL + tests JSONL → kept records (pool order), ``NAME.removed.jsonl``, per-step stats."""
     import json
-    from pathlib import Path
 
     from ..store import StageOutput, input_report, read_records, require_unique_ids, sidecar, write_stats
 

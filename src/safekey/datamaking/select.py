@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..store import StageOutput, input_report, require_unique_ids, read_records, sidecar, write_stats
+from ..store import StageOutput, input_report, read_records, require_unique_ids, sidecar, write_stats
 from ..types import CATEGORIES, OTHER, Record
 
 CRITERIA = ("Content_Safety_Compliance", "Relevancy_and_No_Redundant_Content", "Accuracy_of_Thinking_Process")

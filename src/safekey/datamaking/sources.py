@@ -45,7 +45,7 @@ class SourceSpec:
 
 
 def _false(v: Any) -> bool:
-    return v is False or (isinstance(v, str) and v.strip().lower() == "false") or v == 0 and not isinstance(v, str)
+    return v is False or (isinstance(v, str) and v.strip().lower() == "false") or (v == 0 and not isinstance(v, str))
 
 
 _ALERT_TAGS = re.compile(r"### (Instruction:|Response:)\n?")

@@ -119,7 +119,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, strict: bool = False) 
                 a_val, b_val, paired = ma[metric]["rate"], mb[metric]["rate"], False
             rows.append({"bench": bench, "metric": metric, "a": a_val, "b": b_val, "delta": d["delta"], "ci": d["ci"],
                          "n": d["n"], "n_a": ma[metric].get("n"), "n_b": mb[metric].get("n"), "paired": paired})
-    side = lambda s, r: {"run": str(r), "model": s["model"], "judge": s.get("judge"), "kind": s["kind"]}  # noqa: E731
+    side = lambda s, r: {"run": str(r), "model": s["model"], "judge": s.get("judge"), "kind": s["kind"]}
     return {"a": side(sa, run_a), "b": side(sb, run_b), "mismatches": mismatches, "rows": rows}
 
 

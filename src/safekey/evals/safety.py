@@ -419,5 +419,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalFailed", "SafetyEvalConfig", "check_failure_budget", "limit_sample", "SafetyRun", "aggregate", "item_metrics", "run_safety_eval", "summary_markdown",
-           "summary_table"]
+__all__ = [
+    "EvalFailed",
+    "SafetyEvalConfig",
+    "SafetyRun",
+    "aggregate",
+    "check_failure_budget",
+    "item_metrics",
+    "limit_sample",
+    "run_safety_eval",
+    "summary_markdown",
+    "summary_table",
+]

@@ -59,7 +59,7 @@ class ResponseCache:
         with self._lock:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                q = "SELECT key, value FROM completions WHERE key IN (%s)" % ",".join("?" * len(chunk))
+                q = f"SELECT key, value FROM completions WHERE key IN ({','.join('?' * len(chunk))})"  # placeholders only
                 for k, v in self._db.execute(q, chunk):
                     out[k] = Completion.model_validate_json(v).model_copy(update={"cached": True})
         return out

@@ -156,7 +156,7 @@ class HFBackend(BaseBackend):
     def _generation_config(self, s: Sampling):
         from transformers import GenerationConfig
 
-        model, tok = self._load()
+        _model, tok = self._load()
         eos = self._eos_ids()
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
         sample = s.temperature > 0

@@ -86,7 +86,7 @@ def pick_examples(evals: list[EvalRun], per_bench: int = 2) -> list[dict[str, An
     for b in benches:
         common = [i for i in evals[0].items[b] if all(i in e.items[b] for e in evals)]
 
-        def disagreement(i: str) -> tuple[int, str]:
+        def disagreement(i: str, b: str = b) -> tuple[int, str]:
             labels = {_verdict(e.items[b][i])[1] for e in evals}
             return (-len(labels), i)
 
@@ -108,7 +108,7 @@ def train_table(col: Collected) -> list[dict[str, Any]]:
     for t in col.trains:
         last = t.rows[-1] if t.rows else {}
 
-        def last_of(key: str) -> str:
+        def last_of(key: str, t=t) -> str:
             vals = [r[key] for r in t.rows if r.get(key) is not None]
             return f"{vals[-1]:.4g}" if vals else "—"
 
@@ -170,7 +170,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
     page = env.get_template("report.html.j2").render(
         title=title,
         intro=intro,
-        created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         sources=[str(p) for p in paths],
         evals=col.evals,
         safety=safety_tables(safety) if safety else None,

@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
     limit: int | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.last_k_epochs > self.epochs:
             raise ValueError(f"last_k_epochs={self.last_k_epochs} > epochs={self.epochs}")
         if self.mode == "safekey" and self.think_flag == 0:

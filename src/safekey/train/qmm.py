@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .spans import ASSISTANT, QUERY, U, K, TEMPLATE  # noqa: F401
+from .spans import ASSISTANT, QUERY, TEMPLATE, K, U  # noqa: F401
 
 
 def hidden_tokens(roles: torch.Tensor, hide: str) -> torch.Tensor:
@@ -38,7 +38,7 @@ def hidden_tokens(roles: torch.Tensor, hide: str) -> torch.Tensor:
 
 def qmm_mask_4d(valid: torch.Tensor, hidden: torch.Tensor, *, unmasked: bool, dtype, boolean: bool) -> torch.Tensor:
     """(B, 1, T, T) mask; True/0.0 = may attend. valid: (B, T) non-padding tokens."""
-    B, T = valid.shape
+    _B, T = valid.shape
     causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
     allow = causal.unsqueeze(0) & valid.unsqueeze(1)  # key must be a real token
     if not unmasked:
