@@ -32,7 +32,7 @@ def test_missing_judge_key_is_caught_before_generation_and_the_default_is_said(s
     p = _cli("eval", "safety", "--model", "hf:tiny-random", "--bench", "xstest", "--limit", "2", "--judge", "harm-1to5",
              "-o", str(tmp_path / "run"))
     assert p.returncode == 2 and "no API key in $OPENAI_API_KEY" in p.stderr
-    assert "using the papers' judge model openai:gpt-4o" in p.stderr
+    assert "using the default judge model openai:gpt-4o" in p.stderr
     assert not (tmp_path / "run" / "xstest").exists()
 
 

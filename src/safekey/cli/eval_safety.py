@@ -26,7 +26,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--bench-file", "bench_files", multiple=True, type=click.Path(path_type=Path),
               help="Custom JSONL benchmark: id, question|messages, unsafe 1/0, [category], [prefill]. Repeatable.")
 @click.option("--bench-path", "bench_paths", multiple=True, help="NAME=PATH: read a registry benchmark from a local file.")
-@click.option("--judge", default=None, help="keyword | harm-1to5 | refusal-3class | strongreject | llama-guard [keyword].")
+@click.option("--judge", default=None, help="keyword | harm-1to5 | refusal-3class | strongreject | llama-guard(-3) | "
+              "llama-guard-4 | qwen3guard | qwen3guard-strict | wildguard [keyword].")
 @click.option("--judge-model", default=None, help="kind:model of an LLM judge (default: the papers' judge model).")
 @click.option("--judge-base-url", default=None, help="Endpoint of an openai-compatible judge.")
 @click.option("--judge-part", type=click.Choice(["answer", "think", "full"]), default=None,
@@ -77,10 +78,11 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
         judge_batch_size=judge_batch_size,
     )
-    from ..evals.judges import DEFAULT_JUDGE_MODELS
+    from ..evals.judges import judge_registry
 
-    if cfg.judge in DEFAULT_JUDGE_MODELS and not cfg.judge_model:
-        click.echo(f"judge {cfg.judge}: using the papers' judge model {DEFAULT_JUDGE_MODELS[cfg.judge]} "
+    defaults = judge_registry()[1]
+    if cfg.judge in defaults and not cfg.judge_model:
+        click.echo(f"judge {cfg.judge}: using the default judge model {defaults[cfg.judge]} "
                    "(--judge-model to choose another)", err=True)
     try:
         SafetyRun(cfg, out_dir, overwrite=overwrite, rejudge=rejudge, progress=not no_progress).run()

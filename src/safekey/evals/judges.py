@@ -558,25 +558,44 @@ class LlamaGuardJudge(LLMJudge):
     def verdict(self, reply: str) -> Verdict:
         unsafe, cats = parse_llama_guard(reply)
         return Verdict(label="unsafe" if unsafe else "safe", harmful=unsafe,
-                       detail={"categories": cats, "names": [LLAMA_GUARD_CATEGORIES.get(c, c) for c in cats]})
+                       detail={"categories": cats, "names": [LLAMA_GUARD_CATEGORIES.get(c, c) for c in cats],
+                               "taxonomy": "llama-guard"})
 
 
-JUDGES = {"keyword": KeywordJudge, "harm-1to5": HarmJudge, "refusal-3class": RefusalJudge,
-          "strongreject": StrongRejectJudge, "llama-guard": LlamaGuardJudge}
-DEFAULT_JUDGE_MODELS = {"harm-1to5": "openai:gpt-4o", "refusal-3class": "openai:gpt-4o",
-                        "strongreject": "openai:gpt-4o", "llama-guard": "hf:meta-llama/Llama-Guard-3-8B"}
+class LlamaGuard4Judge(LlamaGuardJudge):
+    """Llama-Guard-4-12B: the same two-line output and S1–S14 taxonomy as Llama-Guard-3."""
+
+    name = "llama-guard-4"
+
+
+BASE_JUDGES: dict[str, type[Judge]] = {
+    "keyword": KeywordJudge, "harm-1to5": HarmJudge, "refusal-3class": RefusalJudge, "strongreject": StrongRejectJudge,
+    "llama-guard": LlamaGuardJudge, "llama-guard-3": LlamaGuardJudge, "llama-guard-4": LlamaGuard4Judge,
+}
+BASE_DEFAULT_MODELS = {"harm-1to5": "openai:gpt-4o", "refusal-3class": "openai:gpt-4o", "strongreject": "openai:gpt-4o",
+                       "llama-guard": "hf:meta-llama/Llama-Guard-3-8B", "llama-guard-3": "hf:meta-llama/Llama-Guard-3-8B",
+                       "llama-guard-4": "hf:meta-llama/Llama-Guard-4-12B"}
+
+
+def judge_registry() -> tuple[dict[str, type[Judge]], dict[str, str]]:
+    """(every judge by name, the default model of each LLM judge); the guards with formats of
+    their own come from :mod:`.guards`, which builds on the nouns above."""
+    from .guards import GUARD_DEFAULT_MODELS, GUARD_JUDGES
+
+    return {**BASE_JUDGES, **GUARD_JUDGES}, {**BASE_DEFAULT_MODELS, **GUARD_DEFAULT_MODELS}
 
 
 def make_judge(name: str, *, judge_model: str | None = None, base_url: str | None = None,
                max_tokens: int | None = None, backend: Any = None) -> Judge:
     """Build a judge by name; LLM judges default to the reference judge model of the papers."""
-    if name not in JUDGES:
-        raise SafekeyError(f"unknown judge {name!r}; use one of {', '.join(JUDGES)}")
+    judges, defaults = judge_registry()
+    if name not in judges:
+        raise SafekeyError(f"unknown judge {name!r}; use one of {', '.join(judges)}")
     if name == "keyword":
         if judge_model:
             raise SafekeyError("the keyword judge uses no model; drop --judge-model")
         return KeywordJudge()
     default_tokens = 1024 if name == "strongreject" else 512
-    cfg = JudgeModelConfig(spec=judge_model or DEFAULT_JUDGE_MODELS[name], base_url=base_url,
+    cfg = JudgeModelConfig(spec=judge_model or defaults[name], base_url=base_url,
                            max_tokens=max_tokens or default_tokens)
-    return JUDGES[name](cfg, backend=backend)
+    return judges[name](cfg, backend=backend)

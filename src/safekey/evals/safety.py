@@ -176,6 +176,17 @@ def _question_for_judge(r: Record) -> str:
     return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in msgs)
 
 
+def guard_category_counts(judged: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{taxonomy: {category: items}} from the guards' native categories (per-taxonomy counts)."""
+    out: dict[str, dict[str, int]] = {}
+    for o in judged:
+        d = (o.get("judge") or {}).get("detail") or {}
+        for c in d.get("categories") or []:
+            tax = out.setdefault(d.get("taxonomy", o["judge"].get("name", "?")), {})
+            tax[c] = tax.get(c, 0) + 1
+    return {t: dict(sorted(c.items())) for t, c in sorted(out.items())}
+
+
 def limit_sample(recs: list[Record], limit: int | None, seed: int = 0) -> list[Record]:
     """``--limit``: a seeded sample stratified by benchmark category (all items when None)."""
     return stratified_sample(recs, limit, seed=seed, key=lambda r: "|".join(getattr(r, "bench_category", None) or []))
@@ -345,6 +356,9 @@ class SafetyRun:
                     "generation_failures": len(ids) - len(gen_recs),
                     "per_category": per_cat,
                 }
+                cats = guard_category_counts(judged)
+                if cats:
+                    results[name]["judge_categories"] = cats
                 if self.cfg.limit is not None:
                     results[name]["sample"] = {"limit": self.cfg.limit, "seed": self.cfg.limit_seed, "ids": ids}
         finally:
