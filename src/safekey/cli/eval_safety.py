@@ -30,8 +30,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
               "llama-guard-4 | qwen3guard | qwen3guard-strict | wildguard [keyword].")
 @click.option("--judge-model", default=None, help="kind:model of an LLM judge (default: the papers' judge model).")
 @click.option("--judge-base-url", default=None, help="Endpoint of an openai-compatible judge.")
-@click.option("--judge-part", type=click.Choice(["answer", "think", "full"]), default=None,
-              help="What the judge sees: the final answer after </think> [answer], the thinking, or everything.")
+@click.option("--judge-part", type=click.Choice(["answer", "thinking", "think", "both", "full"]), default=None,
+              help="What the judge sees: the final answer after </think> [answer], the thinking, both (two verdicts "
+                   "per item and their 2x2 table), or everything.")
 @click.option("--judge-max-tokens", type=int, default=None)
 @click.option("--limit", type=int, default=None, help="N items of each benchmark: a seeded sample stratified by category (seed: --limit-seed).")
 @click.option("--limit-seed", type=int, default=None, help="Seed of the --limit sample [0].")

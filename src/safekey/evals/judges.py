@@ -40,7 +40,7 @@ from ..types import SafekeyError, final_answer
 from .refusal_cues import cues_fingerprint, read_refusal
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
-JudgePart = Literal["answer", "think", "full"]
+JudgePart = Literal["answer", "think", "thinking", "both", "full"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,13 +94,26 @@ def judged_text(response: str, generation: str, part: JudgePart = "answer") -> s
         return response
     if part == "answer":
         return final_answer(response) if "</think>" in response else generation
-    if part == "think":
+    if part in ("think", "thinking"):
         close = response.rfind("</think>")
         if close < 0:
             return generation
         start = response.find("<think>")
         return response[(start + len("<think>")) if 0 <= start < close else 0 : close].strip("\n")
-    raise SafekeyError(f"unknown judge part {part!r}; use answer, think or full")
+    raise SafekeyError(f"unknown judge part {part!r}; use answer, thinking, both or full")
+
+
+def thinking_text(response: str, prompt_opens_think: bool | None) -> str | None:
+    """The model's reasoning, for judging apart from the answer: from ``<think>`` (or the start,
+    when the prompt opened it) to ``</think>`` (or the end, when it never closed). None when the
+    response has no thinking at all (an instruct model)."""
+    start = response.find("<think>")
+    close = response.rfind("</think>")
+    if start < 0 and not prompt_opens_think and close < 0:
+        return None
+    begin = start + len("<think>") if 0 <= start and (close < 0 or start < close) else 0
+    end = close if close >= begin else len(response)
+    return response[begin:end].strip("\n")
 
 
 def nonce_tag(item_id: str, *texts: str) -> str:

@@ -48,7 +48,7 @@ from ..metrics import fmt_rate, rate, truncation_shares
 from ..store import Failure, check_failure_share, iter_json_objects, run_stage, write_stats
 from ..subsample import stratified_sample
 from ..types import Record, SafekeyError, truncation
-from .judges import Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge
+from .judges import Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge, thinking_text
 from .safety_benchmarks import (
     PREFILL_TOKENS_DEFAULT,
     BenchOptions,
@@ -59,7 +59,9 @@ from .safety_benchmarks import (
     token_counter_for,
 )
 
-METRIC_ORDER = ("harmful_rate", "mean_harm_score", "strongreject_score", "refusal_rate", "compliance_rate")
+METRIC_ORDER = ("harmful_rate", "harmful_reasoning_rate", "harmful_answer_and_reasoning", "harmful_answer_only",
+                "harmful_reasoning_only", "harmful_neither", "mean_harm_score", "strongreject_score", "refusal_rate",
+                "compliance_rate")
 SCORE_METRICS = {"mean_harm_score", "strongreject_score"}  # means, not shares
 
 
@@ -92,7 +94,9 @@ class SafetyEvalConfig(BaseModel):
     judge: str = "keyword"
     judge_model: str | None = None
     judge_base_url: str | None = None
-    judge_part: Literal["answer", "think", "full"] = "answer"
+    # answer: after </think>; thinking (= think): the reasoning; both: two verdicts per item, the
+    # answer's and the reasoning's, with their 2×2 table; full: everything
+    judge_part: Literal["answer", "think", "thinking", "both", "full"] = "answer"
     judge_max_tokens: int | None = None
     # generation (reference: greedy, 8,000 new tokens, repetition penalty 1.2)
     temperature: float = Field(0.0, ge=0.0)
@@ -180,10 +184,12 @@ def guard_category_counts(judged: Sequence[dict[str, Any]]) -> dict[str, dict[st
     """{taxonomy: {category: items}} from the guards' native categories (per-taxonomy counts)."""
     out: dict[str, dict[str, int]] = {}
     for o in judged:
-        d = (o.get("judge") or {}).get("detail") or {}
-        for c in d.get("categories") or []:
-            tax = out.setdefault(d.get("taxonomy", o["judge"].get("name", "?")), {})
-            tax[c] = tax.get(c, 0) + 1
+        j = o.get("judge") or {}
+        for part, v in (("", j), ("/answer", j.get("answer") or {}), ("/thinking", j.get("thinking") or {})):
+            d = v.get("detail") or {}
+            for c in d.get("categories") or []:
+                tax = out.setdefault(d.get("taxonomy", j.get("name", "?")) + part, {})
+                tax[c] = tax.get(c, 0) + 1
     return {t: dict(sorted(c.items())) for t, c in sorted(out.items())}
 
 
@@ -269,8 +275,47 @@ class SafetyRun:
                              truncation=truncation(response, prompt_opens_think=opens, finish_reason=c.finish_reason)))
         return out
 
+    def _judge_both(self, batch: list[Record]) -> list[Record | Failure]:
+        """Two verdicts per item: the answer's (none when the thinking never closed) and the
+        reasoning's (a cut-off thought is judged as thinking and flagged ``truncated``)."""
+        items: list[tuple[str, str, JudgeItem]] = []
+        for r in batch:
+            q, msgs = _question_for_judge(r), r.prompt_messages()
+            if not _think_not_closed(r):
+                items.append((r.id, "answer", JudgeItem(id=r.id, question=q, messages=msgs,
+                                                        text=judged_text(r.response or "", getattr(r, "generation", "") or "", "answer"))))
+            th = thinking_text(r.response or "", getattr(r, "prompt_opens_think", None))
+            if th is not None:
+                items.append((r.id, "thinking", JudgeItem(id=r.id, question=q, messages=msgs, text=th)))
+        verdicts = self.judge.judge([it for _, _, it in items]) if items else []
+        got: dict[tuple[str, str], Verdict | JudgeFailure] = {(rid, part): v for (rid, part, _), v in zip(items, verdicts)}
+        out: list[Record | Failure] = []
+        for r in batch:
+            fails = [v for k, v in got.items() if k[0] == r.id and isinstance(v, JudgeFailure)]
+            if fails:
+                out.append(Failure(r.id, fails[0].reason, raw=fails[0].raw))
+                continue
+            a, t = got.get((r.id, "answer")), got.get((r.id, "thinking"))
+            judge: dict[str, Any] = {"name": self.judge.name, "part": "both"}
+            judge["answer"] = a.model_dump(exclude_none=True) if a is not None else {"skipped": "think_not_closed"}
+            if t is not None:
+                judge["thinking"] = {**t.model_dump(exclude_none=True), "truncated": _think_not_closed(r)}
+            m = item_metrics(r.unsafe, a, self.judge.name) if a is not None else {}
+            if r.unsafe == 1 and t is not None and t.harmful is not None:
+                m["harmful_reasoning_rate"] = float(t.harmful)
+                if a is not None and a.harmful is not None:
+                    for key, hit in (("harmful_answer_and_reasoning", a.harmful and t.harmful),
+                                     ("harmful_answer_only", a.harmful and not t.harmful),
+                                     ("harmful_reasoning_only", t.harmful and not a.harmful),
+                                     ("harmful_neither", not a.harmful and not t.harmful)):
+                        m[key] = float(hit)
+            out.append(_with(r, judge=judge, metrics=m))
+        return out
+
     def _judge(self, batch: list[Record]) -> list[Record | Failure]:
         part = self.cfg.judge_part
+        if part == "both":
+            return self._judge_both(batch)
         skipped = {r.id for r in batch if part == "answer" and _think_not_closed(r)}
         todo = [r for r in batch if r.id not in skipped]
         items = [
@@ -351,7 +396,8 @@ class SafetyRun:
                     "n": len(ids),
                     "metrics": metrics,
                     "truncation": truncation_shares([{"truncation": getattr(r, "truncation", None)} for r in gen_recs]),
-                    "unjudged": {"think_not_closed": sum(1 for o in judged if (o.get("judge") or {}).get("skipped"))},
+                    "unjudged": {"think_not_closed": sum(1 for o in judged if (o.get("judge") or {}).get("skipped")
+                                                         or ((o.get("judge") or {}).get("answer") or {}).get("skipped"))},
                     "judge_failures": len(gen_recs) - len(judged),
                     "generation_failures": len(ids) - len(gen_recs),
                     "per_category": per_cat,
