@@ -9,6 +9,7 @@ import click
 SUBCOMMANDS = {
     "safety": ("safekey.cli.eval_safety", "safety", "Generate on safety benchmarks, judge, aggregate with CIs."),
     "compare": ("safekey.cli.eval_safety", "compare", "Deltas with CIs between two evaluation runs."),
+    "rejudge": ("safekey.cli.eval_safety", "rejudge_cmd", "Judge a finished run's generations again, generating nothing."),
     "reasoning": ("safekey.cli.eval_reasoning", "reasoning", "MATH-500, AIME, GPQA, MMLU-Pro, HumanEval (sandboxed)."),
 }
 

@@ -88,12 +88,12 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
     try:
         SafetyRun(cfg, out_dir, overwrite=overwrite, rejudge=rejudge, progress=not no_progress).run()
     except EvalFailed:
-        _print_summary(out_dir, cfg)  # what was measured, then the one-line reason (exit 2)
+        _print_summary(out_dir, cfg.judge == "keyword")  # what was measured, then the one-line reason (exit 2)
         raise
-    _print_summary(out_dir, cfg)
+    _print_summary(out_dir, cfg.judge == "keyword")
 
 
-def _print_summary(out_dir: Path, cfg) -> None:
+def _print_summary(out_dir: Path, proxy: bool) -> None:
     import json
 
     from rich.console import Console
@@ -101,7 +101,7 @@ def _print_summary(out_dir: Path, cfg) -> None:
     from ..evals.safety import summary_table
 
     summary = json.loads((out_dir / "summary.json").read_text())
-    Console(width=160).print(summary_table(summary, proxy_note=cfg.judge == "keyword"))
+    Console(width=160).print(summary_table(summary, proxy_note=proxy))
     failures = sum(b["judge_failures"] + b["generation_failures"] for b in summary["benchmarks"].values())
     if failures:
         click.echo(f"{failures} item(s) failed (see */*.failures.jsonl); rerun the same command to retry them.", err=True)
@@ -131,3 +131,23 @@ def compare(run_a, run_b, as_json, strict):
     if not result["rows"]:
         click.echo("no benchmark/metric in common", err=True)
     Console(width=160).print(compare_table(result))
+
+
+@click.command("rejudge")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--judge", required=True, help="The new judge (see `safekey eval safety --help`).")
+@click.option("--judge-model", default=None, help="kind:model of the new judge.")
+@click.option("--judge-base-url", default=None)
+@click.option("--judge-part", type=click.Choice(["answer", "thinking", "think", "both", "full"]), default=None,
+              help="[RUN's part]")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="The new run folder.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--no-progress", is_flag=True)
+def rejudge_cmd(run, judge, judge_model, judge_base_url, judge_part, out_dir, overwrite, no_progress):
+    """Judge RUN's generations again with another judge into OUT, generating nothing (the
+    generations are verified by their fingerprint: same model weights, sampling and items)."""
+    from ..evals.rejudge import rejudge
+
+    rejudge(run, out_dir, judge=judge, judge_model=judge_model, judge_base_url=judge_base_url, judge_part=judge_part,
+            overwrite=overwrite, progress=not no_progress)
+    _print_summary(out_dir, judge == "keyword")
