@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "safety": ("safekey.cli.eval_safety", "safety", "Generate on safety benchmarks, judge, aggregate with CIs."),
     "compare": ("safekey.cli.eval_safety", "compare", "Deltas with CIs between two evaluation runs."),
     "rejudge": ("safekey.cli.eval_safety", "rejudge_cmd", "Judge a finished run's generations again, generating nothing."),
+    "agree": ("safekey.cli.eval_safety", "agree_cmd", "Judge agreement (kappa, alpha) and judges vs human labels."),
     "reasoning": ("safekey.cli.eval_reasoning", "reasoning", "MATH-500, AIME, GPQA, MMLU-Pro, HumanEval (sandboxed)."),
 }
 

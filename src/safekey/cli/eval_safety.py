@@ -151,3 +151,48 @@ def rejudge_cmd(run, judge, judge_model, judge_base_url, judge_part, out_dir, ov
     rejudge(run, out_dir, judge=judge, judge_model=judge_model, judge_base_url=judge_base_url, judge_part=judge_part,
             overwrite=overwrite, progress=not no_progress)
     _print_summary(out_dir, judge == "keyword")
+
+
+@click.command("agree")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Human labels (CSV/JSONL: id + label/human_majority/harmful): precision, recall, F1 per run.")
+@click.option("--json", "as_json", is_flag=True)
+def agree_cmd(runs, labels_file, as_json):
+    """Agreement of judges on the same items: Cohen's kappa per pair, Krippendorff's alpha over all,
+    per benchmark and category, with the items they disagree on; or each run against human labels."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..evals.agreement import against_labels, agree
+
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    con = Console(width=160)
+    if labels_file is not None:
+        res = [against_labels(r, labels_file) for r in runs]
+        if as_json:
+            click.echo(json.dumps(res, indent=1))
+            return
+        t = Table(title=f"judges vs human labels ({labels_file.name})")
+        for col in ("run", "benchmark", "n", "precision", "recall", "F1", "kappa", "tp/fp/fn/tn"):
+            t.add_column(col)
+        for r in res:
+            for b, m in r["benchmarks"].items():
+                c = m["confusion"]
+                t.add_row(r["run"], b, str(m["n"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["f1"]), fmt(m["kappa"]),
+                          f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}")
+        con.print(t)
+        return
+    res = agree(runs)
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    t = Table(title="judge agreement on shared items")
+    for col in ("benchmark", "n", "Krippendorff alpha", "Cohen kappa (pairs)", "disagreements"):
+        t.add_column(col)
+    for b, row in res["benchmarks"].items():
+        kappas = "; ".join(f"{k}: {fmt(v)}" for k, v in row["kappa"].items())
+        t.add_row(b, str(row["n"]), fmt(row["alpha"]), kappas, str(len(row["disagreements"])))
+    con.print(t)
