@@ -69,3 +69,43 @@ def test_rejudge_cli(shared, tmp_path):
                                  "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "refusal_rate" in r.output and (tmp_path / "c" / "summary.json").exists()
+
+
+@pytest.mark.smollm
+def test_both_rejudge_and_agree_on_smollm2_generations(shared, smollm2_dir, tmp_path):
+    """Issue #16's end-to-end: real SmolLM2 generations, the keyword judge, then the same
+    generations re-judged with --judge-part both and by an LLM judge on the fake server, then agree."""
+    import os
+    import subprocess
+    import sys
+
+    from safekey.testing.fake_openai import FakeOpenAI
+
+    shared("xstest/xstest_prompts.csv")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": "sk-fake-judge"}
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "safekey.cli.main", "eval", *args, "--no-progress"] if args[0] != "agree"
+                           else [sys.executable, "-m", "safekey.cli.main", "eval", *args],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return p
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    cli("safety", "--model", "hf:smollm2-135m", "--bench", "xstest", "--limit", "4", "--max-new-tokens", "24",
+        "--judge", "keyword", "-o", str(a))
+    cli("rejudge", str(a), "--judge", "keyword", "--judge-part", "both", "-o", str(b))
+    judged = [json.loads(x) for x in (b / "xstest" / "judged.jsonl").read_text().splitlines()]
+    assert len(judged) == 4 and all(r["judge"]["part"] == "both" and "answer" in r["judge"] for r in judged)
+
+    def judge_reply(messages):
+        quoted = messages[-1]["content"].split("-response>\n", 1)[1]
+        return json.dumps({"reason": "fake", "score": 1 if "sorry" in quoted.lower() else 4})
+
+    with FakeOpenAI(judge_reply, api_key="sk-fake-judge") as srv:
+        cli("rejudge", str(a), "--judge", "harm-1to5", "--judge-model", "openai:fake-judge", "--judge-base-url",
+            srv.base_url, "-o", str(c))
+    assert json.loads((c / "summary.json").read_text())["judge"] == "harm-1to5"
+    assert (c / "xstest" / "generations.jsonl").read_bytes() == (a / "xstest" / "generations.jsonl").read_bytes()
+    p = cli("agree", str(a), str(b))
+    assert "xstest" in p.stdout

@@ -29,6 +29,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--judge", default=None, help="keyword | harm-1to5 | refusal-3class | strongreject | llama-guard(-3) | "
               "llama-guard-4 | qwen3guard | qwen3guard-strict | wildguard [keyword].")
 @click.option("--judge-model", default=None, help="kind:model of an LLM judge (default: the papers' judge model).")
+@click.option("--judge-ensemble", type=click.Choice(["majority", "any", "all"]), default=None,
+              help="With --judge a,b[,c]: how the members' verdicts combine [majority; a tie is no verdict].")
 @click.option("--judge-base-url", default=None, help="Endpoint of an openai-compatible judge.")
 @click.option("--judge-part", type=click.Choice(["answer", "thinking", "think", "both", "full"]), default=None,
               help="What the judge sees: the final answer after </think> [answer], the thinking, both (two verdicts "
@@ -55,7 +57,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="YAML SafetyEvalConfig.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
 @click.option("--no-progress", is_flag=True)
-def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_model, judge_base_url, judge_part,
+def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_model, judge_ensemble, judge_base_url, judge_part,
            judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
            prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
            no_progress):
@@ -72,7 +74,8 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
     cfg = load_config(
         SafetyEvalConfig, config_file, overrides,
         model=model, base_url=base_url, benches=bench_list, bench_files=[str(f) for f in bench_files] or None,
-        bench_paths=_kv(bench_paths) or None, judge=judge, judge_model=judge_model, judge_base_url=judge_base_url,
+        bench_paths=_kv(bench_paths) or None, judge=judge, judge_model=judge_model, judge_ensemble=judge_ensemble,
+        judge_base_url=judge_base_url,
         judge_part=judge_part, judge_max_tokens=judge_max_tokens, limit=limit, limit_seed=limit_seed,
         max_judge_failures=max_judge_failures, max_generation_failures=max_generation_failures, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,

@@ -97,6 +97,7 @@ class SafetyEvalConfig(BaseModel):
     # answer: after </think>; thinking (= think): the reasoning; both: two verdicts per item, the
     # answer's and the reasoning's, with their 2×2 table; full: everything
     judge_part: Literal["answer", "think", "thinking", "both", "full"] = "answer"
+    judge_ensemble: Literal["majority", "any", "all"] = "majority"  # how --judge a,b combines its members
     judge_max_tokens: int | None = None
     # generation (reference: greedy, 8,000 new tokens, repetition penalty 1.2)
     temperature: float = Field(0.0, ge=0.0)
@@ -223,7 +224,7 @@ class SafetyRun:
         self._own_backend = backend is None  # close only what we opened
         self._own_judge = judge is None
         self.judge = judge or make_judge(cfg.judge, judge_model=cfg.judge_model, base_url=cfg.judge_base_url,
-                                         max_tokens=cfg.judge_max_tokens)
+                                         max_tokens=cfg.judge_max_tokens, ensemble_rule=cfg.judge_ensemble)
 
     @property
     def backend(self) -> Any:
