@@ -40,6 +40,12 @@ class ChatRequest(BaseModel):
     sampling: Sampling = Sampling()
     prefill: str | None = None
     id: str | None = None  # caller's record id, for logs and error messages only (not in the cache key)
+    # extra variables for the model's chat template (e.g. ShieldGemma's `guideline`); sent to an
+    # OpenAI-compatible server as vLLM's `chat_template_kwargs`
+    template_kwargs: dict[str, Any] = {}
+    # report the probability of each of these tokens as the FIRST generated token (guards that are
+    # read from their logits, e.g. ShieldGemma's P("Yes")); → Completion.token_probs
+    score_tokens: tuple[str, ...] = ()
 
 
 class Completion(BaseModel):
@@ -53,6 +59,7 @@ class Completion(BaseModel):
     completion_tokens: int | None = None
     error: str | None = None
     cached: bool = False
+    token_probs: dict[str, float] | None = None  # for ChatRequest.score_tokens: P(token) at the first step
 
     @property
     def ok(self) -> bool:

@@ -35,6 +35,10 @@ def request_key(kind: str, model_id: str, req: ChatRequest, occurrence: int = 0)
         "sampling": req.sampling.model_dump(mode="json"),
         "n": occurrence,
     }
+    if req.template_kwargs:  # only when set: earlier cache keys stay valid
+        payload["template_kwargs"] = req.template_kwargs
+    if req.score_tokens:
+        payload["score_tokens"] = list(req.score_tokens)
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

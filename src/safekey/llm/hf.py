@@ -122,7 +122,7 @@ class HFBackend(BaseBackend):
     def render_text(self, req: ChatRequest) -> str:
         """The exact prompt string: chat template + generation prompt + prefill (verbatim)."""
         tok = self._load_tokenizer()
-        text = tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True, **req.template_kwargs)
         return text + (req.prefill or "")
 
     def render_ids(self, req: ChatRequest) -> list[int]:
@@ -199,17 +199,23 @@ class HFBackend(BaseBackend):
         if s.seed is not None:
             torch.manual_seed(s.seed)
         criteria = [_StopStrings(tok, s.stop, width)] if s.stop else None
+        scored = any(r.score_tokens for r in reqs)
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
                 generation_config=gc,
                 stopping_criteria=criteria,
+                **({"output_logits": True, "return_dict_in_generate": True} if scored else {}),
             )
+        first = None
+        if scored:  # the raw first-step logits (before repetition penalty or sampling processors)
+            first = torch.softmax(out.logits[0].float(), dim=-1)
+            out = out.sequences
         gen = out[:, width:].tolist()
         eos = set(gc.eos_token_id)
         results = []
-        for p, g in zip(prompts, gen):
+        for row, (p, g) in enumerate(zip(prompts, gen)):
             n = next((k for k, t in enumerate(g) if t in eos), None)
             finish = "stop" if n is not None else "length"
             toks = g[:n] if n is not None else g
@@ -217,10 +223,22 @@ class HFBackend(BaseBackend):
             cut = min((text.find(x) for x in s.stop if x in text), default=-1)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
+            probs = None
+            if first is not None and reqs[row].score_tokens:
+                ids = [self._single_token(t) for t in reqs[row].score_tokens]
+                if any(i is None for i in ids):
+                    results.append(Completion(error=f"score tokens {reqs[row].score_tokens} are not single tokens of this tokenizer"))
+                    continue
+                probs = {t: float(first[row, i]) for t, i in zip(reqs[row].score_tokens, ids)}
             results.append(
-                Completion(text=text, finish_reason=finish, prompt_tokens=len(p), completion_tokens=len(toks) + (n is not None))
+                Completion(text=text, finish_reason=finish, prompt_tokens=len(p), completion_tokens=len(toks) + (n is not None),
+                           token_probs=probs)
             )
         return results
+
+    def _single_token(self, token: str) -> int | None:
+        ids = self._load_tokenizer()(token, add_special_tokens=False)["input_ids"]
+        return ids[0] if len(ids) == 1 else None
 
     def _run(self, requests: list[ChatRequest], on_result: OnResult) -> list[Completion]:
         """Group by sampling params (one GenerationConfig per batch), longest prompts first."""

@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import email.utils
 import json
+import math
 import logging
 import os
 import time
@@ -82,6 +83,18 @@ def _retry_after(headers: Any) -> float | None:
     except ValueError:
         dt = email.utils.parsedate_to_datetime(ra) if ra else None
         return max(0.0, dt.timestamp() - time.time()) if dt else None
+
+
+def _first_token_probs(choice: dict[str, Any], asked: Any) -> dict[str, float] | None:
+    """P(token) at the first generated position from an OpenAI-style ``logprobs`` object
+    (``content[0].top_logprobs``); a token outside the top-k gets probability 0."""
+    if not asked:
+        return None
+    try:
+        top = choice["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return {str(t["token"]): math.exp(float(t["logprob"])) for t in top}
 
 
 def _server_message(e: openai.APIStatusError) -> str:
@@ -161,6 +174,11 @@ class OpenAIBackend(BaseBackend):
                 body["add_generation_prompt"] = False
             else:
                 messages.append({"role": "assistant", "content": req.prefill, "prefix": True})
+        if req.template_kwargs:
+            body["chat_template_kwargs"] = dict(req.template_kwargs)  # vLLM / SGLang
+        if req.score_tokens:
+            body["logprobs"] = True
+            body["top_logprobs"] = 20
         body.update(self.config.extra_body)
         return body
 
@@ -208,6 +226,7 @@ class OpenAIBackend(BaseBackend):
             finish_reason=choice.get("finish_reason"),
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
+            token_probs=_first_token_probs(choice, body.get("logprobs")),
         )
 
     def _wait(self, state: RetryCallState) -> float:

@@ -228,6 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a broken test responder must show up as a 500, not hang the client
             fake._record("POST", self.path, 500, "responder", body)
             return self._error(500, f"responder raised {type(e).__name__}: {e}", "server_error")
+        top = None
+        if isinstance(text, dict):
+            top, text = text.get("top_logprobs"), str(text["content"])
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         words = text.split(" ")
@@ -242,7 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", fake.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                         **({"logprobs": {"content": [{"token": text.split(" ")[0], "logprob": 0.0, "top_logprobs": [
+                             {"token": t, "logprob": lp} for t, lp in top.items()]}]}} if top and body.get("logprobs") else {})}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()), "total_tokens": prompt_tokens + len(text.split())},
         }
         if fault != "slow":
@@ -366,12 +371,15 @@ class FakeOpenAI:
                 return self._rng.choice(self.faults)
         return None
 
-    def _respond(self, messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    def _respond(self, messages: list[dict[str, Any]], body: dict[str, Any]) -> str | dict[str, Any]:
+        """The responder's text — or a dict ``{"content", "top_logprobs": {token: logprob}}`` for
+        tests of first-token probabilities (returned as an OpenAI ``logprobs`` object)."""
         try:
             n = len(inspect.signature(self.responder).parameters)
         except (TypeError, ValueError):
             n = 1
-        return str(self.responder(messages, body) if n >= 2 else self.responder(messages))
+        out = self.responder(messages, body) if n >= 2 else self.responder(messages)
+        return out if isinstance(out, dict) else str(out)
 
     def _garbage(self) -> str:
         with self._lock:
