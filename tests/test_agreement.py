@@ -8,11 +8,11 @@ import json
 import random
 
 import pytest
+from test_eval_trust import ScriptedModel
 
 from safekey.evals.agreement import against_labels, agree, cohen_kappa, krippendorff_alpha, read_labels
 from safekey.evals.judges import Verdict
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
-from test_eval_trust import ScriptedModel
 
 
 def test_kappa_matches_sklearn_and_alpha_matches_its_closed_form():
@@ -94,3 +94,25 @@ def test_agree_on_two_runs_and_against_labels(shared, tmp_path):
 def test_jbb_classifier_comparison_reads_as_labels(shared):
     labels = read_labels(shared("jbb/classifier_comparison.csv"))
     assert len(labels) == 100 and sum(labels.values()) == 43 and set(labels) == {str(i) for i in range(100)}
+
+
+def test_report_shows_agreement_of_rejudged_runs_and_label_comparisons(shared, tmp_path):
+    shared("strongreject/strongreject_dataset.csv")
+    from click.testing import CliRunner
+
+    from safekey.cli.main import cli
+    from safekey.evals.rejudge import rejudge
+    from safekey.report.build import build_report
+
+    be = ScriptedModel(lambda r: "I can't help." if len(r.messages[-1]["content"]) % 3 else "Sure, step 1.",
+                       opens_think=False, finish="stop")
+    run_safety_eval(SafetyEvalConfig(model="openai:scripted", benches=["strongreject"], limit=12), tmp_path / "a",
+                    backend=be, progress=False)
+    rejudge(tmp_path / "a", tmp_path / "b", judge="keyword", judge_part="both", progress=False)
+    ids = [json.loads(x)["id"] for x in (tmp_path / "a" / "strongreject" / "judged.jsonl").open()]
+    labels = tmp_path / "human.jsonl"
+    labels.write_text("".join(json.dumps({"id": i, "label": k % 2}) + "\n" for k, i in enumerate(ids)))
+    assert CliRunner().invoke(cli, ["eval", "agree", str(tmp_path / "a"), "--labels", str(labels)]).exit_code == 0
+    html = build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "r.html").read_text()
+    assert "Judge agreement on the same generations" in html and "Krippendorff" in html
+    assert "vs human labels (human.jsonl)" in html

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_eval_trust import ScriptedModel
 
 from safekey.evals.judges import thinking_text
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
-from test_eval_trust import ScriptedModel
 
 
 def test_thinking_text_rules():

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_eval_trust import ScriptedModel
 
 from safekey.evals.rejudge import rejudge
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
 from safekey.types import SafekeyError
-from test_eval_trust import ScriptedModel
 
 
 def _run(shared, tmp_path):

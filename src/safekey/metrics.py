@@ -87,3 +87,56 @@ def fmt_rate(r: dict[str, Any], pct: bool = True) -> str:
     k = 100.0 if pct else 1.0
     lo, hi = r["ci"]
     return f"{r['rate'] * k:.1f}% [{lo * k:.1f}, {hi * k:.1f}]" if pct else f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# agreement between judges (shared: the evals compute it, the report shows it)
+
+
+def judged_flag(rec: dict[str, Any]) -> bool | None:
+    """The binary verdict of a judged record: ``harmful`` (the answer's, for ``--judge-part both``),
+    else ``refused``; None when the item was not judged (a cut-off thought)."""
+    j = rec.get("judge") or {}
+    if j.get("part") == "both":
+        j = j.get("answer") or {}
+    if j.get("skipped"):
+        return None
+    for k in ("harmful", "refused"):
+        if isinstance(j.get(k), bool):
+            return j[k]
+    return None
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """κ = (p_o − p_e) / (1 − p_e); None when chance agreement is total (both constant and equal)."""
+    n = len(a)
+    if n == 0:
+        return None
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return None if pe == 1 else (po - pe) / (1 - pe)
+
+
+def krippendorff_alpha(units: Sequence[Sequence[bool]]) -> float | None:
+    """Nominal α over units (each: the values the coders gave it; units with < 2 values are dropped):
+    α = 1 − D_o / D_e from the coincidence matrix."""
+    import collections
+
+    units = [u for u in units if len(u) >= 2]
+    coinc: collections.Counter[tuple[bool, bool]] = collections.Counter()
+    for u in units:
+        m = len(u)
+        for i, x in enumerate(u):
+            for j, y in enumerate(u):
+                if i != j:
+                    coinc[(x, y)] += 1 / (m - 1)
+    n = sum(coinc.values())
+    if n <= 1:
+        return None
+    marg: collections.Counter[bool] = collections.Counter()
+    for (x, _), c in coinc.items():
+        marg[x] += c
+    d_o = sum(c for (x, y), c in coinc.items() if x != y) / n
+    d_e = sum(marg[x] * marg[y] for x in marg for y in marg if x != y) / (n * (n - 1))
+    return None if d_e == 0 else 1 - d_o / d_e

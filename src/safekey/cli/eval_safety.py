@@ -171,10 +171,14 @@ def agree_cmd(runs, labels_file, as_json):
 
     from ..evals.agreement import against_labels, agree
 
-    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"
     con = Console(width=160)
     if labels_file is not None:
         res = [against_labels(r, labels_file) for r in runs]
+        from ..store import write_stats
+
+        for r, d in zip(runs, res):
+            write_stats(r / "labels_agreement.json", d)  # the HTML report shows it
         if as_json:
             click.echo(json.dumps(res, indent=1))
             return

@@ -19,21 +19,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from ..metrics import cohen_kappa, judged_flag, krippendorff_alpha
 from ..sources import load_table
 from ..store import iter_json_objects
 from ..types import SafekeyError
-
-
-def item_verdict(rec: dict[str, Any]) -> bool | None:
-    j = rec.get("judge") or {}
-    if j.get("part") == "both":
-        j = j.get("answer") or {}
-    if j.get("skipped"):
-        return None
-    for k in ("harmful", "refused"):
-        if isinstance(j.get(k), bool):
-            return j[k]
-    return None
 
 
 def load_verdicts(run: str | Path) -> tuple[str, dict[str, dict[str, tuple[bool, list[str]]]]]:
@@ -52,43 +41,10 @@ def load_verdicts(run: str | Path) -> tuple[str, dict[str, dict[str, tuple[bool,
             continue
         items = {}
         for _, o, err in iter_json_objects(f):
-            if err is None and isinstance(o, dict) and (v := item_verdict(o)) is not None:
+            if err is None and isinstance(o, dict) and (v := judged_flag(o)) is not None:
                 items[str(o["id"])] = (v, list(o.get("bench_category") or []))
         out[bench] = items
     return label, out
-
-
-def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
-    """κ = (p_o − p_e) / (1 − p_e); None when chance agreement is total (both constant and equal)."""
-    n = len(a)
-    if n == 0:
-        return None
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pa, pb = sum(a) / n, sum(b) / n
-    pe = pa * pb + (1 - pa) * (1 - pb)
-    return None if pe == 1 else (po - pe) / (1 - pe)
-
-
-def krippendorff_alpha(units: Sequence[Sequence[bool]]) -> float | None:
-    """Nominal α over units (each: the values the coders gave it; units with < 2 values are dropped):
-    α = 1 − D_o / D_e from the coincidence matrix."""
-    units = [u for u in units if len(u) >= 2]
-    coinc: collections.Counter[tuple[bool, bool]] = collections.Counter()
-    for u in units:
-        m = len(u)
-        for i, x in enumerate(u):
-            for j, y in enumerate(u):
-                if i != j:
-                    coinc[(x, y)] += 1 / (m - 1)
-    n = sum(coinc.values())
-    if n <= 1:
-        return None
-    marg = collections.Counter()
-    for (x, _), c in coinc.items():
-        marg[x] += c
-    d_o = sum(c for (x, y), c in coinc.items() if x != y) / n
-    d_e = sum(marg[x] * marg[y] for x in marg for y in marg if x != y) / (n * (n - 1))
-    return None if d_e == 0 else 1 - d_o / d_e
 
 
 def agree(runs: Sequence[str | Path]) -> dict[str, Any]:
@@ -161,4 +117,4 @@ def against_labels(run: str | Path, labels_path: str | Path) -> dict[str, Any]:
     return out
 
 
-__all__ = ["against_labels", "agree", "cohen_kappa", "item_verdict", "krippendorff_alpha", "load_verdicts", "read_labels"]
+__all__ = ["against_labels", "agree", "cohen_kappa", "judged_flag", "krippendorff_alpha", "load_verdicts", "read_labels"]

@@ -245,5 +245,15 @@ GUARD_JUDGES = {"qwen3guard": Qwen3GuardJudge, "qwen3guard-strict": Qwen3GuardSt
 GUARD_DEFAULT_MODELS = {"qwen3guard": "hf:Qwen/Qwen3Guard-Gen-8B", "qwen3guard-strict": "hf:Qwen/Qwen3Guard-Gen-8B",
                         "wildguard": "hf:allenai/wildguard", "shieldgemma": "hf:google/shieldgemma-9b"}
 
-__all__ = ["GUARD_DEFAULT_MODELS", "GUARD_JUDGES", "SHIELDGEMMA_POLICIES", "ShieldGemmaJudge", "p_yes", "QWEN3GUARD_CATEGORIES", "Qwen3GuardJudge", "WildGuardJudge",
-           "parse_qwen3guard", "parse_wildguard"]
+__all__ = [
+    "GUARD_DEFAULT_MODELS",
+    "GUARD_JUDGES",
+    "QWEN3GUARD_CATEGORIES",
+    "SHIELDGEMMA_POLICIES",
+    "Qwen3GuardJudge",
+    "ShieldGemmaJudge",
+    "WildGuardJudge",
+    "p_yes",
+    "parse_qwen3guard",
+    "parse_wildguard",
+]

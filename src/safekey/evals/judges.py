@@ -111,7 +111,7 @@ def thinking_text(response: str, prompt_opens_think: bool | None) -> str | None:
     close = response.rfind("</think>")
     if start < 0 and not prompt_opens_think and close < 0:
         return None
-    begin = start + len("<think>") if 0 <= start and (close < 0 or start < close) else 0
+    begin = start + len("<think>") if start >= 0 and (close < 0 or start < close) else 0
     end = close if close >= begin else len(response)
     return response[begin:end].strip("\n")
 

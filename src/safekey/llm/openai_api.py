@@ -33,8 +33,8 @@ import asyncio
 import concurrent.futures
 import email.utils
 import json
-import math
 import logging
+import math
 import os
 import time
 from typing import Any

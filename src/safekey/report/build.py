@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,47 @@ def analysis_sections(col: Collected) -> list[dict[str, Any]]:
     return secs
 
 
+def agreement_sections(safety: list[EvalRun]) -> list[dict[str, Any]]:
+    """Judge agreement for runs that judged the SAME generations (a run and its `eval rejudge`
+    copies: different models' verdicts are not an agreement question), and each run's comparison
+    with human labels when `safekey eval agree RUN --labels` left one in the run folder."""
+    from itertools import combinations
+
+    from ..metrics import cohen_kappa, judged_flag, krippendorff_alpha
+
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"
+    groups: dict[str, list[EvalRun]] = {}
+    for e in safety:
+        origin = e.summary.get("rejudged_from") or str(e.path.resolve())
+        groups.setdefault(str(Path(origin).resolve()), []).append(e)
+    out: list[dict[str, Any]] = []
+    for runs in groups.values():
+        if len(runs) < 2:
+            continue
+        rows = []
+        for bench in [b for b in runs[0].items if all(b in r.items for r in runs)]:
+            flags = [{i: f for i, rec in r.items[bench].items() if (f := judged_flag(rec)) is not None} for r in runs]
+            ids = sorted(set.intersection(*(set(f) for f in flags)))
+            alpha = krippendorff_alpha([[f[i] for f in flags] for i in ids])
+            kappas = "; ".join(f"{runs[x].label} ~ {runs[y].label}: "
+                               f"{fmt(cohen_kappa([flags[x][i] for i in ids], [flags[y][i] for i in ids]))}"
+                               for x, y in combinations(range(len(runs)), 2))
+            dis = sum(1 for i in ids if len({f[i] for f in flags}) > 1)
+            rows.append([bench, str(len(ids)), fmt(alpha), kappas, str(dis)])
+        out.append({"title": "Judge agreement on the same generations (" + ", ".join(r.label for r in runs) + ")",
+                    "cols": ["benchmark", "n", "Krippendorff α", "Cohen κ", "disagreements"], "rows": rows})
+    for e in safety:
+        f = e.path / "labels_agreement.json"
+        if not f.exists():
+            continue
+        d = json.loads(f.read_text())
+        rows = [[b, str(m["n"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["f1"]), fmt(m["kappa"])]
+                for b, m in d["benchmarks"].items()]
+        out.append({"title": f"{e.label} vs human labels ({Path(d['labels']).name})",
+                    "cols": ["benchmark", "n", "precision", "recall", "F1", "κ"], "rows": rows})
+    return out
+
+
 def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safekey report",
                  intro: str | None = None, examples_per_bench: int = 2) -> Path:
     """Collect runs under `paths` and write one self-contained HTML file to `out`."""
@@ -181,6 +223,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         trains=train_table(col),
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
+        agreement=agreement_sections(safety),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,
     )
