@@ -12,6 +12,8 @@ Two decisions make it agree with the ``hf`` backend:
 
 from __future__ import annotations
 
+import math
+
 import logging
 from typing import Any
 
@@ -35,9 +37,11 @@ def _import_vllm() -> Any:
     return vllm
 
 
-def sampling_params(vllm: Any, s: Sampling) -> Any:
-    """Every field explicit; greedy is temperature 0 (vLLM then ignores top_p/top_k)."""
+def sampling_params(vllm: Any, s: Sampling, logprobs: int | None = None) -> Any:
+    """Every field explicit; greedy is temperature 0 (vLLM then ignores top_p/top_k). `logprobs`:
+    that many top log-probabilities per generated token (for ChatRequest.score_tokens)."""
     return vllm.SamplingParams(
+        logprobs=logprobs,
         n=1,
         temperature=s.temperature,
         top_p=s.top_p,
@@ -87,7 +91,7 @@ class VLLMBackend(BaseBackend):
         llm = self._load()
         vllm = self._vllm
         prompts = [{"prompt_token_ids": self._renderer.render_ids(r)} for r in requests]
-        params = [sampling_params(vllm, r.sampling) for r in requests]
+        params = [sampling_params(vllm, r.sampling, 20 if r.score_tokens else None) for r in requests]
         try:
             outs = llm.generate(prompts, params, use_tqdm=False)
         except (RuntimeError, ValueError) as e:
@@ -100,8 +104,11 @@ class VLLMBackend(BaseBackend):
                 c = Completion(error=err)
             else:
                 o = outs[j].outputs[0]
+                probs = None
+                if requests[j].score_tokens and getattr(o, "logprobs", None):
+                    probs = {str(lp.decoded_token): math.exp(lp.logprob) for lp in o.logprobs[0].values()}
                 c = Completion(text=o.text, finish_reason=o.finish_reason, prompt_tokens=len(p["prompt_token_ids"]),
-                               completion_tokens=len(o.token_ids))
+                               completion_tokens=len(o.token_ids), token_probs=probs)
             on_result(j, c)
             results.append(c)
         return results
