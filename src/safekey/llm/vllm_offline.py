@@ -12,9 +12,8 @@ Two decisions make it agree with the ``hf`` backend:
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 from typing import Any
 
 from ..types import SafekeyError
