@@ -43,7 +43,7 @@ class ScriptedBackend:
 
 
 def _check_shape(summary, benches):
-    assert set(summary) == {"kind", "model", "weights", "sampling", "created", "benchmarks"}
+    assert set(summary) == {"kind", "model", "label", "weights", "provenance", "sampling", "created", "benchmarks"}
     assert summary["kind"] == "reasoning"
     assert set(summary["sampling"]) >= {"temperature", "top_p", "max_tokens", "repetition_penalty"}
     assert re.match(r"\d{4}-\d\d-\d\dT", summary["created"])

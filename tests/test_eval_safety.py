@@ -28,7 +28,8 @@ from safekey.evals.safety_benchmarks import (
 )
 from safekey.types import SafekeyError
 
-SUMMARY_KEYS = {"kind", "model", "judge", "judge_fingerprint", "judge_part", "weights", "sampling", "created", "benchmarks"}
+SUMMARY_KEYS = {"kind", "model", "label", "judge", "judge_fingerprint", "judge_part", "weights", "sampling", "created",
+                "provenance", "benchmarks"}
 BENCH_KEYS = {"n", "metrics", "truncation", "unjudged", "judge_failures", "generation_failures", "per_category", "sample"}
 
 

@@ -64,8 +64,9 @@ def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--overwrite", is_flag=True, help="Discard earlier outputs in the run folder instead of resuming.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML ReasoningConfig.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
+@click.option("--label", default=None, help="How reports name this model (default: the run folder's name).")
 def reasoning(model, benches, canonical, out, limit, max_new_tokens, temperature, top_p, repetition_penalty, samples,
-              pass_k, seed, sources, workers, overwrite, config_file, overrides) -> None:
+              pass_k, seed, sources, workers, overwrite, config_file, overrides, label) -> None:
     """Measure general ability (the cost of safety training): accuracy with 95% CIs per benchmark (Wilson for shares).
 
     Answers are read after </think> only; math is checked with math-verify; HumanEval code runs in
@@ -91,6 +92,7 @@ def reasoning(model, benches, canonical, out, limit, max_new_tokens, temperature
         "seed": seed,
         "sources": _parse_sources(sources) or None,
         "sandbox.workers": workers,
+        "label": label,
     }
     cfg = load_config(ReasoningConfig, config_file, overrides, **values)
     from ..evals.reasoning_benchmarks import get_benchmark

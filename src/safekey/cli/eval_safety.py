@@ -56,11 +56,12 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--rejudge", is_flag=True, help="Keep the generations, redo the judging (e.g. with another judge).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="YAML SafetyEvalConfig.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
+@click.option("--label", default=None, help="How reports name this model (default: the run folder's name).")
 @click.option("--no-progress", is_flag=True)
 def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_model, judge_ensemble, judge_base_url, judge_part,
            judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
            prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
-           no_progress):
+           label, no_progress):
     """Generate on safety benchmarks, judge, and aggregate rates with 95% CIs (Wilson for shares).
 
     Writes OUT/<bench>/generations.jsonl, OUT/<bench>/judged.jsonl and OUT/summary.json; rerun the
@@ -80,7 +81,7 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
         max_judge_failures=max_judge_failures, max_generation_failures=max_generation_failures, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
-        judge_batch_size=judge_batch_size,
+        judge_batch_size=judge_batch_size, label=label,
     )
     from ..evals.judges import judge_registry
 

@@ -63,6 +63,7 @@ class ReasoningConfig(BaseModel):
     sources: dict[str, str] = {}  # bench -> local file / hub id
     batch_size: int | None = None  # requests per generate() call (default: backend batch size × 4)
     sandbox: SandboxConfig = SandboxConfig()
+    label: str | None = None  # how reports name this model (default: the run folder)
 
 
 def _expand(records: list[Record], samples: int) -> list[Record]:
@@ -255,10 +256,16 @@ def run_reasoning_eval(
     weights = model_label
     if not canonical and callable(getattr(backend, "model_id", None)):
         weights = str(backend.model_id())  # a retrained local folder gets a new id: old generations are refused
+    from ..provenance import provenance
+
+    if (out_dir / "train_log.jsonl").exists() or (out_dir / "train_stats.json").exists():
+        raise SafekeyError(f"{out_dir} holds a training run; write the evaluation to another -o")
     summary: dict[str, Any] = {
         "kind": "reasoning",
         "model": model_label,
+        "label": cfg.label,
         "weights": weights,
+        "provenance": provenance(),
         "sampling": cfg.sampling.model_dump(mode="json"),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "benchmarks": {},

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..metrics import fmt_rate, rate, truncation_shares
+from ..provenance import provenance
 from ..store import Failure, check_failure_share, iter_json_objects, run_stage, write_stats
 from ..subsample import stratified_sample
 from ..types import Record, SafekeyError, truncation
@@ -107,6 +108,7 @@ class SafetyEvalConfig(BaseModel):
     seed: int | None = None
     limit: int | None = Field(None, ge=1)
     limit_seed: int = 0  # the stratified --limit sample
+    label: str | None = None  # how reports name this model (default: the run folder)
     max_judge_failures: float = Field(0.1, ge=0.0, le=1.0)  # share of a benchmark's items; above: EvalFailed
     max_generation_failures: float = Field(0.1, ge=0.0, le=1.0)
     prefill_tokens: int = Field(PREFILL_TOKENS_DEFAULT, ge=0)
@@ -192,6 +194,29 @@ def guard_category_counts(judged: Sequence[dict[str, Any]]) -> dict[str, dict[st
                 tax = out.setdefault(d.get("taxonomy", j.get("name", "?")) + part, {})
                 tax[c] = tax.get(c, 0) + 1
     return {t: dict(sorted(c.items())) for t, c in sorted(out.items())}
+
+
+SAME_RUN_KEYS = ("model", "weights", "judge_fingerprint", "judge_part", "sampling")
+
+
+def merge_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Keep the benchmarks of an earlier summary in the same folder when it came from the same
+    model, weights, judge and sampling: rerunning one benchmark must not drop the others."""
+    if not path.exists():
+        return summary
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return summary
+    if old.get("kind") == "safety" and all(old.get(k) == summary.get(k) for k in SAME_RUN_KEYS):
+        summary = {**summary, "benchmarks": {**old.get("benchmarks", {}), **summary["benchmarks"]}}
+    return summary
+
+
+def refuse_training_folder(out: Path) -> None:
+    """An eval into a training run's folder would mix two kinds of output; refuse it."""
+    if (out / "train_log.jsonl").exists() or (out / "train_stats.json").exists():
+        raise SafekeyError(f"{out} holds a training run; write the evaluation to another -o (e.g. {out}-eval)")
 
 
 def limit_sample(recs: list[Record], limit: int | None, seed: int = 0) -> list[Record]:
@@ -353,11 +378,12 @@ class SafetyRun:
                 created = None
         created = created or _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
         return {"created": created, "config": self.cfg.model_dump(mode="json"),
-                "judge": {**self.judge.fingerprint(), "proxy": self.judge.proxy}}
+                "judge": {**self.judge.fingerprint(), "proxy": self.judge.proxy}, "provenance": provenance()}
 
     def run(self) -> dict[str, Any]:
         from filelock import FileLock, Timeout
 
+        refuse_training_folder(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.out / ".run.lock"))
         try:
@@ -414,10 +440,11 @@ class SafetyRun:
             if self._own_backend and self._backend is not None:
                 self._backend.close()
         write_stats(self.out / "run.json", info)
-        summary = {"kind": "safety", "model": self.cfg.model, "judge": self.judge.name,
+        summary = {"kind": "safety", "model": self.cfg.model, "label": self.cfg.label, "judge": self.judge.name,
                    "judge_fingerprint": self.judge.fingerprint(), "judge_part": self.cfg.judge_part,
                    "weights": model_id, "sampling": self.cfg.sampling_dict(), "created": info["created"],
-                   "benchmarks": results}
+                   "provenance": provenance(), "benchmarks": results}
+        summary = merge_summary(self.out / "summary.json", summary)
         write_stats(self.out / "summary.json", summary)
         check_failure_budget(results, max_judge=self.cfg.max_judge_failures,
                              max_generation=self.cfg.max_generation_failures)

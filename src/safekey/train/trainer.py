@@ -443,6 +443,8 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
             raise SafekeyError(f"--resume: no checkpoint under {ckpts}")
     elif (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists():
         raise SafekeyError(f"{out_dir} already holds a training run; use --resume or another -o")
+    if (out_dir / "summary.json").exists() or (out_dir / "run.json").exists():
+        raise SafekeyError(f"{out_dir} holds an evaluation run; train into another -o")
     records = load_records(records_path, cfg.limit)
     trainer, tok, stats = build_trainer(cfg, records, out_dir)
     if trainer.args.should_save:
@@ -459,7 +461,9 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
                 lp.write_text("".join(r + "\n" for r in rows))
     result = trainer.train(resume_from_checkpoint=ckpt)
     export(trainer, tok, out_dir, cfg)
-    stats.update({"global_step": trainer.state.global_step, "train_loss": result.training_loss})
+    from ..provenance import provenance
+
+    stats.update({"global_step": trainer.state.global_step, "train_loss": result.training_loss, "provenance": provenance()})
     if trainer.args.should_save:
         (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
