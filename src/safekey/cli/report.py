@@ -13,9 +13,27 @@ import click
 @click.option("--title", default="safekey report", show_default=True)
 @click.option("--examples", "examples_per_bench", type=click.IntRange(0), default=2, show_default=True,
               help="Side-by-side examples per benchmark.")
-def report(runs, out, title, examples_per_bench):
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "latex", "csv"]), default="html", show_default=True,
+              help="html: the full report; md / latex / csv: the paper table only (models × benchmarks).")
+@click.option("--baseline", default=None, help="Label of the run every other row gets a paired Δ against (pp).")
+def report(runs, out, title, examples_per_bench, fmt, baseline):
     """Build one self-contained HTML report from RUNS (eval run folders, training folders, analysis
-    JSON files, or any folder above them — they are discovered)."""
+    JSON files, or any folder above them — they are discovered), or the paper table alone."""
+    if fmt != "html":
+        from ..report.collect import collect
+        from ..report.paper_table import paper_table, to_csv, to_latex, to_markdown
+        from ..types import SafekeyError
+
+        evals = [e for e in collect(list(runs)).evals]
+        if not evals:
+            raise SafekeyError(f"no eval run under {', '.join(map(str, runs))}")
+        text = {"md": to_markdown, "latex": to_latex, "csv": to_csv}[fmt](paper_table(evals, baseline=baseline))
+        if out.name == "report.html":  # the default -o: print the table
+            click.echo(text, nl=False)
+        else:
+            out.write_text(text, encoding="utf-8")
+            click.echo(f"table: {out}")
+        return
     from ..report import build_report
 
     path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench)

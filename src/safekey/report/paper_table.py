@@ -1,0 +1,133 @@
+"""The table a paper reports: models as rows, benchmarks as columns, in markdown, LaTeX or CSV.
+
+Each cell is the benchmark's headline metric with its 95 % interval and n, marked ↓ (lower is
+better: harmful, over-refusal) or ↑ (accuracy, pass@1, compliance on benign prompts). With a
+baseline, every other row also gets Δ in percentage points vs that model, paired by item id with a
+bootstrap interval (safety benchmarks, where per-item verdicts are stored). The footer says which
+judge, sampling and code produced the numbers, and warns when n is small.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from ..metrics import paired_delta
+from . import plots
+from .collect import EvalRun
+
+LOWER_IS_BETTER = {"harmful_rate", "refusal_rate", "mean_harm_score", "strongreject_score", "no_answer_rate",
+                   "harmful_reasoning_rate"}
+SMALL_N = 100
+
+
+def _arrow(metric: str) -> str:
+    return "↓" if metric in LOWER_IS_BETTER else "↑"
+
+
+def _pct(metric: str) -> bool:
+    return metric not in ("mean_harm_score", "strongreject_score")
+
+
+def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[str, Any]:
+    """{cols, rows, footer} — one row per model; cells hold value / interval / n / Δ vs the baseline."""
+    benches: list[str] = []
+    for e in evals:
+        benches += [b for b in e.summary["benchmarks"] if b not in benches]
+    cols = []
+    for b in benches:
+        metric = next((plots.headline_metric(e.summary["benchmarks"][b]) for e in evals if b in e.summary["benchmarks"]), None)
+        if metric:
+            cols.append({"bench": b, "metric": metric, "arrow": _arrow(metric)})
+    base = next((e for e in evals if e.label == baseline), None)
+    if baseline is not None and base is None:
+        from ..types import SafekeyError
+
+        raise SafekeyError(f"--baseline {baseline!r} is none of the runs ({', '.join(e.label for e in evals)})")
+    rows, small = [], []
+    for e in evals:
+        cells = []
+        for c in cols:
+            m = e.summary["benchmarks"].get(c["bench"], {}).get("metrics", {}).get(c["metric"])
+            cell: dict[str, Any] = {"value": None}
+            if m:
+                cell = {"value": m["rate"], "ci": m["ci"], "n": m["n"]}
+                if m["n"] < SMALL_N:
+                    small.append(m["n"])
+                if base is not None and e is not base:
+                    a_items, b_items = base.items.get(c["bench"], {}), e.items.get(c["bench"], {})
+                    ids = [i for i in a_items if i in b_items and c["metric"] in (a_items[i].get("metrics") or {})
+                           and c["metric"] in (b_items[i].get("metrics") or {})]
+                    if ids:
+                        cell["delta"] = paired_delta([a_items[i]["metrics"][c["metric"]] for i in ids],
+                                                     [b_items[i]["metrics"][c["metric"]] for i in ids])
+            cells.append(cell)
+        rows.append({"label": e.label, "baseline": e is base, "cells": cells})
+    judges = sorted({f"{e.summary.get('judge')}" + (f" ({e.summary['judge_fingerprint']['judge_model']})"
+                                                     if (e.summary.get("judge_fingerprint") or {}).get("judge_model") else "")
+                     for e in evals if e.summary.get("judge")})
+    samplings = sorted({", ".join(f"{k}={v}" for k, v in (e.summary.get("sampling") or {}).items() if v is not None)
+                        for e in evals})
+    commits = sorted({((e.summary.get("provenance") or {}).get("git_commit") or "unknown")[:12] for e in evals})
+    footer = [f"judge: {'; '.join(judges) or '—'}", f"sampling: {' | '.join(samplings)}", f"code: {', '.join(commits)}",
+              "95 % intervals: Wilson for shares, bootstrap for means; Δ: paired by item, bootstrap, percentage points"]
+    if small:
+        footer.append(f"small n (min {min(small)} < {SMALL_N}): intervals are wide; overlapping intervals show no effect")
+    return {"cols": cols, "rows": rows, "footer": footer}
+
+
+def _fmt(cell: dict[str, Any], metric: str, latex: bool = False) -> str:
+    if cell.get("value") is None:
+        return "—"
+    k = 100.0 if _pct(metric) else 1.0
+    lo, hi = cell["ci"]
+    s = f"{cell['value'] * k:.1f} [{lo * k:.1f}, {hi * k:.1f}]" if _pct(metric) else f"{cell['value']:.2f} [{lo:.2f}, {hi:.2f}]"
+    s += f" (n={cell['n']})"
+    d = cell.get("delta")
+    if d:
+        unit = "pp" if _pct(metric) else ""
+        s += f"; Δ {d['delta'] * k:+.1f}{unit} [{d['ci'][0] * k:+.1f}, {d['ci'][1] * k:+.1f}]"
+    if latex:
+        s = s.replace("Δ", r"$\Delta$").replace("%", r"\%")
+    return s
+
+
+def to_markdown(t: dict[str, Any]) -> str:
+    head = "| model | " + " | ".join(f"{c['bench']} {c['metric']} {c['arrow']}" for c in t["cols"]) + " |"
+    lines = [head, "|---|" + "---|" * len(t["cols"])]
+    for r in t["rows"]:
+        label = r["label"] + (" (baseline)" if r["baseline"] else "")
+        lines.append(f"| {label} | " + " | ".join(_fmt(c, col["metric"]) for c, col in zip(r["cells"], t["cols"])) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"_{f}_  " for f in t["footer"]) + "\n"
+
+
+def to_latex(t: dict[str, Any]) -> str:
+    esc = lambda s: s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+    cols = "l" + "c" * len(t["cols"])
+    arrows = {"↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+    head = " & ".join(["model"] + [f"{esc(c['bench'])} {esc(c['metric'])} {arrows[c['arrow']]}" for c in t["cols"]]) + r" \\"
+    body = [" & ".join([esc(r["label"]) + (" (baseline)" if r["baseline"] else "")]
+                       + [_fmt(c, col["metric"], latex=True) for c, col in zip(r["cells"], t["cols"])]) + r" \\"
+            for r in t["rows"]]
+    foot = "\n".join(f"% {f}" for f in t["footer"])
+    return "\n".join([r"\begin{tabular}{" + cols + "}", r"\toprule", head, r"\midrule", *body, r"\bottomrule",
+                      r"\end{tabular}", foot]) + "\n"
+
+
+def to_csv(t: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "benchmark", "metric", "direction", "value", "ci_low", "ci_high", "n", "delta", "delta_ci_low",
+                "delta_ci_high"])
+    for r in t["rows"]:
+        for c, col in zip(r["cells"], t["cols"]):
+            if c.get("value") is None:
+                continue
+            d = c.get("delta") or {}
+            w.writerow([r["label"], col["bench"], col["metric"], col["arrow"], c["value"], c["ci"][0], c["ci"][1], c["n"],
+                        d.get("delta", ""), (d.get("ci") or ["", ""])[0], (d.get("ci") or ["", ""])[1]])
+    return buf.getvalue()
+
+
+__all__ = ["paper_table", "to_csv", "to_latex", "to_markdown"]
