@@ -86,7 +86,8 @@ def test_azure_routing_and_auth_header(tmp_path):
 def test_500_requests_with_30_percent_faults(tmp_path):
     """Every item finishes or fails with a reason; a rerun sends only the failed ones; nothing twice."""
     prompts = [f"item-{i:03d}" for i in range(500)]
-    with FakeOpenAI(api_key=KEY, fault_rate=0.3, seed=7, retry_after=0.05, slow_s=1.6) as srv:
+    # slow answers arrive after 2.5 s: past the 1 s read timeout and the 2 s request deadline even on a loaded CPU
+    with FakeOpenAI(api_key=KEY, fault_rate=0.3, seed=7, retry_after=0.05, slow_s=2.5) as srv:
         be = backend(srv, tmp_path, max_retries=1, timeout_s=1.0, concurrency=64)
         first = be.generate([req(p) for p in prompts])
         assert len(first) == 500
