@@ -126,6 +126,19 @@ def thinking_open(text: str, opened_before: bool = False) -> bool:
     return opened_before  # neither tag in the text
 
 
+def thinking_text(response: str, prompt_opens_think: bool | None) -> str | None:
+    """The model's reasoning, to judge or analyse apart from the answer: from ``<think>`` (or the
+    start, when the prompt opened it) to ``</think>`` (or the end, when it never closed). None when
+    the response has no thinking at all (an instruct model)."""
+    start = response.find("<think>")
+    close = response.rfind("</think>")
+    if start < 0 and not prompt_opens_think and close < 0:
+        return None
+    begin = start + len("<think>") if start >= 0 and (close < 0 or start < close) else 0
+    end = close if close >= begin else len(response)
+    return response[begin:end].strip("\n")
+
+
 def truncation(text: str, *, prompt_opens_think: bool | None, finish_reason: str | None) -> dict[str, bool]:
     """``{"think_not_closed", "max_tokens"}`` for one generation, as every eval summary reports them.
 

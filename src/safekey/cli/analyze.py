@@ -90,3 +90,40 @@ def kl(records, model_a, models_b, ks, field, only_unsafe, out, limit):
         row = "  ".join(f"k={k}: {v['mean']:.3f}" for k, v in p["per_k"].items() if v["n"])
         click.echo(f"KL({p['a']}‖{p['b']})  {row}")
     click.echo(f"→ {out}")
+
+
+@analyze.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def aha(runs, out):
+    """The safety aha moment on eval runs' own generations: per model × benchmark, the share of
+    key sentences K that voice a safety concern, the harmful rate given aha vs no aha (Wilson 95 %),
+    and the items without a U/K by reason. Works on R1-style outputs that start inside <think>."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..analyze.aha import aha_inputs, aha_report, aha_summary
+    from ..annotate.labellers import LabellerConfig
+    from ..annotate.stage import annotate_file
+    from ..metrics import fmt_rate
+    from ..store import write_stats
+
+    summaries = []
+    for run in runs:
+        prepared = aha_inputs(run)
+        for src, dst, _ in prepared.values():
+            annotate_file(src, dst, LabellerConfig(), overwrite=True, max_failure_share=None)
+        summaries.append(aha_summary(run, {b: p[2] for b, p in prepared.items()}))
+    rep = aha_report(summaries)
+    write_stats(out, rep)
+    t = Table(title="safety aha moment (K voices a safety concern)")
+    for col in ("model", "benchmark", "n", "with U/K", "aha rate", "harmful | aha", "harmful | no aha", "no U/K (why)"):
+        t.add_column(col)
+    for s in summaries:
+        for b, m in s["benchmarks"].items():
+            t.add_row(s["label"], b, str(m["n"]), str(m["with_uk"]), fmt_rate(m["aha_rate"]), fmt_rate(m["harmful_given_aha"]),
+                      fmt_rate(m["harmful_given_no_aha"]), json.dumps(m["no_uk"]))
+    Console(width=170).print(t)
+    click.echo(f"aha: {out}")

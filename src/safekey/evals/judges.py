@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..types import SafekeyError, final_answer
+from ..types import SafekeyError, final_answer, thinking_text  # noqa: F401 - thinking_text re-exported
 from .refusal_cues import cues_fingerprint, read_refusal
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -101,19 +101,6 @@ def judged_text(response: str, generation: str, part: JudgePart = "answer") -> s
         start = response.find("<think>")
         return response[(start + len("<think>")) if 0 <= start < close else 0 : close].strip("\n")
     raise SafekeyError(f"unknown judge part {part!r}; use answer, thinking, both or full")
-
-
-def thinking_text(response: str, prompt_opens_think: bool | None) -> str | None:
-    """The model's reasoning, for judging apart from the answer: from ``<think>`` (or the start,
-    when the prompt opened it) to ``</think>`` (or the end, when it never closed). None when the
-    response has no thinking at all (an instruct model)."""
-    start = response.find("<think>")
-    close = response.rfind("</think>")
-    if start < 0 and not prompt_opens_think and close < 0:
-        return None
-    begin = start + len("<think>") if start >= 0 and (close < 0 or start < close) else 0
-    end = close if close >= begin else len(response)
-    return response[begin:end].strip("\n")
 
 
 def nonce_tag(item_id: str, *texts: str) -> str:

@@ -155,6 +155,16 @@ def analysis_sections(col: Collected) -> list[dict[str, Any]]:
                                  f"of {d.get('records')}, after k of its tokens.",
                          "cols": ["pair"] + [f"k={k}" for k in ks], "rows": rows, "img": plots.kl_plot(d),
                          "source": str(a.path)})
+        elif a.kind == "analysis-aha":
+            rows = [[label, b, m["n"], m["with_uk"], fmt_rate(m["aha_rate"]), fmt_rate(m["harmful_given_aha"]),
+                     fmt_rate(m["harmful_given_no_aha"]), ", ".join(f"{k} {v}" for k, v in m["no_uk"].items()) or "—"]
+                    for label, r in d["runs"].items() for b, m in r["benchmarks"].items()]
+            secs.append({"title": "The safety aha moment in the generations",
+                         "note": "Share of generated key sentences K (the sentence after the model's understanding U) that "
+                                 "voice a safety concern, and the harmful rate of items with and without that aha moment. "
+                                 "SafeKey predicts more aha moments and less harm after them.",
+                         "cols": ["model", "benchmark", "n", "with U/K", "aha rate", "harmful | aha", "harmful | no aha",
+                                  "no U/K"], "rows": rows, "img": None, "source": str(a.path)})
     return secs
 
 
