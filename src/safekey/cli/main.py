@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("safekey.cli.analyze", "analyze", "The SafeKey paper's analyses: attention to U, probes, KL after prefill."),
     "demo": ("safekey.cli.demo", "demo", "Offline end-to-end demo on the embedded SmolLM2 (CPU)."),
     "models": ("safekey.cli.models", "models", "Prepare and list models (the embedded SmolLM2, tiny test models)."),
+    "doctor": ("safekey.cli.doctor", "doctor", "Check keys, endpoints, weights, GPU and disk before a run."),
 }
 
 

@@ -396,6 +396,10 @@ class SafetyRun:
             lock.release()
 
     def _run_locked(self) -> dict[str, Any]:
+        if self._own_backend:  # the evaluated model: key, endpoint, weights — before anything is generated
+            from ..preflight import check_backend, raise_on_error
+
+            raise_on_error(check_backend(self.cfg.model, base_url=self.cfg.base_url))
         if self._own_judge:
             self.judge.preflight()  # a missing key or judge model fails now, not after the generations
         benches = self.benchmarks()
