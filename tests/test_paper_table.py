@@ -62,3 +62,32 @@ def test_cli_formats(two_runs, tmp_path):
     assert r.exit_code == 0 and out.read_text().startswith(r"\begin{tabular}")
     r = CliRunner().invoke(cli, ["report", str(two_runs["base"]), "--format", "md", "--baseline", "nope"])
     assert r.exit_code != 0 and "none of the runs" in str(r.exception) + r.output
+
+
+def test_html_report_has_the_paper_table_and_what_it_shows(two_runs, tmp_path):
+    from safekey.report.build import build_report
+
+    html = build_report([two_runs["base"], two_runs["tuned"]], tmp_path / "r.html").read_text()
+    assert 'id="paper-table"' in html and "What this shows:" in html
+    assert "tuned vs base on strongreject" in html and ("no effect shown" in html or "excludes 0" in html)
+    t = paper_table(collect([two_runs["base"], two_runs["tuned"]]).evals, baseline="base")
+    from safekey.report.paper_table import what_this_shows
+
+    lines = what_this_shows(t)
+    assert len(lines) == 2 and all(("includes 0" in x) != ("excludes 0" in x) for x in lines)
+
+
+def test_names_are_case_insensitive_with_did_you_mean():
+    from safekey.evals.reasoning_benchmarks import get_benchmark as reasoning_bench
+    from safekey.evals.safety_benchmarks import get_benchmark, parse_bench_list
+    from safekey.models import resolve_model
+    from safekey.types import SafekeyError
+
+    assert parse_bench_list("StrongREJECT, XSTest") == ["strongreject", "xstest"]
+    with pytest.raises(SafekeyError, match="did you mean 'strongreject'"):
+        get_benchmark("strongrejct")
+    assert reasoning_bench("MATH500").name == "math500"
+    with pytest.raises(SafekeyError, match="did you mean 'humaneval'"):
+        reasoning_bench("humaneva")
+    with pytest.raises(SafekeyError, match="did you mean 'smollm2-135m'"):
+        resolve_model("smolm2-135m")

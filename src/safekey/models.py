@@ -168,8 +168,12 @@ def resolve_model(name: str) -> str:
             tmp.rename(dest)
         return str(dest)
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        import difflib
+
+        close = difflib.get_close_matches(name.lower(), list(ALIASES), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise SafekeyError(
-            f"model {name!r} is neither a local folder, an alias ({', '.join(ALIASES)}) nor a hub id (org/name)"
+            f"model {name!r} is neither a local folder, an alias ({', '.join(ALIASES)}) nor a hub id (org/name){hint}"
         )
     return name
 

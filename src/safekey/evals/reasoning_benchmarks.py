@@ -174,9 +174,13 @@ ALIASES = {"math": "math500", "math-500": "math500", "aime": "aime2024", "gpqa":
 
 
 def get_benchmark(name: str) -> Benchmark:
+    import difflib
+
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in BENCHMARKS:
-        raise SafekeyError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        close = difflib.get_close_matches(key, [*BENCHMARKS, *ALIASES], n=1, cutoff=0.6)
+        hint = f"; did you mean {ALIASES.get(close[0], close[0])!r}?" if close else ""
+        raise SafekeyError(f"unknown benchmark {name!r}{hint} choose from {', '.join(BENCHMARKS)}")
     return BENCHMARKS[key]
 
 

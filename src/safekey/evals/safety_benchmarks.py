@@ -332,9 +332,15 @@ REGISTRY: dict[str, Benchmark] = {
 
 
 def get_benchmark(name: str) -> Benchmark:
-    if name not in REGISTRY:
-        raise SafekeyError(f"unknown benchmark {name!r}; known: {', '.join(REGISTRY)} (or use --bench-file)")
-    return REGISTRY[name]
+    """A registry benchmark by name (case-insensitive); a near miss gets a "did you mean"."""
+    import difflib
+
+    key = name.strip().lower()
+    if key not in REGISTRY:
+        close = difflib.get_close_matches(key, list(REGISTRY), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SafekeyError(f"unknown benchmark {name!r}{hint} known: {', '.join(REGISTRY)} (or use --bench-file)")
+    return REGISTRY[key]
 
 
 def load_bench_file(path: str | Path, *, limit: int | None = None) -> list[Record]:
@@ -377,6 +383,4 @@ def bench_file_name(path: str | Path) -> str:
 
 def parse_bench_list(text: str | Sequence[str]) -> list[str]:
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    for n in names:
-        get_benchmark(n)
-    return names
+    return [get_benchmark(n).name for n in names]

@@ -209,6 +209,16 @@ def agreement_sections(safety: list[EvalRun]) -> list[dict[str, Any]]:
     return out
 
 
+def _paper(safety: list[EvalRun]) -> dict[str, Any] | None:
+    """The paper table with the first run as the baseline, and what its deltas show."""
+    from .paper_table import html_cells, paper_table, what_this_shows
+
+    if len(safety) < 1:
+        return None
+    t = paper_table(safety, baseline=safety[0].label if len(safety) > 1 else None)
+    return {"cols": t["cols"], "rows": html_cells(t), "footer": t["footer"], "shows": what_this_shows(t)}
+
+
 def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safekey report",
                  intro: str | None = None, examples_per_bench: int = 2) -> Path:
     """Collect runs under `paths` and write one self-contained HTML file to `out`."""
@@ -234,6 +244,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),
+        paper=_paper(safety),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,
     )

@@ -77,6 +77,26 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
     return {"cols": cols, "rows": rows, "footer": footer}
 
 
+def what_this_shows(t: dict[str, Any]) -> list[str]:
+    """One plain sentence per delta vs the baseline: does its interval exclude 0, and which way?"""
+    base = next((r["label"] for r in t["rows"] if r["baseline"]), None)
+    out = []
+    for r in t["rows"]:
+        for c, col in zip(r["cells"], t["cols"]):
+            d = c.get("delta")
+            if not d:
+                continue
+            k = 100.0 if _pct(col["metric"]) else 1.0
+            lo, hi = d["ci"][0] * k, d["ci"][1] * k
+            where = f"{r['label']} vs {base} on {col['bench']} ({col['metric']}, {d['delta'] * k:+.1f} [{lo:+.1f}, {hi:+.1f}])"
+            if lo <= 0 <= hi:
+                out.append(f"{where}: the interval includes 0 — no effect shown at n={c['n']}.")
+            else:
+                better = (hi < 0) == (col["arrow"] == "↓")
+                out.append(f"{where}: {'better' if better else 'worse'} than {base}; the interval excludes 0.")
+    return out
+
+
 def _fmt(cell: dict[str, Any], metric: str, latex: bool = False) -> str:
     if cell.get("value") is None:
         return "—"
@@ -130,4 +150,10 @@ def to_csv(t: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-__all__ = ["paper_table", "to_csv", "to_latex", "to_markdown"]
+def html_cells(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of plain strings for the HTML report (same content as the markdown table)."""
+    return [{"label": r["label"] + (" (baseline)" if r["baseline"] else ""),
+             "cells": [_fmt(c, col["metric"]) for c, col in zip(r["cells"], t["cols"])]} for r in t["rows"]]
+
+
+__all__ = ["html_cells", "paper_table", "to_csv", "to_latex", "to_markdown", "what_this_shows"]
