@@ -145,3 +145,16 @@ def test_total_loss_is_each_term_recomputed_by_hand(active_trainer):
         qmm = torch.stack(qmm_terms).mean()
     assert logged_head == pytest.approx(head.item(), rel=1e-4)
     assert total == pytest.approx((lm + 0.2 * head + 0.2 * qmm).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("env", ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"])
+def test_sharding_that_the_stack_ignores_is_refused(shared, tiny_model_dir, tmp_path, monkeypatch, env):
+    """On CPU accelerate runs a ZeRO-3 / FSDP launch unsharded; that must not train silently."""
+    from safekey.train.trainer import build_trainer
+    from safekey.types import SafekeyError
+
+    monkeypatch.setenv(env, "true")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=1, max_length=160)
+    with pytest.raises(SafekeyError, match=r"was requested .*nothing would be sharded"):
+        build_trainer(cfg, star1_records(shared, 1), tmp_path)

@@ -336,6 +336,7 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     if ga * per_step != cfg.effective_batch:
         log.warning("effective batch %d is not a multiple of %d; using %d", cfg.effective_batch, per_step, ga * per_step)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    refuse_sharding_on_cpu()
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -380,9 +381,45 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         skcfg=cfg,
         callbacks=[TrainLogWriter(out_dir / LOG_FILE), *extra_callbacks],
     )
+    refuse_ignored_sharding(trainer)
     stats = {"records": len(records), "examples": len(feats), "dropped": dropped, "grad_accum": ga, "world_size": world,
              "plan": preflight_plan(trainer, feats)}
     return trainer, tok, stats
+
+
+def _sharding_asked() -> list[str]:
+    import os
+
+    return [name for env, name in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP"))
+            if os.environ.get(env, "false").lower() == "true"]
+
+
+def refuse_sharding_on_cpu() -> None:
+    """Before TrainingArguments (which, asked for DeepSpeed, first demands the package): on a
+    machine without an accelerator, accelerate would ignore the request."""
+    asked = _sharding_asked()
+    if asked and not torch.cuda.is_available():
+        raise SafekeyError(
+            f"{asked[0]} was requested (the accelerate config), but there is no GPU: accelerate enables {asked[0]} only "
+            "on accelerators, so nothing would be sharded. On CPU use plain DDP: "
+            "ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …"
+        )
+
+
+def refuse_ignored_sharding(trainer: SafeKeyTrainer) -> None:
+    """A DeepSpeed / FSDP launch that the stack silently runs unsharded (on CPU, accelerate 1.15
+    enables DeepSpeed only `if not cpu` and FSDP only for accelerator devices, so the Trainer falls
+    back to DDP or to one process): refuse, because "ZeRO-3" that is really plain DDP runs out of
+    memory — or worse, trains — on the wrong assumptions."""
+    asked = _sharding_asked()
+    got = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if asked and not got:
+        raise SafekeyError(
+            f"{asked[0]} was requested (the accelerate config), but this launch runs as "
+            f"{trainer.args.parallel_mode.value} with world size {trainer.args.world_size}: accelerate enables "
+            f"{asked[0]} only on accelerators, so nothing would be sharded. Use a GPU launch, or on CPU plain DDP: "
+            "ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …"
+        )
 
 
 def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
@@ -401,6 +438,7 @@ def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
         "world_size": world, "parallel_mode": a.parallel_mode.value, "per_device_batch": a.per_device_train_batch_size,
         "grad_accum": a.gradient_accumulation_steps, "effective_batch": eff, "steps_per_epoch": steps_per_epoch,
         "epochs": epochs, "epochs_with_extras": extras, "tokens_per_step": round(mean_tokens * eff),
+        "sharding": "deepspeed" if trainer.is_deepspeed_enabled else "fsdp" if trainer.is_fsdp_enabled else "none",
         "loss_path": "full-logits" if (c.loss_impl == "full" or c.reference_impl) else f"lean (chunks of {c.loss_chunk})",
         "attention": trainer.attn_backend(),
         "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(a.gradient_checkpointing),
