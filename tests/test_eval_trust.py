@@ -321,3 +321,29 @@ def test_limit_is_stratified_nested_and_recorded(shared, tmp_path):
 )
 def test_grader_rules(text, gold, ok):
     assert grade_math(gold, text)[1] is ok
+
+
+def test_limit_syntax_is_the_same_in_both_evals(shared, tmp_path):
+    """#18: `--limit N` or `--limit BENCH=N,BENCH=N` in safety as in reasoning."""
+    shared("strongreject/strongreject_dataset.csv")
+    shared("xstest/xstest_prompts.csv")
+    from safekey.subsample import parse_limit
+
+    assert parse_limit("7") == 7 and parse_limit("a=3, b=4") == {"a": 3, "b": 4}
+    for bad in ("0", "x", "a=0", "a=b"):
+        with pytest.raises(SafekeyError, match="give a positive N"):
+            parse_limit(bad)
+    be = ScriptedModel(lambda r: "I can't help with that.", opens_think=False, finish="stop")
+    s = run_safety_eval(SafetyEvalConfig(model="openai:s", benches=["strongreject", "xstest"], limit={"strongreject": 5}),
+                        tmp_path / "run", backend=be, progress=False)
+    assert s["benchmarks"]["strongreject"]["n"] == 5 and s["benchmarks"]["xstest"]["n"] == 250
+    assert "sample" not in s["benchmarks"]["xstest"]
+    with pytest.raises(ValueError, match="positive"):
+        SafetyEvalConfig(model="openai:s", benches=["xstest"], limit=0)
+    from click.testing import CliRunner
+
+    from safekey.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["eval", "safety", "--model", "openai:s", "--bench", "xstest", "--limit", "xstest=0",
+                                 "-o", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "give a positive N" in str(r.exception) + r.output

@@ -34,3 +34,27 @@ def stratified_sample(items: Sequence[T], n: int | None, *, key: Callable[[T], s
     keyed.sort()
     chosen = sorted(i for _, _, i in keyed[:n])
     return [items[i] for i in chosen]
+
+
+def parse_limit(text: str | None, canonical: Callable[[str], str] = str) -> int | dict[str, int] | None:
+    """``--limit``, one syntax for every eval: ``N`` (each benchmark) or ``BENCH=N,BENCH=N``;
+    `canonical` maps a benchmark name as typed to its registry name (and refuses unknown ones)."""
+    from .types import SafekeyError
+
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            return n
+        out: dict[str, int] = {}
+        for part in text.split(","):
+            k, v = part.split("=", 1)
+            out[canonical(k.strip())] = int(v)
+        if min(out.values()) < 1:
+            raise ValueError
+        return out
+    except ValueError:
+        raise SafekeyError(f"--limit {text!r}: give a positive N or BENCH=N,BENCH=N") from None

@@ -37,8 +37,12 @@ def doctor(config_file, specs, base_url):
             spec = cfg.judge_model or defaults.get(name.strip())
             if spec:
                 rows += check_backend(spec, base_url=cfg.judge_base_url, role=f"judge {name.strip()}")
-        sizes = [REGISTRY[b].reference_size or 0 for b in cfg.benches if b in REGISTRY]
-        items = sum(min(cfg.limit, n) if cfg.limit else n for n in sizes)
+        def size(b: str) -> int:
+            n = REGISTRY[b].reference_size or 0
+            lim = cfg.limit.get(b) if isinstance(cfg.limit, dict) else cfg.limit
+            return min(lim, n) if lim else n
+
+        items = sum(size(b) for b in cfg.benches if b in REGISTRY)
         import torch
 
         rows += cost(items, cfg.max_new_tokens, on_gpu=torch.cuda.is_available())

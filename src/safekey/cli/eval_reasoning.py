@@ -12,24 +12,9 @@ from ..types import SafekeyError
 
 def _parse_limit(text: str | None) -> int | dict[str, int] | None:
     from ..evals.reasoning_benchmarks import get_benchmark
+    from ..subsample import parse_limit
 
-    if text is None:
-        return None
-    try:
-        if "=" not in text:
-            n = int(text)
-            if n < 1:
-                raise ValueError
-            return n
-        out = {}
-        for part in text.split(","):
-            k, v = part.split("=", 1)
-            out[get_benchmark(k).name] = int(v)
-            if out[get_benchmark(k).name] < 1:
-                raise ValueError
-        return out
-    except ValueError:
-        raise SafekeyError(f"--limit {text!r}: give a positive N or BENCH=N,BENCH=N") from None
+    return parse_limit(text, lambda k: get_benchmark(k).name)
 
 
 def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:

@@ -36,7 +36,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
               help="What the judge sees: the final answer after </think> [answer], the thinking, both (two verdicts "
                    "per item and their 2x2 table), or everything.")
 @click.option("--judge-max-tokens", type=int, default=None)
-@click.option("--limit", type=int, default=None, help="N items of each benchmark: a seeded sample stratified by category (seed: --limit-seed).")
+@click.option("--limit", default=None, help="N items of each benchmark, or BENCH=N,BENCH=N: a seeded sample stratified by "
+              "category (seed: --limit-seed).")
 @click.option("--limit-seed", type=int, default=None, help="Seed of the --limit sample [0].")
 @click.option("--max-judge-failures", type=click.FloatRange(0, 1), default=None,
               help="Share of a benchmark's items whose judging may fail before the run exits non-zero [0.1].")
@@ -70,8 +71,10 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
     from ..config import load_config
     from ..evals.safety import EvalFailed, SafetyEvalConfig, SafetyRun
     from ..evals.safety_benchmarks import parse_bench_list
+    from ..subsample import parse_limit
 
     bench_list = parse_bench_list(benches) if benches else None
+    limit = parse_limit(limit, lambda k: k.strip().lower())
     cfg = load_config(
         SafetyEvalConfig, config_file, overrides,
         model=model, base_url=base_url, benches=bench_list, bench_files=[str(f) for f in bench_files] or None,

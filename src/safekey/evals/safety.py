@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..metrics import fmt_rate, rate, truncation_shares
 from ..provenance import provenance
@@ -106,7 +106,7 @@ class SafetyEvalConfig(BaseModel):
     max_new_tokens: int = Field(8000, ge=1)
     repetition_penalty: float = Field(1.2, gt=0.0)
     seed: int | None = None
-    limit: int | None = Field(None, ge=1)
+    limit: int | dict[str, int] | None = None  # N per benchmark, or {bench: N}
     limit_seed: int = 0  # the stratified --limit sample
     label: str | None = None  # how reports name this model (default: the run folder)
     max_judge_failures: float = Field(0.1, ge=0.0, le=1.0)  # share of a benchmark's items; above: EvalFailed
@@ -115,6 +115,14 @@ class SafetyEvalConfig(BaseModel):
     prefill_prefix: str = ""
     batch_size: int = Field(8, ge=1)
     judge_batch_size: int = Field(16, ge=1)
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, v: Any) -> Any:
+        vals = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(int(x) < 1 for x in vals):
+            raise ValueError("limit must be a positive N or {bench: N} with positive N")
+        return v
 
     def sampling_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
@@ -271,14 +279,18 @@ class SafetyRun:
             ident: dict[str, Any] = {"bench": name, "source": src}
             if name == "prefilling":
                 ident.update(prefill_tokens=opts.prefill_tokens, prefill_prefix=opts.prefill_prefix, token_counter=counter.name)
-            out.append((name, limit_sample(b.load(src, options=opts), self.cfg.limit, self.cfg.limit_seed), ident))
+            out.append((name, limit_sample(b.load(src, options=opts), self._limit(name), self.cfg.limit_seed), ident))
         for f in self.cfg.bench_files:
             name = bench_file_name(f)
             if any(n == name for n, _, _ in out):
                 raise SafekeyError(f"two benchmarks would share the run folder {name!r}; rename {f}")
-            out.append((name, limit_sample(load_bench_file(f), self.cfg.limit, self.cfg.limit_seed),
+            out.append((name, limit_sample(load_bench_file(f), self._limit(name), self.cfg.limit_seed),
                         {"bench": name, "source": str(Path(f).resolve())}))
         return out
+
+    def _limit(self, name: str) -> int | None:
+        lim = self.cfg.limit
+        return lim.get(name) if isinstance(lim, dict) else lim
 
     # -- stages -----------------------------------------------------------------------------------
     def _generate(self, batch: list[Record]) -> list[Record | Failure]:
@@ -436,8 +448,8 @@ class SafetyRun:
                 cats = guard_category_counts(judged)
                 if cats:
                     results[name]["judge_categories"] = cats
-                if self.cfg.limit is not None:
-                    results[name]["sample"] = {"limit": self.cfg.limit, "seed": self.cfg.limit_seed, "ids": ids}
+                if self._limit(name) is not None:
+                    results[name]["sample"] = {"limit": self._limit(name), "seed": self.cfg.limit_seed, "ids": ids}
         finally:
             if self._own_judge:
                 self.judge.close()
