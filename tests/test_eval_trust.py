@@ -347,3 +347,25 @@ def test_limit_syntax_is_the_same_in_both_evals(shared, tmp_path):
     r = CliRunner().invoke(cli, ["eval", "safety", "--model", "openai:s", "--bench", "xstest", "--limit", "xstest=0",
                                  "-o", str(tmp_path / "x")])
     assert r.exit_code != 0 and "give a positive N" in str(r.exception) + r.output
+
+
+def test_reasoning_summary_never_mixes_benchmarks_of_other_weights(shared, tmp_path):
+    """Review find: the reasoning summary merged earlier benchmarks on model + sampling only, so a
+    retrained model in the same folder kept the old model's row for a benchmark it did not rerun."""
+    shared("math500/test.jsonl")
+    shared("aime/test.jsonl")
+
+    def run(folder, bench, weights):
+        be = ScriptedModel(lambda r: "The answer is \\boxed{0}.", opens_think=False, finish="stop", model_id=weights)
+        cfg = ReasoningConfig(model="openai:s", benchmarks=[bench], limit=3)
+        run_reasoning_eval(cfg, tmp_path / folder, backend=be, progress=False)
+        return set(json.loads((tmp_path / folder / "summary.json").read_text())["benchmarks"])
+
+    assert run("a", "math500", "w1") == {"math500"}
+    assert run("a", "aime2024", "w1") == {"math500", "aime2024"}  # the same weights: cumulative
+    assert run("b", "math500", "w1") == {"math500"}
+    assert run("b", "aime2024", "w2") == {"aime2024"}  # retrained: math500 of w1 is not shown beside it
+
+
+def test_a_final_answer_after_an_fbox_wins():
+    assert grade_math("42", "\\fbox{41}\n\nI slipped; so the final answer is 42.")[1] is True

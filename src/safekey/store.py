@@ -361,6 +361,21 @@ def write_stats(path: Path, stats: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def merge_benchmarks(path: Path, summary: dict[str, Any], same: Sequence[str]) -> dict[str, Any]:
+    """`summary` plus the benchmarks of the summary already at `path`, when that one is of the same
+    kind and agrees on every key in `same` (model, weights, judge, sampling…): rerunning one
+    benchmark into a folder keeps the others, and results of other weights or settings never mix."""
+    if not path.exists():
+        return summary
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return summary
+    if isinstance(old, dict) and old.get("kind") == summary.get("kind") and all(old.get(k) == summary.get(k) for k in same):
+        return {**summary, "benchmarks": {**old.get("benchmarks", {}), **summary["benchmarks"]}}
+    return summary
+
+
 def _read_yaml(path: Path) -> Any:
     import yaml
 

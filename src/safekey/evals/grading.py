@@ -189,7 +189,7 @@ def extract_math(text: str, think_open: bool | None = None) -> Extraction:
         return Extraction(None, "empty")
     boxed = last_boxed(region)
     if boxed:
-        after = region[region.rfind("boxed") :]
+        after = region[[m.start() for m in _BOX_RE.finditer(region)][-1] :]  # the text from the last box on
         late = [m for m in _FINAL_PHRASE_RE.finditer(after) if "boxed" not in m.group("ans")]
         if late:  # "\boxed{41} … so the final answer is 42": the later, explicit statement wins
             ans = _clean_inline(_clause(late[-1].group("ans")))

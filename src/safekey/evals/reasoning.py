@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..llm import ChatRequest, Sampling, prompt_opens_think
 from ..metrics import rate, truncation_shares
-from ..store import Failure, iter_json_objects, read_records, run_stage, write_stats
+from ..store import Failure, iter_json_objects, merge_benchmarks, read_records, run_stage, write_stats
 from ..types import Record, SafekeyError, truncation
 from . import grading, sandbox
 from .reasoning_benchmarks import (
@@ -305,24 +304,9 @@ def run_reasoning_eval(
     finally:
         if own_backend and backend is not None:
             backend.close()
-    _merge_write(out_dir / "summary.json", summary)
+    # other weights or sampling in the same folder: the old benchmarks are not kept beside the new ones
+    write_stats(out_dir / "summary.json", merge_benchmarks(out_dir / "summary.json", summary, ("model", "weights", "sampling")))
     return summary
-
-
-def _merge_write(path: Path, summary: dict[str, Any]) -> None:
-    """Write summary.json, keeping benchmarks from an earlier run of the same model and sampling
-    (so ``--bench math500`` then ``--bench humaneval`` into one folder gives one summary)."""
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            old = None
-        if (isinstance(old, dict) and old.get("kind") == "reasoning" and old.get("model") == summary["model"]
-                and old.get("sampling") == summary["sampling"]):
-            merged = dict(old.get("benchmarks", {}))
-            merged.update(summary["benchmarks"])
-            summary["benchmarks"] = merged
-    write_stats(path, summary)
 
 
 def headline(bench: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..metrics import fmt_rate, rate, truncation_shares
 from ..provenance import provenance
-from ..store import Failure, check_failure_share, iter_json_objects, run_stage, write_stats
+from ..store import Failure, check_failure_share, iter_json_objects, merge_benchmarks, run_stage, write_stats
 from ..subsample import stratified_sample
 from ..types import Record, SafekeyError, truncation
 from .judges import Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge, thinking_text
@@ -205,20 +205,6 @@ def guard_category_counts(judged: Sequence[dict[str, Any]]) -> dict[str, dict[st
 
 
 SAME_RUN_KEYS = ("model", "weights", "judge_fingerprint", "judge_part", "sampling")
-
-
-def merge_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Keep the benchmarks of an earlier summary in the same folder when it came from the same
-    model, weights, judge and sampling: rerunning one benchmark must not drop the others."""
-    if not path.exists():
-        return summary
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return summary
-    if old.get("kind") == "safety" and all(old.get(k) == summary.get(k) for k in SAME_RUN_KEYS):
-        summary = {**summary, "benchmarks": {**old.get("benchmarks", {}), **summary["benchmarks"]}}
-    return summary
 
 
 def refuse_training_folder(out: Path) -> None:
@@ -460,7 +446,7 @@ class SafetyRun:
                    "judge_fingerprint": self.judge.fingerprint(), "judge_part": self.cfg.judge_part,
                    "weights": model_id, "sampling": self.cfg.sampling_dict(), "created": info["created"],
                    "provenance": provenance(), "benchmarks": results}
-        summary = merge_summary(self.out / "summary.json", summary)
+        summary = merge_benchmarks(self.out / "summary.json", summary, SAME_RUN_KEYS)
         write_stats(self.out / "summary.json", summary)
         check_failure_budget(results, max_judge=self.cfg.max_judge_failures,
                              max_generation=self.cfg.max_generation_failures)
