@@ -12,12 +12,7 @@ Sizes were chosen by measurement on 2 CPU cores (see :class:`Plan`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import resource
+from .steps import Step, StepRunner, cli, count_lines, fmt_duration
 from .types import SafekeyError
 
 STARTER = ("train.jsonl", "heldout_harmful.jsonl", "heldout_jailbreak.jsonl", "heldout_benign.jsonl", "heldout_traces.jsonl")
@@ -69,31 +65,6 @@ class Plan:
         return a
 
 
-@dataclass
-class Step:
-    name: str
-    cmd: list[str]
-    outputs: list[Path]
-    estimate_s: float
-    watch: Callable[[], str] | None = None
-    action: Callable[[], None] | None = None  # run in-process instead of `cmd` (cmd still identifies the step)
-    always: bool = False  # rerun even when finished (the report: cheap, and its inputs may have grown)
-
-
-def _fmt(s: float) -> str:
-    s = max(0, int(s))
-    return f"{s // 60}:{s % 60:02d}"
-
-
-def _count_lines(paths: list[Path]) -> int:
-    n = 0
-    for p in paths:
-        if p.exists():
-            with p.open("rb") as f:
-                n += sum(1 for _ in f)
-    return n
-
-
 class Demo:
     def __init__(self, out: Path, plan: Plan, *, echo: Callable[[str], None] = print, fresh: bool = False):
         self.out = Path(out)
@@ -104,12 +75,10 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "logs").mkdir(exist_ok=True)
         self.data = self.out / "data"
-        self.state_path = self.out / "steps.json"
-        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
     # -- the steps ---------------------------------------------------------------------------
     def cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "safekey.cli.main", *args]
+        return cli(*args)
 
     def steps(self, base_model: str) -> list[Step]:
         p, d, o = self.plan, self.data, self.out
@@ -130,11 +99,11 @@ class Demo:
         models = {"base": base_model, "sft": str(o / "train-sft"), "safekey": str(o / "train-safekey")}
 
         def gen_watch(run: Path) -> Callable[[], str]:
-            return lambda: f"{_count_lines([run / b / 'generations.jsonl' for b in BENCHES])}/{n_eval} generated"
+            return lambda: f"{count_lines([run / b / 'generations.jsonl' for b in BENCHES])}/{n_eval} generated"
 
         def train_watch(run: Path) -> Callable[[], str]:
             total = steps_per_epoch * p.epochs
-            return lambda: f"step {_count_lines([run / 'train_log.jsonl'])}/{total}"
+            return lambda: f"step {count_lines([run / 'train_log.jsonl'])}/{total}"
 
         out: list[Step] = [
             Step("eval-base", self.cli("eval", "safety", "--model", f"hf:{base_model}", *bench_args, *eval_args, "-o", str(o / "eval-base")),
@@ -202,72 +171,18 @@ class Demo:
         t = time.time()
         path = resolve_model(self.plan.model)  # converts the embedded GGUF once (~1 min), cached afterwards
         if time.time() - t > 2:
-            self.echo(f"prepared {self.plan.model} in {_fmt(time.time() - t)} → {path}")
+            self.echo(f"prepared {self.plan.model} in {fmt_duration(time.time() - t)} → {path}")
         return path
-
-    def _finished(self, step: Step) -> bool:
-        rec = self.state.get(step.name)
-        return not step.always and bool(rec) and rec.get("cmd") == step.cmd[1:] and all(p.exists() for p in step.outputs)
-
-    def _save(self) -> None:
-        tmp = self.state_path.with_name("steps.json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(self.state_path)
-
-    def _subprocess(self, s: Step, log: Path, env: dict[str, str]) -> None:
-        """Run one CLI step, its output to `log`; every 30 s print how far it got."""
-        ts = last = time.time()
-        with log.open("w") as f:
-            proc = subprocess.Popen(s.cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-            try:
-                while proc.poll() is None:
-                    time.sleep(1)
-                    if s.watch and time.time() - last >= 30:
-                        last = time.time()
-                        self.echo(f"      … {s.watch()}  ({_fmt(last - ts)} in this step)")
-            except BaseException:
-                proc.terminate()
-                proc.wait()
-                raise
-        if proc.returncode != 0:
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            raise SafekeyError(f"step {s.name} failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail)
-                               + "\nrerun `safekey demo` to resume")
 
     def run(self) -> dict[str, Any]:
         t0 = time.time()
-        if threading.current_thread() is threading.main_thread():
-            # `kill PID` should stop the running stage too, not orphan it
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         base = self.prepare()
         steps = self.steps(base)
-        todo = [s for s in steps if not self._finished(s)]
-        if len(todo) < len(steps):
-            self.echo(f"resuming: {len(steps) - len(todo)} of {len(steps)} steps already done (delete {self.state_path} to redo)")
-        est_total = sum(s.estimate_s for s in todo)
-        spent_est = spent_real = 0.0
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        for i, s in enumerate(steps, 1):
-            if s not in todo:
-                continue
-            speed = (spent_real / spent_est) if spent_est else 1.0
-            eta = (est_total - spent_est) * speed
-            self.echo(f"[{i}/{len(steps)}] {s.name}  (elapsed {_fmt(time.time() - t0)}, ETA {_fmt(eta)})")
-            log = self.out / "logs" / f"{s.name}.log"
-            ts = time.time()
-            if s.action is not None:
-                s.action()
-            else:
-                self._subprocess(s, log, env)
-            took = time.time() - ts
-            spent_est += s.estimate_s
-            spent_real += took
-            self.state[s.name] = {"cmd": s.cmd[1:], "seconds": round(took, 1)}
-            self._save()
-            self.echo(f"      done in {_fmt(took)}")
-        total = time.time() - t0
-        return {"seconds": total, "report": self.out / "report.html", "table": results_table(self.out),
-                "steps": {k: v["seconds"] for k, v in self.state.items()}}
+        for s in steps:
+            s.env = {"HF_HUB_OFFLINE": "1"}  # the demo is offline by design
+        seconds = StepRunner(self.out, echo=self.echo, what="safekey demo").run(steps)
+        return {"seconds": time.time() - t0, "report": self.out / "report.html", "table": results_table(self.out),
+                "steps": seconds}
 
 
 def results_table(out: Path) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.command("safety")
 @click.option("--model", required=True, help="kind:model of the evaluated model (hf:smollm2-135m, openai:NAME, vllm:PATH).")
 @click.option("--base-url", default=None, help="Endpoint of an openai-compatible evaluated model.")
-@click.option("--bench", "benches", default="", help="Comma-separated: strongreject, jbb-harmful, jbb-benign, wildjailbreak, wildchat, xstest, xstest-contrast, advbench, harmbench, prefilling, multiturn.")
+@click.option("--bench", "benches", default="", help="Comma-separated: strongreject, strongreject-jailbreak, jbb-harmful, jbb-benign, wildjailbreak, wildchat, xstest, xstest-contrast, advbench, harmbench, prefilling, multiturn.")
 @click.option("--bench-file", "bench_files", multiple=True, type=click.Path(path_type=Path),
               help="Custom JSONL benchmark: id, question|messages, unsafe 1/0, [category], [prefill]. Repeatable.")
 @click.option("--bench-path", "bench_paths", multiple=True, help="NAME=PATH: read a registry benchmark from a local file.")

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("safekey.cli.analyze", "analyze", "The SafeKey paper's analyses: attention to U, probes, KL after prefill."),
     "demo": ("safekey.cli.demo", "demo", "Offline end-to-end demo on the embedded SmolLM2 (CPU)."),
     "models": ("safekey.cli.models", "models", "Prepare and list models (the embedded SmolLM2, tiny test models)."),
+    "view": ("safekey.cli.view", "view", "A static, filterable page of every judged item (verdict, category, disagreement)."),
+    "run": ("safekey.cli.run", "run", "Run one experiment file or preset: annotate → train → evals → analyses → report."),
     "doctor": ("safekey.cli.doctor", "doctor", "Check keys, endpoints, weights, GPU and disk before a run."),
 }
 

@@ -28,6 +28,14 @@ def report(runs, out, title, examples_per_bench, fmt, baseline):
         if not evals:
             raise SafekeyError(f"no eval run under {', '.join(map(str, runs))}")
         text = {"md": to_markdown, "latex": to_latex, "csv": to_csv}[fmt](paper_table(evals, baseline=baseline))
+        if fmt == "md":
+            from ..report import seeds
+
+            manifest = seeds.find_manifest(list(runs))
+            study = seeds.seed_study(manifest, [e for e in evals if e.kind == "safety"]) if manifest else None
+            if study is not None and len(study.get("seeds") or []) > 1:
+                text += "\n\nAcross training seeds (mean ± sd; [pooled 95 % CI]; Δ vs " + str(study["baseline"]) + " in pp):\n\n"
+                text += seeds.to_markdown(study) + "\n"
         if out.name == "report.html":  # the default -o: print the table
             click.echo(text, nl=False)
         else:

@@ -163,6 +163,18 @@ def _strongreject(rows: list[dict], o: BenchOptions) -> list[Record]:
     ]
 
 
+def _strongreject_jailbreak(rows: list[dict], o: BenchOptions) -> list[Record]:
+    """The same StrongREJECT items (same index, same category) inside fixed jailbreak wrappers."""
+    from .jailbreak_templates import wrap
+
+    out = []
+    for i, r in enumerate(rows):
+        name, text = wrap(str(_col(r, "forbidden_prompt")), i)
+        out.append(_rec(f"strongreject-jb-{i}", "strongreject-jailbreak", text, unsafe=1, category=r.get("category"),
+                        attack=name, plain_id=f"strongreject-{i}"))
+    return out
+
+
 def _jbb(split: str) -> Converter:
     def conv(rows: list[dict], o: BenchOptions) -> list[Record]:
         out = []
@@ -302,6 +314,9 @@ REGISTRY: dict[str, Benchmark] = {
         Benchmark("strongreject", "StrongREJECT forbidden prompts (harmful)",
                   "https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/strongreject_dataset.csv",
                   "strongreject/strongreject_dataset.csv", _strongreject, 313),
+        Benchmark("strongreject-jailbreak", "StrongREJECT prompts in 5 fixed jailbreak wrappers (item i gets template i mod 5)",
+                  "https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/strongreject_dataset.csv",
+                  "strongreject/strongreject_dataset.csv", _strongreject_jailbreak, 313),
         Benchmark("jbb-harmful", "JailbreakBench JBB-Behaviors, harmful split",
                   "JailbreakBench/JBB-Behaviors", "jbb/behaviors.csv", _jbb("harmful"), 100, "behaviors", "harmful"),
         Benchmark("jbb-benign", "JailbreakBench JBB-Behaviors, benign look-alikes (over-refusal)",

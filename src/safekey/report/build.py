@@ -219,6 +219,20 @@ def _paper(safety: list[EvalRun]) -> dict[str, Any] | None:
     return {"cols": t["cols"], "rows": html_cells(t), "footer": t["footer"], "shows": what_this_shows(t)}
 
 
+def _seeds(paths: list[str | Path], safety: list[EvalRun]) -> dict[str, Any] | None:
+    """The variants × seeds table when a folder is a `safekey run` experiment with several seeds."""
+    from . import seeds
+
+    manifest = seeds.find_manifest(paths)
+    if manifest is None or len(json.loads(manifest.read_text(encoding="utf-8")).get("seeds") or []) < 2:
+        return None
+    study = seeds.seed_study(manifest, safety)
+    if study is None:
+        return None
+    head, rows = seeds.table_cells(study)
+    return {"head": head, "rows": rows, "shows": seeds.what_this_shows(study), "img": plots.to_data_uri(seeds.figure(study))}
+
+
 def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safekey report",
                  intro: str | None = None, examples_per_bench: int = 2) -> Path:
     """Collect runs under `paths` and write one self-contained HTML file to `out`."""
@@ -245,6 +259,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),
         paper=_paper(safety),
+        seeds=_seeds(paths, safety),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,
     )

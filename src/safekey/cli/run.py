@@ -1,0 +1,57 @@
+"""`safekey run EXPERIMENT`: one experiment file (or preset) → every step, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.argument("experiment", required=False)
+@click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Experiment folder [the file's `out`, else runs/NAME].")
+@click.option("--set", "overrides", multiple=True, help="key=value override of the experiment file (repeatable), "
+              "e.g. --set seeds=[1,2] or --set safety.limit=10.")
+@click.option("--dry-run", is_flag=True, help="Print the commands, run nothing.")
+@click.option("--list", "list_presets", is_flag=True, help="List the shipped presets and exit.")
+def run(experiment, out_dir, overrides, dry_run, list_presets):
+    """Run EXPERIMENT (a YAML file or a preset name): annotate → train each variant × seed (under the
+    file's launcher: python, torchrun or accelerate) → safety / reasoning evals → analyses → report.
+
+    Each step is a safekey command; a rerun skips finished steps and resumes the interrupted one.
+    """
+    from ..experiment import describe, load_experiment, plan_steps, presets
+    from ..experiment import out_dir as default_out
+    from ..steps import StepRunner
+    from ..store import write_text_atomic
+    from ..types import SafekeyError
+
+    if list_presets:
+        import yaml
+
+        for name, p in presets().items():
+            desc = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("description", "")
+            click.echo(f"{name:<16} {desc}")
+        return
+    if not experiment:
+        raise SafekeyError("give an experiment file or preset name (safekey run --list shows the presets)")
+    exp, here = load_experiment(experiment, overrides)
+    out = out_dir or default_out(exp, here)
+    if dry_run:
+        base = exp.model
+    else:
+        from ..models import resolve_model
+
+        base = resolve_model(exp.model)
+    steps, manifest = plan_steps(exp, here, out, base)
+    if dry_run:
+        click.echo(describe(steps))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "experiment.json", json.dumps(manifest, indent=1))
+    click.echo(f"safekey run {exp.name} → {out}  ({len(steps)} steps: {len(manifest['models'])} models, "
+               f"{len(exp.seeds)} seed(s))")
+    StepRunner(out, echo=click.echo, what=f"safekey run {experiment}").run(steps)
+    click.echo(f"report: {out / 'report.html'}")

@@ -1,0 +1,220 @@
+"""Variants × seeds: the table that says whether a training method did anything.
+
+Why a separate table: one training seed is one draw of the data order and the head / LoRA
+initialisation, and at this scale two seeds of the same method can differ by more than two
+methods do. Per variant and benchmark we give the mean ± sd of the per-seed rates (the seed
+spread), the rate pooled over every seed's items (Wilson interval: the prompt sampling), and a
+paired difference vs the baseline variant: per prompt the seed-averaged outcome of the variant
+minus that of the baseline, bootstrapped over prompts (percentage points). The experiment
+manifest (``experiment.json``, written by ``safekey run``) says which runs are seeds of what.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..metrics import paired_delta, rate
+from .collect import EvalRun
+from .plots import headline_metric
+
+
+def _mean_sd(xs: list[float]) -> dict[str, Any]:
+    if not xs:
+        return {"mean": None, "sd": None, "n": 0, "values": []}
+    return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs), "values": xs}
+
+
+def find_manifest(paths: list[str | Path]) -> Path | None:
+    for p in map(Path, paths):
+        if p.is_dir() and (p / "experiment.json").exists():
+            return p / "experiment.json"
+    return None
+
+
+def _analysis(manifest: dict[str, Any], kind: str, root: Path) -> dict[str, Any] | None:
+    f = manifest.get("analyses", {}).get(kind)
+    if not f:
+        return None
+    p = Path(f) if Path(f).is_absolute() else root / f
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+
+def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any] | None:
+    """Aggregate the runs an experiment manifest groups by variant. None when it has no seeds to pool."""
+    manifest_path = Path(manifest_path)
+    m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    root = manifest_path.parent
+    by_label = {e.label: e for e in evals}
+    groups = {g: [r for r in runs if r in by_label] for g, runs in m.get("groups", {}).items()}
+    groups = {g: runs for g, runs in groups.items() if runs}
+    if not groups:
+        return None
+    benches: list[tuple[str, str]] = []
+    for runs in groups.values():
+        for r in runs:
+            for b, s in by_label[r].summary["benchmarks"].items():
+                metric = headline_metric(s)
+                if metric and (b, metric) not in benches:
+                    benches.append((b, metric))
+    baseline = m.get("baseline")
+    aha = _analysis(m, "aha", root)
+    probe = _analysis(m, "probe", root)
+    attention = _analysis(m, "attention", root)
+
+    def per_item(runs: list[str], bench: str, metric: str) -> dict[str, float]:
+        """Prompt → outcome averaged over the seeds that judged it."""
+        acc: dict[str, list[float]] = {}
+        for r in runs:
+            for i, rec in by_label[r].items.get(bench, {}).items():
+                v = (rec.get("metrics") or {}).get(metric)
+                if v is not None:
+                    acc.setdefault(i, []).append(float(v))
+        return {i: statistics.fmean(v) for i, v in acc.items()}
+
+    rows = []
+    for g, runs in groups.items():
+        cells = {}
+        for bench, metric in benches:
+            seed_rates = [by_label[r].summary["benchmarks"][bench]["metrics"][metric]["rate"] for r in runs
+                          if metric in by_label[r].summary["benchmarks"].get(bench, {}).get("metrics", {})]
+            flags = [float(rec["metrics"][metric]) for r in runs for rec in by_label[r].items.get(bench, {}).values()
+                     if metric in (rec.get("metrics") or {})]
+            cell: dict[str, Any] = {"metric": metric, "seeds": _mean_sd(seed_rates), "pooled": rate(flags) if flags else None}
+            if baseline and g != baseline and baseline in groups:
+                a, b = per_item(groups[baseline], bench, metric), per_item(runs, bench, metric)
+                ids = sorted(set(a) & set(b))
+                if ids:
+                    cell["delta_vs_baseline"] = paired_delta([a[i] for i in ids], [b[i] for i in ids])
+            cells[bench] = cell
+        extra: dict[str, Any] = {}
+        if aha:
+            vals: dict[str, list[float]] = {}
+            for r in runs:
+                for bench, s in (aha.get("runs", {}).get(r, {}).get("benchmarks") or {}).items():
+                    if s.get("aha_rate", {}).get("n"):
+                        vals.setdefault(bench, []).append(s["aha_rate"]["rate"])
+            extra["aha_rate"] = {b: _mean_sd(v) for b, v in vals.items()}
+        if probe:
+            extra["probe_auroc_last"] = _mean_sd([probe["models"][r]["last_layer"] for r in runs if r in probe.get("models", {})])
+            extra["probe_auroc_best"] = _mean_sd([probe["models"][r]["best"] for r in runs if r in probe.get("models", {})])
+        if attention:
+            mods = attention.get("models", {})
+            extra["attention_u"] = _mean_sd([mods[r]["summary"]["all"]["u"]["mean"] for r in runs
+                                             if r in mods and mods[r]["summary"]["all"].get("n")])
+            extra["attention_query"] = _mean_sd([mods[r]["summary"]["all"]["query"]["mean"] for r in runs
+                                                 if r in mods and mods[r]["summary"]["all"].get("n")])
+        rows.append({"variant": g, "runs": runs, "n_seeds": len(runs), "cells": cells, **extra})
+    return {"kind": "seed-study", "name": m.get("name"), "baseline": baseline, "seeds": m.get("seeds"),
+            "benches": [{"bench": b, "metric": mt} for b, mt in benches], "rows": rows}
+
+
+def _pp(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _ms(d: dict[str, Any] | None, pct: bool = True) -> str:
+    if not d or d.get("mean") is None:
+        return "—"
+    k = 100 if pct else 1
+    fmt = "{:.1f}" if pct else "{:.3f}"
+    mean = fmt.format(d["mean"] * k)
+    return mean if d.get("sd") is None else f"{mean} ± {fmt.format(d['sd'] * k)}"
+
+
+def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of text cells: rates in %, mean ± sd over seeds, [pooled 95 % interval],
+    Δ vs the baseline in pp [95 % interval]."""
+    cols = study["benches"]
+    head = ["variant", "seeds"] + [f"{c['bench']} {c['metric'].replace('_rate', '')} % ↓" for c in cols]
+    extras = [("aha_rate", "aha rate % ↑"), ("probe_auroc_last", "probe AUROC (last layer)"), ("attention_u", "attention on U %")]
+    present = [(k, h) for k, h in extras if any(r.get(k) for r in study["rows"])]
+    head += [h for _, h in present]
+    rows = []
+    for r in study["rows"]:
+        cells = [r["variant"], str(r["n_seeds"])]
+        for c in cols:
+            cell = r["cells"].get(c["bench"], {})
+            txt = _ms(cell.get("seeds"))
+            if cell.get("pooled"):
+                lo, hi = cell["pooled"]["ci"]
+                txt += f" [{_pp(lo)}, {_pp(hi)}]"
+            d = cell.get("delta_vs_baseline")
+            if d:
+                txt += f"; Δ {100 * d['delta']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]"
+            cells.append(txt)
+        for k, _ in present:
+            v = r.get(k)
+            if k == "aha_rate":
+                # harmful benchmarks only (where K voicing a concern is the point)
+                vals = [x for b, x in (v or {}).items() if not b.startswith("xstest")]
+                merged = [y for x in vals for y in x["values"]]
+                cells.append(_ms(_mean_sd(merged)) if merged else "—")
+            else:
+                cells.append(_ms(v, pct=(k == "attention_u")))
+        rows.append(cells)
+    return head, rows
+
+
+def to_markdown(study: dict[str, Any]) -> str:
+    head, rows = table_cells(study)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def what_this_shows(study: dict[str, Any]) -> list[str]:
+    """One plain sentence per (variant, benchmark) delta vs the baseline: does its interval exclude 0?"""
+    out = []
+    base = study.get("baseline")
+    for r in study["rows"]:
+        for c in study["benches"]:
+            d = r["cells"].get(c["bench"], {}).get("delta_vs_baseline")
+            if not d:
+                continue
+            lo, hi = 100 * d["ci"][0], 100 * d["ci"][1]
+            what = c["metric"].replace("_rate", "").replace("_", " ")
+            if lo > 0 or hi < 0:
+                word = "lower" if hi < 0 else "higher"
+                out.append(f"{r['variant']} vs {base} on {c['bench']}: {what} rate {word} by {abs(100 * d['delta']):.1f} pp "
+                           f"[{lo:+.1f}, {hi:+.1f}] — the interval excludes 0")
+            else:
+                out.append(f"{r['variant']} vs {base} on {c['bench']} ({what} rate): no significant difference, "
+                           f"{100 * d['delta']:+.1f} pp [{lo:+.1f}, {hi:+.1f}]")
+    return out
+
+
+def figure(study: dict[str, Any]) -> Any:
+    """One figure: per benchmark, each variant's per-seed rates (dots) and their mean ± sd (bar)."""
+    from .plots import _plt
+
+    plt = _plt()
+    cols = study["benches"]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.6), squeeze=False)
+    names = [r["variant"] for r in study["rows"]]
+    for ax, c in zip(axes[0], cols):
+        for x, r in enumerate(study["rows"]):
+            s = r["cells"].get(c["bench"], {}).get("seeds") or {}
+            if s.get("mean") is None:
+                continue
+            ax.bar(x, 100 * s["mean"], yerr=100 * (s["sd"] or 0), color="#9bb7d4" if r["variant"] != study.get("baseline")
+                   else "#d4a59b", capsize=3)
+            ax.scatter([x] * len(s["values"]), [100 * v for v in s["values"]], color="black", s=10, zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{c['bench']}: {c['metric'].replace('_', ' ')}", fontsize=9)
+        ax.set_ylabel("%  (lower is better)")
+    fig.tight_layout()
+    return fig
+
+
+def save_plot(study: dict[str, Any], path: str | Path) -> Path:
+    from .plots import _plt
+
+    fig = figure(study)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path

@@ -1,0 +1,156 @@
+"""`safekey run EXPERIMENT`: presets, validation errors, the planned commands, and real runs on a
+tiny model (2 seeds × SFT/SafeKey → evals → aha + probe → report with the seed table; resume; a
+torchrun launch that trains on 2 ranks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from safekey.cli.main import cli
+from safekey.experiment import load_experiment, plan_steps, presets
+from safekey.steps import Step, StepRunner
+from safekey.types import SafekeyError
+
+
+def _write(tmp: Path, data: dict) -> Path:
+    p = tmp / "exp.yaml"
+    p.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return p
+
+
+BASE = {"name": "t", "train_data": "{starter}/train.jsonl", "variants": [{"name": "sft", "mode": "sft"}]}
+
+
+def test_presets_load_and_plan():
+    assert {"demo", "replicate-mini", "star1-sft", "safekey"} <= set(presets())
+    for name in presets():
+        exp, here = load_experiment(name)
+        steps, manifest = plan_steps(exp, here, Path("/tmp/x"), exp.model)
+        assert steps[-1].name == "report" and manifest["models"]
+    exp, here = load_experiment("replicate-mini")
+    steps, manifest = plan_steps(exp, here, Path("/tmp/x"), exp.model)
+    # 5 variants × 3 seeds + base; each model's eval right after its training
+    assert len(manifest["models"]) == 16 and manifest["groups"]["safekey"] == ["safekey-s1", "safekey-s2", "safekey-s3"]
+    names = [s.name for s in steps]
+    assert names[:3] == ["eval-base", "train-sft-s1", "eval-sft-s1"]
+    ablation = next(s for s in steps if s.name == "train-no-dpsh-s2").cmd
+    assert "head=false" in ablation and "seed=2" in ablation
+    assert "qmm_unmasked=true" in next(s for s in steps if s.name == "train-qmm-unmasked-s3").cmd
+    star = plan_steps(*load_experiment("star1-sft"), Path("/tmp/x"), "M")[0]
+    train = next(s for s in star if s.name.startswith("train-")).cmd
+    assert train[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8"]
+
+
+def test_experiment_errors_are_one_line(tmp_path):
+    with pytest.raises(SafekeyError, match=r"did you mean 'replicate-mini'"):
+        load_experiment("replicate-mimi")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\nvariants: [\n", encoding="utf-8")
+    with pytest.raises(SafekeyError, match=r"bad\.yaml:\d+: not valid YAML"):
+        load_experiment(bad)
+    with pytest.raises(SafekeyError, match=r"variants\.0\.mode"):
+        load_experiment(_write(tmp_path, {**BASE, "variants": [{"name": "x", "mode": "dpo"}]}))
+    with pytest.raises(SafekeyError, match=r"trian: Extra inputs"):
+        load_experiment(_write(tmp_path, {**BASE, "trian": {}}))
+    with pytest.raises(SafekeyError, match=r"report\.baseline 'nope'"):
+        load_experiment(_write(tmp_path, {**BASE, "report": {"baseline": "nope"}}))
+    with pytest.raises(SafekeyError, match="seeds must"):
+        load_experiment(_write(tmp_path, {**BASE, "seeds": [1, 1]}))
+    # overrides go through the same validation
+    exp, _ = load_experiment(_write(tmp_path, BASE), ["seeds=[4,5]", "safety.judge=keyword"])
+    assert exp.seeds == [4, 5] and exp.safety.judge == "keyword"
+    p = subprocess.run([sys.executable, "-m", "safekey.cli.main", "run", str(_write(tmp_path, {**BASE, "launch": {"kind": "accelerate"}}))],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().endswith("launch.kind=accelerate needs launch.accelerate_config")
+    assert "Traceback" not in p.stderr
+
+
+def test_step_runner_failure_names_the_step_and_resumes(tmp_path):
+    flag = tmp_path / "ok"
+    first = tmp_path / "first.txt"
+    steps = [Step("first", [sys.executable, "-c", f"open({str(first)!r}, 'w').write('1')"], [first], 1),
+             Step("second", [sys.executable, "-c", f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 3)"],
+                  [], 1)]
+    log: list[str] = []
+    with pytest.raises(SafekeyError, match=r"step second failed \(exit 3\); log .*second\.log"):
+        StepRunner(tmp_path / "out", echo=log.append).run(steps)
+    first.write_text("kept")  # a rerun must not redo the finished step
+    flag.write_text("")
+    log2: list[str] = []
+    StepRunner(tmp_path / "out", echo=log2.append).run(steps)
+    assert first.read_text() == "kept"
+    assert any("resuming: 1 of 2" in line for line in log2)
+    state = json.loads((tmp_path / "out" / "steps.json").read_text())
+    assert set(state) == {"first", "second"}
+
+
+@pytest.fixture(scope="module")
+def experiment_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("exp")
+    spec = {
+        "name": "tiny", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
+        "train": {"epochs": 1, "max_length": 192, "limit": 8,
+                  "set": {"effective_batch": 4, "per_device_batch": 4, "last_k_epochs": 1, "save_total_limit": 1}},
+        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}],
+        "seeds": [1, 2],
+        "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl", "{starter}/heldout_benign.jsonl"], "limit": "4",
+                   "judge": "keyword", "max_new_tokens": 6, "batch_size": 8},
+        "analyses": {"aha": True, "traces": "{starter}/heldout_traces.jsonl", "probe": True, "limit": 10},
+        "report": {"baseline": "sft"},
+    }
+    path = _write(tmp, spec)
+    out = tmp / "out"
+    r = CliRunner().invoke(cli, ["run", str(path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    return out, path, r.output
+
+
+def test_experiment_end_to_end(experiment_run):
+    out, _, _ = experiment_run
+    m = json.loads((out / "experiment.json").read_text())
+    assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"]}
+    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2"):
+        cfg = yaml.safe_load((out / "train" / run / "train_config.yaml").read_text())
+        assert cfg["seed"] == int(run[-1]) and cfg["mode"] == run.split("-")[0]
+        summary = json.loads((out / "eval" / run / "summary.json").read_text())
+        assert summary["label"] == run and summary["benchmarks"]["heldout_harmful"]["n"] == 4
+    # seeds really differ (data order / init), so the seed spread is measured, not assumed
+    from safetensors.torch import load_file
+
+    w1, w2 = (load_file(str(out / "train" / f"safekey-s{i}" / "model.safetensors")) for i in (1, 2))
+    assert any((w1[k] - w2[k]).abs().max() > 0 for k in w1)
+    assert (out / "analysis" / "aha.json").exists() and (out / "analysis" / "probe.json").exists()
+    html = (out / "report.html").read_text()
+    assert 'id="seed-table"' in html and "safekey" in html
+    md = CliRunner().invoke(cli, ["report", str(out), "--format", "md"])
+    assert md.exit_code == 0 and "Across training seeds" in md.output and "| safekey | 2 |" in md.output
+
+
+def test_experiment_rerun_skips_finished_steps(experiment_run):
+    out, path, _ = experiment_run
+    before = (out / "eval" / "sft-s1" / "summary.json").stat().st_mtime_ns
+    r = CliRunner().invoke(cli, ["run", str(path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    n_steps = len(json.loads((out / "steps.json").read_text()))
+    assert f"resuming: {n_steps - 1} of {n_steps} steps already done" in r.output  # only the report reruns
+    assert (out / "eval" / "sft-s1" / "summary.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_experiment_torchrun_launch_trains_on_two_ranks(tmp_path, tiny_model_dir):
+    spec = {**BASE, "model": str(tiny_model_dir), "offline": True, "include_base": False,
+            "launch": {"kind": "torchrun", "nproc": 2, "env": {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}},
+            "train": {"epochs": 1, "max_length": 192, "limit": 8,
+                      "set": {"effective_batch": 4, "per_device_batch": 2, "last_k_epochs": 1, "save_total_limit": 1}}}
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["run", str(_write(tmp_path, spec)), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((out / "train" / "sft" / "train_stats.json").read_text())
+    assert stats["world_size"] == 2

@@ -1,0 +1,88 @@
+"""The variants × seeds table (report/seeds.py), recomputed by hand on small synthetic runs: per-seed
+mean ± sd, the pooled Wilson interval, the seed-averaged paired Δ vs the baseline, the aha / probe /
+attention columns, and the plain reading ("no significant difference" when the interval holds 0)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from safekey.metrics import wilson_ci
+from safekey.report import seeds
+from safekey.report.collect import EvalRun
+
+
+def _run(label: str, flags: list[int], bench: str = "sr", metric: str = "harmful_rate") -> EvalRun:
+    items = {f"p{i}": {"id": f"p{i}", "metrics": {metric: float(f)}} for i, f in enumerate(flags)}
+    k = sum(flags)
+    summary = {"kind": "safety", "label": label,
+               "benchmarks": {bench: {"n": len(flags), "metrics": {metric: {"rate": k / len(flags), "ci": list(wilson_ci(k, len(flags))),
+                                                                            "n": len(flags)}}}}}
+    return EvalRun(Path(label), label, summary, {bench: items})
+
+
+@pytest.fixture
+def study(tmp_path):
+    sft = [[1, 1, 1, 1, 0, 0, 0, 0, 1, 1], [1, 1, 1, 0, 0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 0, 0, 0, 1, 1]]
+    sk = [[0, 0, 0, 1, 0, 0, 0, 0, 1, 1], [0, 1, 0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]]
+    runs = [_run(f"sft-s{i + 1}", f) for i, f in enumerate(sft)] + [_run(f"safekey-s{i + 1}", f) for i, f in enumerate(sk)]
+    (tmp_path / "analysis").mkdir()
+    aha = {"kind": "analysis-aha", "runs": {r: {"benchmarks": {"sr": {"aha_rate": {"rate": v, "n": 10}}}}
+                                            for r, v in [("sft-s1", .1), ("sft-s2", .2), ("sft-s3", .3),
+                                                         ("safekey-s1", .5), ("safekey-s2", .6), ("safekey-s3", .9)]}}
+    probe = {"kind": "analysis-probe", "models": {r: {"last_layer": v, "best": v + .01} for r, v in
+                                                  [("sft-s1", .6), ("sft-s2", .7), ("sft-s3", .8), ("safekey-s1", .9),
+                                                   ("safekey-s2", .9), ("safekey-s3", .9)]}}
+    (tmp_path / "analysis" / "aha.json").write_text(json.dumps(aha))
+    (tmp_path / "analysis" / "probe.json").write_text(json.dumps(probe))
+    manifest = {"kind": "experiment", "name": "t", "seeds": [1, 2, 3], "baseline": "sft",
+                "groups": {"sft": ["sft-s1", "sft-s2", "sft-s3"], "safekey": ["safekey-s1", "safekey-s2", "safekey-s3"]},
+                "analyses": {"aha": str(tmp_path / "analysis" / "aha.json"), "probe": "analysis/probe.json"}}
+    (tmp_path / "experiment.json").write_text(json.dumps(manifest))
+    return seeds.seed_study(tmp_path / "experiment.json", runs), sft, sk
+
+
+def test_seed_statistics_by_hand(study):
+    s, sft, sk = study
+    rows = {r["variant"]: r for r in s["rows"]}
+    cell = rows["safekey"]["cells"]["sr"]
+    per_seed = [sum(f) / 10 for f in sk]
+    assert cell["seeds"]["values"] == per_seed
+    assert cell["seeds"]["mean"] == pytest.approx(statistics.fmean(per_seed))
+    assert cell["seeds"]["sd"] == pytest.approx(statistics.stdev(per_seed))  # sample sd (n − 1), not population
+    k = sum(map(sum, sk))
+    assert cell["pooled"]["n"] == 30 and cell["pooled"]["ci"] == pytest.approx(list(wilson_ci(k, 30)))
+    # paired Δ: per prompt, the seed-averaged outcome minus the baseline's
+    by_prompt = [statistics.fmean(f[i] for f in sk) - statistics.fmean(f[i] for f in sft) for i in range(10)]
+    d = cell["delta_vs_baseline"]
+    assert d["delta"] == pytest.approx(statistics.fmean(by_prompt)) and d["n"] == 10
+    assert d["ci"][0] <= d["delta"] <= d["ci"][1]
+    assert "delta_vs_baseline" not in rows["sft"]["cells"]["sr"]
+    assert rows["safekey"]["aha_rate"]["sr"]["mean"] == pytest.approx((.5 + .6 + .9) / 3)
+    assert rows["sft"]["probe_auroc_last"]["sd"] == pytest.approx(0.1)  # relative path from the manifest works
+
+
+def test_seed_table_and_reading(study):
+    s, _, _ = study
+    md = seeds.to_markdown(s)
+    lines = md.splitlines()
+    assert lines[0].startswith("| variant | seeds | sr harmful % ↓ | aha rate % ↑ | probe AUROC (last layer) |")
+    row = next(line for line in lines if line.startswith("| safekey |"))
+    assert "| safekey | 3 | 23.3 ± 5.8 [11.8, 40.9]" in row and "Δ -36.7 [" in row and "| 66.7 ± 20.8 |" in row
+    shows = seeds.what_this_shows(s)
+    assert len(shows) == 1 and "harmful rate lower by 36.7 pp [-60.0, -16.7]" in shows[0] and "excludes 0" in shows[0]
+
+
+def test_no_significant_difference_is_said(tmp_path):
+    same = [1, 0, 1, 0, 1, 0, 1, 0]
+    runs = [_run("sft-s1", same), _run("sft-s2", same), _run("sk-s1", same[::-1]), _run("sk-s2", same)]
+    (tmp_path / "experiment.json").write_text(json.dumps({"seeds": [1, 2], "baseline": "sft",
+                                                          "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
+    s = seeds.seed_study(tmp_path / "experiment.json", runs)
+    (line,) = seeds.what_this_shows(s)
+    assert line.startswith("sk vs sft on sr (harmful rate): no significant difference, +0.0 pp [")
+    fig = seeds.figure(s)
+    assert len(fig.axes) == 1
