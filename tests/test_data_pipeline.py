@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,13 +141,19 @@ def test_global_steps_resume_and_notice_a_rewritten_input(slice200, tmp_path):
                                                                                           "score": {}, "benign": {}})
     logs: list[str] = []
     pipeline.run(cfg, log=logs.append)
+    # each step's line says how long it took (#18: time per pipeline step), also in the summary
+    assert any(re.fullmatch(r"dedup: kept \d+ of 200  \[\d+\.\d s\]", line) for line in logs), logs
+    assert "seconds" in json.loads((tmp_path / "run" / "pipeline.summary.json").read_text())["dedup"]
+    logs.clear()
     pipeline.run(cfg, log=logs.append)
+    logs = [re.sub(r"  \[\d+\.\d s\]$", "", line) for line in logs]
     assert "collect: complete, skipped" in logs and "dedup: complete, skipped" in logs
     pool = tmp_path / "run" / "pool.jsonl"
     later = (tmp_path / "run" / "dedup.stats.json").stat().st_mtime + 5
     os.utime(pool, (later, later))  # the pool was rewritten after dedup ran: dedup is stale
     logs.clear()
     pipeline.run(cfg, log=logs.append)
+    logs = [re.sub(r"  \[\d+\.\d s\]$", "", line) for line in logs]
     assert "dedup: complete, skipped" not in logs and any(line.startswith("dedup exact") for line in logs), logs
 
 

@@ -17,6 +17,7 @@ Files beside an output ``NAME.jsonl``:
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -411,8 +412,13 @@ def run_stage(
     progress: bool = True,
     extra_stats: dict[str, Any] | None = None,
     max_failure_share: float | None = ALL_FAILED,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Run `process` over the inputs not yet in `out`, batch by batch, and write ``stats.json``.
+
+    The bar is named `label` (e.g. ``strongreject: generate``; default the stage name); when the
+    results carry ``completion_tokens`` it shows generated tokens, tokens per second and an ETA from
+    them. Warnings logged while it runs are printed above the bar, never on its line.
 
     Pass `inputs` as a lazy generator from :func:`read_records` (with
     ``rejects=sidecar(out, "rejects.jsonl")``): the rejects file is reset when the stage opens
@@ -425,6 +431,7 @@ def run_stage(
     (same id, other content) is refused, never silently kept.
     """
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     t0 = time.time()
     so = StageOutput(out, stage=stage, config=config, overwrite=overwrite)
@@ -441,10 +448,12 @@ def run_stage(
         inputs_info = input_report(stage, so.out, len(items))
         todo = [r for r in items if not so.is_done(r.id)]
         resumed = len(items) - len(todo)
-        bar = tqdm(total=len(items), initial=resumed, desc=stage, disable=not progress, unit="rec")
+        bar = tqdm(total=len(items), initial=resumed, desc=label or stage, disable=not progress, unit="rec")
+        tokens, t_loop, n_done = 0, time.time(), 0
         for i in range(0, len(todo), batch_size):
             batch = todo[i : i + batch_size]
-            results = process(batch)
+            with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+                results = process(batch)
             if len(results) != len(batch):
                 raise RuntimeError(f"stage {stage}: process returned {len(results)} results for {len(batch)} inputs")
             for rec, res in zip(batch, results):
@@ -454,7 +463,14 @@ def run_stage(
                     if str(res.id if isinstance(res, Record) else res["id"]) != rec.id:
                         raise RuntimeError(f"stage {stage}: result id does not match input id {rec.id}")
                     so.write(res)
+                    got = res.get("completion_tokens") if isinstance(res, dict) else getattr(res, "completion_tokens", None)
+                    tokens += got if isinstance(got, int) else 0
             bar.update(len(batch))
+            n_done += len(batch)
+            if tokens and progress:
+                spent = max(time.time() - t_loop, 1e-9)
+                left = (len(todo) - n_done) * tokens / n_done / (tokens / spent)
+                bar.set_postfix_str(f"{tokens} tok, {tokens / spent:.0f} tok/s, ETA {int(left) // 60}:{int(left) % 60:02d}")
         bar.close()
         if not so.failures:
             so.reorder(order)
@@ -537,6 +553,9 @@ def _count_lines(path: Path) -> int:
 
 
 def log_warning(msg: str) -> None:
+    """A warning on its own line, above any progress bar that is running."""
     import sys
 
-    print(f"warning: {msg}", file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"warning: {msg}", file=sys.stderr)

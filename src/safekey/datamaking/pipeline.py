@@ -8,6 +8,7 @@ the benign filter are instant and always recomputed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -82,19 +83,30 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
     p["collect"].parent.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     want = set(cfg.stages)
+    clock = {"t": time.time()}
+
+    def done(name: str, text: str) -> None:
+        """Log one step's result with the time it took (also in pipeline.summary.json)."""
+        took = time.time() - clock["t"]
+        if name in summary:
+            summary[name]["seconds"] = round(took, 1)
+        log(f"{text}  [{took:.1f} s]")
+        clock["t"] = time.time()
+
     if "collect" in want:
         if _complete(p["collect"], "data.collect", cfg.collect, older=(p["tests"],)):
-            log("collect: complete, skipped")
+            done("collect", "collect: complete, skipped")
         else:
             st = collect.run(str(p["collect"]), cfg.collect)
             summary["collect"] = {"pool": st["pool"], "tests": st["tests"], "missing": sorted(st["missing"])}
-            log(f"collect: {st['pool']} prompts, {st['tests']} test prompts")
+            done("collect", f"collect: {st['pool']} prompts, {st['tests']} test prompts")
     if "dedup" in want:
         if _complete(p["dedup"], "data.dedup", cfg.dedup, older=(p["collect"], p["tests"])):
-            log("dedup: complete, skipped")
+            done("dedup", "dedup: complete, skipped")
         else:
             st = dedup.run(str(p["collect"]), str(p["tests"]), str(p["dedup"]), cfg.dedup, log=log)
             summary["dedup"] = {"inputs": st["inputs"], "kept": st["kept"]}
+            done("dedup", f"dedup: kept {st['kept']} of {st['inputs']}")
     llm_in = p["dedup"]
     if cfg.limit:
         sliced = p["dedup"].with_name(f"dedup.first{cfg.limit}.jsonl")
@@ -108,16 +120,16 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
         if name in want:
             st = _with_retries(partial(mod.run, str(src), str(p[name]), scfg, progress=progress), cfg.retries)
             summary[name] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons", "think_forced") if k in st}
-            log(f"{name}: {st['done']}/{st['inputs']} done, {st['failed']} failed {st['failure_reasons'] or ''}")
+            done(name, f"{name}: {st['done']}/{st['inputs']} done, {st['failed']} failed {st['failure_reasons'] or ''}")
     if "select" in want:
         st = select.run(str(p["score"]), str(p["select"]), cfg.select)
         summary["select"] = {k: st[k] for k in ("inputs", "eligible", "selected")}
-        log(f"select: {st['selected']} of {st['eligible']} eligible")
+        done("select", f"select: {st['selected']} of {st['eligible']} eligible")
     if "benign" in want:
         st = _with_retries(lambda: benign.run(str(p["select"]), str(p["benign"]), cfg.benign, progress=progress), cfg.retries)
         summary["benign"] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons")}
         fin = benign.finalize(str(p["benign"]), str(p["benign_final"]))
         summary["benign"]["kept_all_5"] = fin["kept_all_5"]
-        log(f"benign: {st['done']}/{st['inputs']} scored, {fin['kept_all_5']} kept (all 5), {st['failed']} failed")
+        done("benign", f"benign: {st['done']}/{st['inputs']} scored, {fin['kept_all_5']} kept (all 5), {st['failed']} failed")
     (Path(cfg.out_dir) / "pipeline.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -285,7 +285,8 @@ def run_reasoning_eval(
             log(f"[{b.name}] generating {len(items)} items with {model_label}")
             run_stage(stage="reasoning.generate", inputs=items, out=bdir / "generations.jsonl", config=gen_cfg,
                       process=lambda batch, _k=b.kind: _generate(batch, cfg, backend, _k if canonical else None),
-                      batch_size=len(items) if canonical else bs, overwrite=overwrite, progress=progress)
+                      batch_size=len(items) if canonical else bs, overwrite=overwrite, progress=progress,
+                      label=f"{b.name}: generate")
             generated = [r for r in read_records(bdir / "generations.jsonl") if r.id in ids]
             grade_cfg = {"benchmark": b.name, "grader_version": GRADER_VERSION,
                          "sandbox": cfg.sandbox.model_dump(mode="json") if b.kind == "code" else None}
@@ -297,7 +298,7 @@ def run_reasoning_eval(
                 gbs = 25
             log(f"[{b.name}] grading {len(generated)} generations")
             run_stage(stage="reasoning.grade", inputs=generated, out=bdir / "graded.jsonl", config=grade_cfg,
-                      process=process, batch_size=gbs, overwrite=overwrite, progress=progress,
+                      process=process, batch_size=gbs, overwrite=overwrite, progress=progress, label=f"{b.name}: grade",
                       summarize=lambda objs, _ids=ids: extraction_counts([o for o in objs if str(o["id"]) in _ids]))
             graded = [o for _, o, _ in iter_json_objects(bdir / "graded.jsonl") if str(o["id"]) in ids]
             summary["benchmarks"][b.name] = summarize_benchmark(graded, b.kind, len(items), cfg.pass_k)

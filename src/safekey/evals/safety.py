@@ -410,7 +410,8 @@ class SafetyRun:
                 gen_cfg = {"model": self.cfg.model, "weights": model_id, "sampling": self.cfg.sampling_dict(), **ident}
                 run_stage(stage="safety-generate", inputs=items, out=d / "generations.jsonl", config=gen_cfg,
                           process=self._generate, batch_size=self.cfg.batch_size, overwrite=self.overwrite,
-                          progress=self.progress, max_failure_share=None)  # the eval's own budget, below
+                          progress=self.progress, max_failure_share=None,  # the eval's own budget, below
+                          label=f"{name}: generate")
                 ids = [r.id for r in items]
                 want = set(ids)
                 generated = {str(o["id"]): o for o in _read(d / "generations.jsonl") if str(o["id"]) in want}
@@ -418,7 +419,8 @@ class SafetyRun:
                 judge_cfg = {**self.judge.fingerprint(), "part": self.cfg.judge_part, "generations": gen_cfg}
                 run_stage(stage="safety-judge", inputs=gen_recs, out=d / "judged.jsonl", config=judge_cfg,
                           process=self._judge, batch_size=self.cfg.judge_batch_size,
-                          overwrite=self.overwrite or self.rejudge, progress=self.progress, max_failure_share=None)
+                          overwrite=self.overwrite or self.rejudge, progress=self.progress, max_failure_share=None,
+                          label=f"{name}: judge")
                 judged = [o for o in _read(d / "judged.jsonl") if str(o["id"]) in want]
                 metrics, per_cat = aggregate(judged)
                 results[name] = {
