@@ -38,7 +38,10 @@ def _print_stats(stats: dict) -> None:
 @click.command("annotate")
 @click.argument("records", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
-@click.option("--labeller", type=click.Choice(["heuristic", "llm"]), default="heuristic", show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML LabellerConfig (labeller, model, max_u_sentences, …); the flags below override it.")
+@click.option("--set", "overrides", multiple=True, help="key=value override, e.g. --set max_u_sentences=3 (repeatable).")
+@click.option("--labeller", type=click.Choice(["heuristic", "llm"]), default=None, help="[heuristic]")
 @click.option("--model", default=None, help="Backend for --labeller llm, kind:model (hf:smollm2-135m, openai:gpt-4o).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for --model openai:…")
 @click.option("--llm-safety", is_flag=True, help="Take k_is_safety from the LLM's answer instead of the lexicon.")
@@ -49,8 +52,8 @@ def _print_stats(stats: dict) -> None:
 @click.option("--overwrite", is_flag=True, help="Start OUT afresh instead of resuming.")
 @click.option("--stats", "show_stats", is_flag=True, help="Print the U-length histogram and the safety-aha share.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def annotate(records, out, labeller, model, base_url, llm_safety, fallback, skip_bad, overwrite, show_stats,
-             progress) -> None:
+def annotate(records, out, config_file, overrides, labeller, model, base_url, llm_safety, fallback, skip_bad, overwrite,
+             show_stats, progress) -> None:
     """Find the understanding span U and key sentence K of every record's <think> trace (SPEC §2).
 
     Adds u_end, k_end (character offsets into response), k_text, k_is_safety, u_sentences and
@@ -58,8 +61,10 @@ def annotate(records, out, labeller, model, base_url, llm_safety, fallback, skip
     """
     from ..annotate.labellers import LabellerConfig
     from ..annotate.stage import annotate_file
+    from ..config import load_config
 
-    cfg = LabellerConfig(labeller=labeller, model=model, base_url=base_url, llm_safety=llm_safety, fallback=fallback)
+    cfg = load_config(LabellerConfig, config_file, overrides, labeller=labeller, model=model, base_url=base_url,
+                      llm_safety=True if llm_safety else None, fallback=fallback)
     stats = annotate_file(records, out, cfg, skip_bad=skip_bad, overwrite=overwrite, progress=progress)
     if show_stats:
         _print_stats(stats)

@@ -55,15 +55,35 @@ def sources_cmd() -> None:
         click.echo(f"{r['kind']:5s} {r['name']:22s} {r['location']} {r['config']} {r['splits']}  {r['note']}".rstrip())
 
 
+recompute_opt = click.option("--overwrite", is_flag=True,
+                             help="Recompute even when OUT is complete for this config and these inputs.")
+
+
+def _skip_complete(out, stage: str, section, older=()) -> bool:
+    """A whole-file step whose output is final (same config, inputs older than it) is not redone."""
+    from pathlib import Path
+
+    from ..datamaking.pipeline import step_complete
+
+    if step_complete(Path(out), stage, section, older=tuple(Path(o) for o in older)):
+        click.echo(f"{out}: complete for this config and these inputs, skipped (--overwrite recomputes it)", err=True)
+        return True
+    return False
+
+
 @data.command()
 @out_opt
 @config_opt
 @set_opt
-def collect(out, config_file, sets) -> None:
-    """Load every source and test set; write OUT (pool) and OUT's .tests.jsonl sibling."""
+@recompute_opt
+def collect(out, config_file, sets, overwrite) -> None:
+    """Load every source and test set; write OUT (pool) and OUT's .tests.jsonl sibling.
+    (Sources are datasets, not JSONL lines: a malformed source fails its load, so there is no --skip-bad.)"""
     from ..datamaking import collect as c
 
     cfg = _cfg(config_file, sets)
+    if not overwrite and _skip_complete(out, "data.collect", cfg.collect, [c.tests_path(out)]):
+        return
     st = c.run(out, cfg.collect)
     click.echo(c.markdown_table(st))
     if st["missing"]:
@@ -77,11 +97,14 @@ def collect(out, config_file, sets) -> None:
 @config_opt
 @set_opt
 @skip_bad_opt
-def dedup(inp, tests, out, config_file, sets, skip_bad) -> None:
+@recompute_opt
+def dedup(inp, tests, out, config_file, sets, skip_bad, overwrite) -> None:
     """Self-dedup and decontaminate INP against --tests; writes OUT, OUT.removed.jsonl, OUT.stats.json."""
     from ..datamaking import dedup as d
 
     cfg = _cfg(config_file, sets)
+    if not overwrite and _skip_complete(out, "data.dedup", cfg.dedup, [inp, tests]):
+        return
     st = d.run(inp, tests, out, cfg.dedup, skip_bad=skip_bad, log=lambda s: click.echo(s, err=True))
     click.echo(d.markdown_steps(st))
     click.echo(f"kept {st['kept']:,} of {st['inputs']:,}")
@@ -129,11 +152,14 @@ _llm_command("benign", "benign", ("rewriter", "teacher", "judge"),
 @set_opt
 @click.option("-n", "n", type=click.IntRange(1), help="How many to keep (default 1000).")
 @skip_bad_opt
-def select_cmd(inp, out, config_file, sets, n, skip_bad) -> None:
+@recompute_opt
+def select_cmd(inp, out, config_file, sets, n, skip_bad, overwrite) -> None:
     """Keep all-10, non-Other items; balance sources × categories down to N (deterministic)."""
     from ..datamaking import select as s
 
     cfg = _cfg(config_file, [*([f"select.n={n:d}"] if n else []), *sets])
+    if not overwrite and _skip_complete(out, "data.select", cfg.select, [inp]):
+        return
     st = s.run(inp, out, cfg.select, skip_bad=skip_bad)
     click.echo(json.dumps({k: st[k] for k in ("inputs", "eligible", "selected", "by_source")}))
 
@@ -150,17 +176,26 @@ def benign_filter(inp, out) -> None:
 
 
 @data.command()
-@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("config_arg", required=False, type=click.Path(exists=True, dir_okay=False), metavar="[CONFIG]")
+@config_opt
 @set_opt
-@click.option("--out-dir", help="Where every step's files go (overrides out_dir).")
-def pipeline(config_file, sets, out_dir) -> None:
-    """Run the configured steps in order; rerun the same command to resume after any interruption."""
+@click.option("-o", "--out-dir", "out_dir", help="Where every step's files go (overrides out_dir).")
+@click.option("--overwrite", is_flag=True, help="Redo every step instead of skipping the finished ones.")
+@skip_bad_opt
+def pipeline(config_arg, config_file, sets, out_dir, overwrite, skip_bad) -> None:
+    """Run the configured steps in order; rerun the same command to resume after any interruption.
+    CONFIG may be given as the argument or as --config."""
     from ..datamaking import pipeline as p
     from ..datamaking.llmcall import close_backends
+    from ..types import SafekeyError
 
-    cfg = _cfg(config_file, [*sets, *([f"out_dir={out_dir}"] if out_dir else [])])
+    if config_arg and config_file and config_arg != config_file:
+        raise SafekeyError("give the data config once: as the argument or as --config")
+    if not (config_arg or config_file):
+        raise SafekeyError("data pipeline needs a config (configs/data/*.yaml), as the argument or --config")
+    cfg = _cfg(config_arg or config_file, [*sets, *([f"out_dir={out_dir}"] if out_dir else [])])
     try:
-        summary = p.run(cfg, log=lambda s: click.echo(s, err=True))
+        summary = p.run(cfg, log=lambda s: click.echo(s, err=True), overwrite=overwrite, skip_bad=skip_bad)
     finally:
         close_backends()
     click.echo(json.dumps(summary))

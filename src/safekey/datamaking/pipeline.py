@@ -53,7 +53,7 @@ def paths(out_dir: str | Path) -> dict[str, Path]:
             "select": d / "star1.jsonl", "benign": d / "benign_scored.jsonl", "benign_final": d / "star_benign.jsonl"}
 
 
-def _complete(out: Path, stage: str, cfg: BaseModel, older: tuple[Path, ...] = ()) -> bool:
+def step_complete(out: Path, stage: str, cfg: BaseModel, older: tuple[Path, ...] = ()) -> bool:
     """A global step's output is final: same config fingerprint, and its stats written after it and
     after every file in `older` (its other outputs and its inputs: a rewritten input makes it stale)."""
     meta, stats = sidecar(out, "meta.json"), sidecar(out, "stats.json")
@@ -64,16 +64,20 @@ def _complete(out: Path, stage: str, cfg: BaseModel, older: tuple[Path, ...] = (
     return json.loads(meta.read_text()).get("fingerprint") == fp and all(f.stat().st_mtime <= done for f in (out, *older))
 
 
-def _with_retries(fn: Callable[[], dict[str, Any]], retries: int) -> dict[str, Any]:
-    st = fn()
+def _with_retries(fn: Callable[..., dict[str, Any]], retries: int, overwrite: bool = False) -> dict[str, Any]:
+    """Run a resumable step, then rerun it (retrying only its failures) up to `retries` times.
+    `overwrite` applies to the first attempt only: a retry must keep what the first one finished."""
+    st = fn(overwrite=overwrite)
     for _ in range(retries):
         if not st.get("failed"):
             break
-        st = fn()
+        st = fn(overwrite=False)
     return st
 
 
-def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool = False) -> dict[str, Any]:
+def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool = False, overwrite: bool = False,
+        skip_bad: bool = False) -> dict[str, Any]:
+    """The configured steps in order; finished steps are skipped (unless `overwrite`: all redone)."""
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         from ..types import SafekeyError
@@ -94,17 +98,17 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
         clock["t"] = time.time()
 
     if "collect" in want:
-        if _complete(p["collect"], "data.collect", cfg.collect, older=(p["tests"],)):
+        if not overwrite and step_complete(p["collect"], "data.collect", cfg.collect, older=(p["tests"],)):
             done("collect", "collect: complete, skipped")
         else:
             st = collect.run(str(p["collect"]), cfg.collect)
             summary["collect"] = {"pool": st["pool"], "tests": st["tests"], "missing": sorted(st["missing"])}
             done("collect", f"collect: {st['pool']} prompts, {st['tests']} test prompts")
     if "dedup" in want:
-        if _complete(p["dedup"], "data.dedup", cfg.dedup, older=(p["collect"], p["tests"])):
+        if not overwrite and step_complete(p["dedup"], "data.dedup", cfg.dedup, older=(p["collect"], p["tests"])):
             done("dedup", "dedup: complete, skipped")
         else:
-            st = dedup.run(str(p["collect"]), str(p["tests"]), str(p["dedup"]), cfg.dedup, log=log)
+            st = dedup.run(str(p["collect"]), str(p["tests"]), str(p["dedup"]), cfg.dedup, log=log, skip_bad=skip_bad)
             summary["dedup"] = {"inputs": st["inputs"], "kept": st["kept"]}
             done("dedup", f"dedup: kept {st['kept']} of {st['inputs']}")
     llm_in = p["dedup"]
@@ -118,15 +122,17 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
              ("score", score, cfg.score, p["reason"])]
     for name, mod, scfg, src in steps:
         if name in want:
-            st = _with_retries(partial(mod.run, str(src), str(p[name]), scfg, progress=progress), cfg.retries)
+            st = _with_retries(partial(mod.run, str(src), str(p[name]), scfg, progress=progress, skip_bad=skip_bad),
+                               cfg.retries, overwrite)
             summary[name] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons", "think_forced") if k in st}
             done(name, f"{name}: {st['done']}/{st['inputs']} done, {st['failed']} failed {st['failure_reasons'] or ''}")
     if "select" in want:
-        st = select.run(str(p["score"]), str(p["select"]), cfg.select)
+        st = select.run(str(p["score"]), str(p["select"]), cfg.select, skip_bad=skip_bad)
         summary["select"] = {k: st[k] for k in ("inputs", "eligible", "selected")}
         done("select", f"select: {st['selected']} of {st['eligible']} eligible")
     if "benign" in want:
-        st = _with_retries(lambda: benign.run(str(p["select"]), str(p["benign"]), cfg.benign, progress=progress), cfg.retries)
+        st = _with_retries(partial(benign.run, str(p["select"]), str(p["benign"]), cfg.benign, progress=progress,
+                                   skip_bad=skip_bad), cfg.retries, overwrite)
         summary["benign"] = {k: st[k] for k in ("inputs", "done", "failed", "failure_reasons")}
         fin = benign.finalize(str(p["benign"]), str(p["benign_final"]))
         summary["benign"]["kept_all_5"] = fin["kept_all_5"]

@@ -11,8 +11,10 @@ from .config import TrainConfig
 from .spans import Dropped, encode_record
 
 
-def load_records(path: str | Path, limit: int | None = None) -> list[Record]:
-    recs = list(read_records(path, limit=limit))
+def load_records(path: str | Path, limit: int | None = None, *, skip_bad: bool = False,
+                 rejects: str | Path | None = None) -> list[Record]:
+    """The training records; with `skip_bad` a malformed line goes to `rejects` instead of stopping."""
+    recs = list(read_records(path, limit=limit, skip_bad=skip_bad, rejects=rejects))
     if not recs:
         raise SafekeyError(f"{path}: no records")
     return recs

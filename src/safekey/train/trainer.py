@@ -456,9 +456,31 @@ def format_plan(plan: dict) -> str:
             f"bf16 {'on' if plan['bf16'] else 'off'}")
 
 
-def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False) -> dict:
+TRAIN_OUTPUTS = (LOG_FILE, CONFIG_FILE, "train_stats.json", "checkpoints", "config.json", "model.safetensors",
+                 "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "chat_template.jinja", "train.rejects.jsonl")
+
+
+def _clear_training_run(out_dir: Path) -> None:
+    """--overwrite: remove a previous training run's files (only those; rank 0 only)."""
+    import os
+    import shutil
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name in TRAIN_OUTPUTS:
+        p = out_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False, skip_bad: bool = False) -> dict:
     """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
-    train_config.yaml, train_stats.json, checkpoints/. Returns the stats."""
+    train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
+    folder that holds a training run afresh; `skip_bad` puts malformed lines in train.rejects.jsonl."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from ..config import dump_yaml, fingerprint
@@ -467,7 +489,13 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     out_dir = Path(out_dir)
     ckpt = None
     cfg_path = out_dir / CONFIG_FILE
-    if resume:
+    if resume and overwrite:
+        raise SafekeyError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
+    if (out_dir / "summary.json").exists() or (out_dir / "run.json").exists():
+        raise SafekeyError(f"{out_dir} holds an evaluation run; train into another -o")
+    if overwrite:
+        _clear_training_run(out_dir)
+    elif resume:
         if not cfg_path.exists():
             raise SafekeyError(f"--resume: {out_dir} has no {CONFIG_FILE}; nothing to resume")
         import yaml
@@ -480,10 +508,14 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
         if ckpt is None:
             raise SafekeyError(f"--resume: no checkpoint under {ckpts}")
     elif (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists():
-        raise SafekeyError(f"{out_dir} already holds a training run; use --resume or another -o")
-    if (out_dir / "summary.json").exists() or (out_dir / "run.json").exists():
-        raise SafekeyError(f"{out_dir} holds an evaluation run; train into another -o")
-    records = load_records(records_path, cfg.limit)
+        raise SafekeyError(f"{out_dir} already holds a training run; use --resume, --overwrite or another -o")
+    import os
+
+    rejects = None
+    if skip_bad and int(os.environ.get("RANK", "0")) == 0:  # one writer of the rejects file
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rejects = out_dir / "train.rejects.jsonl"
+    records = load_records(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
     trainer, tok, stats = build_trainer(cfg, records, out_dir)
     if trainer.args.should_save:
         import sys
