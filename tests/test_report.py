@@ -99,6 +99,22 @@ def test_report_is_self_contained_with_plots_and_tables(demo_dir):
     assert f"{r['rate'] * 100:.1f}% [{r['ci'][0] * 100:.1f}, {r['ci'][1] * 100:.1f}]" in page
 
 
+def test_report_shows_only_the_losses_a_run_has_in_plain_words(demo_dir, tmp_path):
+    out, _, _ = demo_dir
+    from safekey.report import build_report
+
+    def train_header(page):
+        return re.search(r'<table id="train-table">\s*<tr>(.*?)</tr>', page, re.S).group(1)
+
+    full = (out / "report.html").read_text()
+    assert "query-mask loss (on K)" in train_header(full) and "safety-head loss" in train_header(full)
+    sft_only = build_report([out / "train-sft", out / "eval-base"], tmp_path / "sft.html").read_text()
+    head = train_header(sft_only)
+    assert "language-model loss" in head and "query-mask" not in head and "safety-head" not in head
+    assert "qmm_loss" not in head and "lm_loss" not in head
+    assert "harmful compliance" in full and "<small>harmful_rate" not in full
+
+
 def test_key_sentence_highlight_segments():
     rec = next(iter(read_records(resource("starter/heldout_traces.jsonl"))))
     segs = _segments(rec.response, rec.u_end, rec.k_end)

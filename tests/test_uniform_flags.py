@@ -97,3 +97,26 @@ def test_annotate_config_and_set(tmp_path, shared):
     r = CliRunner().invoke(cli, ["annotate", str(data), "-o", str(tmp_path / "b.jsonl"), "--set", "max_u_sentences=0",
                                  "--no-progress"])
     assert r.exit_code != 0 and "max_u_sentences" in str(r.exception)
+
+
+def _all_commands(group, ctx, path=()):
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, click.Context(cmd, parent=ctx), (*path, name))
+        else:
+            yield (*path, name), cmd
+
+
+def test_one_default_style_in_help():
+    """Defaults read `[default: X]` everywhere (click's own style), never a bare `[X]`."""
+    import re
+
+    bare = []
+    for path, cmd in _all_commands(cli, click.Context(cli)):
+        for p in cmd.params:
+            text = getattr(p, "help", None) or ""
+            for m in re.finditer(r"\[([^\]]+)\]\.?$", text):
+                if not m.group(1).startswith("default:"):
+                    bare.append(f"safekey {' '.join(path)} {p.opts[0]}: {text}")
+    assert not bare, bare

@@ -41,7 +41,7 @@ def _print_stats(stats: dict) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML LabellerConfig (labeller, model, max_u_sentences, …); the flags below override it.")
 @click.option("--set", "overrides", multiple=True, help="key=value override, e.g. --set max_u_sentences=3 (repeatable).")
-@click.option("--labeller", type=click.Choice(["heuristic", "llm"]), default=None, help="[heuristic]")
+@click.option("--labeller", type=click.Choice(["heuristic", "llm"]), default=None, help="[default: heuristic]")
 @click.option("--model", default=None, help="Backend for --labeller llm, kind:model (hf:smollm2-135m, openai:gpt-4o).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint for --model openai:…")
 @click.option("--llm-safety", is_flag=True, help="Take k_is_safety from the LLM's answer instead of the lexicon.")

@@ -27,10 +27,10 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
               help="Custom JSONL benchmark: id, question|messages, unsafe 1/0, [category], [prefill]. Repeatable.")
 @click.option("--bench-path", "bench_paths", multiple=True, help="NAME=PATH: read a registry benchmark from a local file.")
 @click.option("--judge", default=None, help="keyword | harm-1to5 | refusal-3class | strongreject | llama-guard(-3) | "
-              "llama-guard-4 | qwen3guard | qwen3guard-strict | wildguard [keyword].")
+              "llama-guard-4 | qwen3guard | qwen3guard-strict | wildguard [default: keyword].")
 @click.option("--judge-model", default=None, help="kind:model of an LLM judge (default: the papers' judge model).")
 @click.option("--judge-ensemble", type=click.Choice(["majority", "any", "all"]), default=None,
-              help="With --judge a,b[,c]: how the members' verdicts combine [majority; a tie is no verdict].")
+              help="With --judge a,b[,c]: how the members' verdicts combine [default: majority; a tie is no verdict].")
 @click.option("--judge-base-url", default=None, help="Endpoint of an openai-compatible judge.")
 @click.option("--judge-part", type=click.Choice(["answer", "thinking", "think", "both", "full"]), default=None,
               help="What the judge sees: the final answer after </think> [answer], the thinking, both (two verdicts "
@@ -38,20 +38,20 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--judge-max-tokens", type=int, default=None)
 @click.option("--limit", default=None, help="N items of each benchmark, or BENCH=N,BENCH=N: a seeded sample stratified by "
               "category (seed: --limit-seed).")
-@click.option("--limit-seed", type=int, default=None, help="Seed of the --limit sample [0].")
+@click.option("--limit-seed", type=int, default=None, help="Seed of the --limit sample [default: 0].")
 @click.option("--max-judge-failures", type=click.FloatRange(0, 1), default=None,
-              help="Share of a benchmark's items whose judging may fail before the run exits non-zero [0.1].")
+              help="Share of a benchmark's items whose judging may fail before the run exits non-zero [default: 0.1].")
 @click.option("--max-generation-failures", type=click.FloatRange(0, 1), default=None,
-              help="The same for generation failures [0.1].")
-@click.option("--max-new-tokens", type=int, default=None, help="[8000]")
-@click.option("--temperature", type=float, default=None, help="[0 = greedy]")
-@click.option("--top-p", type=float, default=None, help="[1.0]")
-@click.option("--repetition-penalty", type=float, default=None, help="[1.2]")
+              help="The same for generation failures [default: 0.1].")
+@click.option("--max-new-tokens", type=int, default=None, help="[default: 8000]")
+@click.option("--temperature", type=float, default=None, help="[default: 0 = greedy]")
+@click.option("--top-p", type=float, default=None, help="[default: 1.0]")
+@click.option("--repetition-penalty", type=float, default=None, help="[default: 1.2]")
 @click.option("--seed", type=int, default=None)
 @click.option("--prefill-tokens", type=int, default=None, help="Prefilling attack: first N tokens of the harmful trace [20], counted with the evaluated model's tokenizer (whitespace words for openai: models).")
 @click.option("--prefill-prefix", default=None, help='Text before the prefill, e.g. "<think>\\n" for templates that do not open it.')
-@click.option("--batch-size", type=int, default=None, help="Generation batch (also the resume granularity) [8].")
-@click.option("--judge-batch-size", type=int, default=None, help="[16]")
+@click.option("--batch-size", type=int, default=None, help="Generation batch (also the resume granularity) [default: 8].")
+@click.option("--judge-batch-size", type=int, default=None, help="[default: 16]")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--overwrite", is_flag=True, help="Start the run folder afresh (generations and verdicts).")
 @click.option("--rejudge", is_flag=True, help="Keep the generations, redo the judging (e.g. with another judge).")
@@ -146,7 +146,7 @@ def compare(run_a, run_b, as_json, strict):
 @click.option("--judge-model", default=None, help="kind:model of the new judge.")
 @click.option("--judge-base-url", default=None)
 @click.option("--judge-part", type=click.Choice(["answer", "thinking", "think", "both", "full"]), default=None,
-              help="[RUN's part]")
+              help="[default: RUN's part]")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="The new run folder.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--no-progress", is_flag=True)

@@ -11,7 +11,7 @@ import click
 @click.command("run")
 @click.argument("experiment", required=False)
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
-              help="Experiment folder [the file's `out`, else runs/NAME].")
+              help="Experiment folder [default: the file's `out`, else runs/NAME].")
 @click.option("--set", "overrides", multiple=True, help="key=value override of the experiment file (repeatable), "
               "e.g. --set seeds=[1,2] or --set safety.limit=10.")
 @click.option("--dry-run", is_flag=True, help="Print the commands, run nothing.")

@@ -104,13 +104,33 @@ def pick_examples(evals: list[EvalRun], per_bench: int = 2) -> list[dict[str, An
     return out
 
 
+TRAIN_COLUMNS = [("steps", "steps"), ("epochs", "epochs"), ("loss", "total loss"), ("lm_loss", "language-model loss"),
+                 ("qmm_loss", "query-mask loss (on K)"), ("head_loss", "safety-head loss"),
+                 ("head_acc_u", "safety-head accuracy at U"), ("qmm_k_acc", "K-token accuracy without the query")]
+
+# plain words for metric keys in table headers (the keys stay in the JSON files)
+PLAIN = {"harmful_rate": "harmful compliance", "refusal_rate": "refusal", "compliance_rate": "compliance",
+         "mean_harm_score": "mean harm score (1-5)", "strongreject_score": "StrongREJECT score",
+         "accuracy": "accuracy", "pass@1": "pass@1", "no_answer_rate": "no answer extracted",
+         "harmful_reasoning_rate": "harmful reasoning", "partial_refusal_rate": "partial refusal"}
+
+
+def plain(metric: str) -> str:
+    return PLAIN.get(metric, metric.replace("_rate", "").replace("_", " "))
+
+
+def train_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The columns some run has a value in: an SFT-only report shows no QMM / head columns."""
+    return [(k, h) for k, h in TRAIN_COLUMNS if k in ("steps", "epochs") or any(r.get(k) not in (None, "—") for r in rows)]
+
+
 def train_table(col: Collected) -> list[dict[str, Any]]:
     rows = []
     for t in col.trains:
         last = t.rows[-1] if t.rows else {}
 
         def last_of(key: str, t=t) -> str:
-            vals = [r[key] for r in t.rows if r.get(key) is not None]
+            vals = [t.value(r, key) for r in t.rows if t.value(r, key) is not None]
             return f"{vals[-1]:.4g}" if vals else "—"
 
         rows.append({"label": t.label, "steps": last.get("step", 0), "epochs": last.get("epoch", 0),
@@ -255,6 +275,8 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         safety_img=plots.safety_bars(safety) if safety else None,
         category_img=plots.category_bars(safety) if safety else None,
         trains=train_table(col),
+        train_cols=train_columns(train_table(col)),
+        plain=plain,
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),

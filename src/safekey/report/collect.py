@@ -41,12 +41,22 @@ class EvalRun:
         return self.summary.get("kind", "safety")
 
 
+EXTRA_KEYS = ("qmm_loss", "head_loss", "head_acc_u", "head_acc_pre_k", "qmm_k_acc")
+
+
 @dataclass
 class TrainRun:
     path: Path
     label: str
     rows: list[dict[str, Any]]
     config: str | None = None
+
+    def value(self, row: dict[str, Any], key: str) -> Any:
+        """A logged value, or None where that loss was not part of the objective: the trainer logs
+        the QMM / head terms as 0 while they are off (SFT, and SafeKey before its last epochs)."""
+        if key in EXTRA_KEYS and row.get("extras_active") is False:
+            return None
+        return row.get(key)
 
 
 @dataclass

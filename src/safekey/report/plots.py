@@ -115,18 +115,23 @@ def category_bars(evals: list[EvalRun], metric: str = "harmful_rate") -> str | N
     return to_data_uri(fig)
 
 
-CURVES = [("loss", "total loss"), ("lm_loss", "LM loss"), ("qmm_loss", "QMM loss (K tokens)"), ("head_loss", "safety-head loss")]
+CURVES = [("loss", "total loss"), ("lm_loss", "language-model loss"), ("qmm_loss", "query-mask loss (on K)"),
+          ("head_loss", "safety-head loss")]
 
 
 def training_curves(trains: list[TrainRun]) -> str | None:
+    """One panel per loss that some run logged: an SFT-only report has no QMM / head panels."""
     if not trains or not any(t.rows for t in trains):
         return None
+    curves = [(k, title) for k, title in CURVES if any(t.value(r, k) is not None for t in trains for r in t.rows)]
+    if not curves:
+        return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.0 * len(CURVES), 3.2))
-    for ax, (key, title) in zip(axes, CURVES):
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.0 * len(curves), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], curves):
         drawn = False
         for i, t in enumerate(trains):
-            pts = [(r["step"], r[key]) for r in t.rows if r.get(key) is not None and "step" in r]
+            pts = [(r["step"], t.value(r, key)) for r in t.rows if t.value(r, key) is not None and "step" in r]
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=t.label, color=COLORS[(i + 1) % len(COLORS)])
@@ -136,9 +141,6 @@ def training_curves(trains: list[TrainRun]) -> str | None:
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=7, frameon=False)
-        else:
-            ax.text(0.5, 0.5, "not logged\n(sft, or before the\nlast_k_epochs)", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8, color="#666")
     return to_data_uri(fig)
 
 
