@@ -46,6 +46,8 @@ def test_presets_load_and_plan():
     star = plan_steps(*load_experiment("star1-sft"), Path("/tmp/x"), "M")[0]
     train = next(s for s in star if s.name.startswith("train-")).cmd
     assert train[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8"]
+    ev = next(s for s in star if s.name == "eval-star1-sft").cmd
+    assert ev[ev.index("--model") + 1] == "vllm:/tmp/x/train/star1-sft"  # the paper presets generate with vLLM
 
 
 def test_experiment_errors_are_one_line(tmp_path):

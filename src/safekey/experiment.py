@@ -56,6 +56,7 @@ class Variant(_Strict):
 
 
 class SafetySpec(_Strict):
+    backend: Literal["hf", "vllm"] = "hf"  # how the evaluated models generate (vllm: offline engine, GPU)
     benches: list[str] = []
     bench_files: list[str] = []
     limit: str | None = None  # N, or BENCH=N,…
@@ -69,6 +70,7 @@ class SafetySpec(_Strict):
 
 
 class ReasoningSpec(_Strict):
+    backend: Literal["hf", "vllm"] = "hf"
     benches: list[str]
     limit: str | None = None
     max_new_tokens: int | None = None
@@ -287,12 +289,12 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             steps.append(trains[name])
         if safety_args is not None:
             folder = out / "eval" / name
-            steps.append(Step(f"eval-{name}", cli("eval", "safety", "--model", f"hf:{model}", *safety_args, "--label", name,
+            steps.append(Step(f"eval-{name}", cli("eval", "safety", "--model", f"{exp.safety.backend}:{model}", *safety_args, "--label", name,
                                                   "-o", str(folder)), [folder / "summary.json"], 120, env=env))
             evals[name] = str(folder)
         if reasoning_args is not None:
             folder = out / "reasoning" / name
-            steps.append(Step(f"reasoning-{name}", cli("eval", "reasoning", "--model", f"hf:{model}", *reasoning_args,
+            steps.append(Step(f"reasoning-{name}", cli("eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
                                                        "--label", name, "-o", str(folder)), [folder / "summary.json"], 120,
                               env=env))
     a = exp.analyses
