@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
     bf16: Literal["auto", True, False] = "auto"
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # None = the model's default (sdpa)
+    # DeepSpeed config (a JSON file or a mapping) for TrainingArguments(deepspeed=…), e.g.
+    # configs/deepspeed/zero3.json; on a machine without GPUs it runs on CPU ranks over gloo
+    deepspeed: str | dict[str, Any] | None = None
     seed: int = 2002
 
     # rendering (SPEC §3): think_flag=0 trains on an empty thinking (distill) or the bare answer (base_flag=1)

@@ -31,14 +31,23 @@ def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return b, t, nxt[b, t]
 
 
+def _zero3_frozen(lm_head: torch.nn.Module) -> bool:
+    """A frozen lm_head partitioned by ZeRO-3 (LoRA under ZeRO-3): DeepSpeed does not gather it again
+    when the checkpointed chunk is recomputed in the backward pass (it arrives with 0 elements:
+    torch's CheckpointError), so those chunks keep their logits instead (more memory, same values)."""
+    w = getattr(lm_head, "weight", None)
+    return w is not None and hasattr(w, "ds_id") and not w.requires_grad
+
+
 def token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, chunk: int = 512):
     """Per-token CE (float32, with grad) of the next-token targets, and the batch index of each."""
     b, t, target = labelled_positions(labels)
     h = hidden[b, t]
     parts = []
+    recompute = torch.is_grad_enabled() and not _zero3_frozen(lm_head)
     for i in range(0, h.shape[0], chunk):
         hs, ts = h[i : i + chunk], target[i : i + chunk]
-        if torch.is_grad_enabled():
+        if recompute:
             parts.append(checkpoint(_chunk_ce, lm_head, hs, ts, use_reentrant=False))
         else:
             parts.append(_chunk_ce(lm_head, hs, ts))

@@ -15,6 +15,7 @@ import logging
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -336,7 +337,12 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     if ga * per_step != cfg.effective_batch:
         log.warning("effective batch %d is not a multiple of %d; using %d", cfg.effective_batch, per_step, ga * per_step)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    refuse_sharding_on_cpu()
+    refuse_sharding_on_cpu(cfg)
+    sharded_kw: dict[str, Any] = {}
+    if cfg.deepspeed:
+        sharded_kw["deepspeed"] = cfg.deepspeed
+        if not torch.cuda.is_available():
+            sharded_kw["accelerator_config"] = _cpu_deepspeed_state()
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -363,6 +369,7 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        **sharded_kw,
     )
     if world > 1 and args.world_size != world:
         # e.g. an FSDP config launched on CPU: transformers then trains every rank alone, on all the
@@ -394,16 +401,37 @@ def _sharding_asked() -> list[str]:
             if os.environ.get(env, "false").lower() == "true"]
 
 
-def refuse_sharding_on_cpu() -> None:
+def refuse_sharding_on_cpu(cfg: TrainConfig | None = None) -> None:
     """Before TrainingArguments (which, asked for DeepSpeed, first demands the package): on a
-    machine without an accelerator, accelerate would ignore the request."""
+    machine without an accelerator, accelerate would ignore the request. (A DeepSpeed config given
+    as `deepspeed=` does run on CPU: see :func:`_cpu_deepspeed_state`.)"""
     asked = _sharding_asked()
+    if cfg is not None and cfg.deepspeed:
+        asked = [a for a in asked if a != "DeepSpeed"]
     if asked and not torch.cuda.is_available():
         raise SafekeyError(
             f"{asked[0]} was requested (the accelerate config), but there is no GPU: accelerate enables {asked[0]} only "
-            "on accelerators, so nothing would be sharded. On CPU use plain DDP: "
-            "ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …"
+            "on accelerators, so nothing would be sharded. On CPU use plain DDP "
+            "(ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …) or DeepSpeed "
+            "ZeRO-3 from a config file (torchrun … train run … --set deepspeed=configs/deepspeed/zero3_cpu.json)"
         )
+
+
+def _cpu_deepspeed_state() -> dict[str, Any]:
+    """DeepSpeed on CPU ranks. transformers 5.23 builds its distributed state for a `deepspeed=`
+    config without passing a backend, and accelerate 1.15 then finds no accelerator backend and
+    sets world size 1 on every rank (each trains alone). A PartialState created first with an
+    explicit gloo backend and the DeepSpeed flag has the real world size; the TrainingArguments
+    reuse it (`use_configured_state`). DeepSpeed's own CPU accelerator does the rest."""
+    import os
+
+    from accelerate import PartialState
+
+    # ACCELERATE_USE_CPU would route the Trainer to DDP and silently drop the DeepSpeed config
+    os.environ.pop("ACCELERATE_USE_CPU", None)
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    PartialState(backend="gloo")
+    return {"use_configured_state": True}
 
 
 def refuse_ignored_sharding(trainer: SafeKeyTrainer) -> None:
@@ -438,7 +466,7 @@ def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
         "world_size": world, "parallel_mode": a.parallel_mode.value, "per_device_batch": a.per_device_train_batch_size,
         "grad_accum": a.gradient_accumulation_steps, "effective_batch": eff, "steps_per_epoch": steps_per_epoch,
         "epochs": epochs, "epochs_with_extras": extras, "tokens_per_step": round(mean_tokens * eff),
-        "sharding": "deepspeed" if trainer.is_deepspeed_enabled else "fsdp" if trainer.is_fsdp_enabled else "none",
+        "sharding": _sharding(trainer),
         "loss_path": "full-logits" if (c.loss_impl == "full" or c.reference_impl) else f"lean (chunks of {c.loss_chunk})",
         "attention": trainer.attn_backend(),
         "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(a.gradient_checkpointing),
@@ -446,12 +474,21 @@ def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
     }
 
 
+def _sharding(trainer: SafeKeyTrainer) -> str:
+    if trainer.is_deepspeed_enabled:
+        plugin = trainer.accelerator.state.deepspeed_plugin
+        stage = (plugin.deepspeed_config.get("zero_optimization") or {}).get("stage") if plugin else None
+        return f"deepspeed zero-{stage}" if stage is not None else "deepspeed"
+    return "fsdp" if trainer.is_fsdp_enabled else "none"
+
+
 def format_plan(plan: dict) -> str:
     extras = ",".join(map(str, plan["epochs_with_extras"])) or "none"
     return (f"plan: world size {plan['world_size']} ({plan['parallel_mode']}), per-device batch {plan['per_device_batch']} "
             f"x accumulation {plan['grad_accum']} = effective batch {plan['effective_batch']}; "
             f"{plan['steps_per_epoch']} steps/epoch x {plan['epochs']} epochs (DPSH/QMM in epochs {extras}); "
-            f"~{plan['tokens_per_step']} tokens/step; loss {plan['loss_path']}; attention {plan['attention']}, "
+            f"~{plan['tokens_per_step']} tokens/step; sharding {plan.get('sharding', 'none')}; loss {plan['loss_path']}; "
+            f"attention {plan['attention']}, "
             f"QMM {plan['qmm_impl'] or 'off'}; gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, "
             f"bf16 {'on' if plan['bf16'] else 'off'}")
 
@@ -539,11 +576,45 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     return stats
 
 
+def _export_sharded_lora(trainer: SafeKeyTrainer, out_dir: Path, cfg: TrainConfig) -> None:
+    """LoRA under ZeRO-3 / FSDP: each rank holds a slice of every weight, so merging in place would
+    merge slices. Gather the full state dict (every rank takes part), then on the saving rank
+    rebuild the PEFT model on CPU from the base weights, load the gathered weights and merge."""
+    from peft import get_peft_model
+
+    from ..models import load_model, resolve_model
+
+    full = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.args.should_save:
+        return
+    core = trainer.accelerator.unwrap_model(trainer.model)
+    from transformers.integrations import deepspeed as hf_ds
+
+    # a plain CPU load on this rank alone: with the ZeRO-3 config still registered, from_pretrained
+    # would partition the weights and wait in collectives for ranks that have already finished
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        base = load_model(resolve_model(cfg.model), trust_remote_code=bool(cfg.trust_remote_code), dtype=torch.float32)
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+    peft_model = get_peft_model(base, core.peft_config["default"])
+    sd = {k: v for k, v in full.items() if f".{HEADS_ATTR}." not in f".{k}" and not k.startswith(HEADS_ATTR + ".")}
+    missing, unexpected = peft_model.load_state_dict(sd, strict=False)
+    lost = [k for k in missing if "lora_" in k or not any(k.endswith(u) for u in ("rotary_emb.inv_freq",))]
+    if lost or unexpected:
+        raise SafekeyError(f"LoRA export: gathered weights do not fit the model (missing {lost[:3]}, unexpected {unexpected[:3]})")
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(str(out_dir))
+
+
 def export(trainer: SafeKeyTrainer, tok, out_dir: Path, cfg: TrainConfig) -> None:
     """Model + tokenizer into OUT_DIR, loadable by plain AutoModelForCausalLM (LoRA merged, no heads)."""
     trainer.exporting = True
     try:
-        if cfg.lora:
+        if cfg.lora and (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+            _export_sharded_lora(trainer, out_dir, cfg)
+        elif cfg.lora:
             core = trainer.accelerator.unwrap_model(trainer.model)
             merged = core.merge_and_unload()
             if trainer.args.should_save:
