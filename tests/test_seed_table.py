@@ -71,7 +71,7 @@ def test_seed_table_and_reading(study):
     lines = md.splitlines()
     assert lines[0].startswith("| variant | seeds | sr harmful % ↓ | aha rate % ↑ | probe AUROC (last layer) |")
     row = next(line for line in lines if line.startswith("| safekey |"))
-    assert "| safekey | 3 | 23.3 ± 5.8 [11.8, 40.9]" in row and "Δ -36.7 [" in row and "| 66.7 ± 20.8 |" in row
+    assert "| safekey | 3 | 23.3 ± 5.8 [11.8, 40.9] (n=30); Δ -36.7 [" in row and "Δ -36.7 [" in row and "| 66.7 ± 20.8 |" in row
     shows = seeds.what_this_shows(s)
     assert len(shows) == 1 and "harmful rate lower by 36.7 pp [-60.0, -16.7]" in shows[0] and "excludes 0" in shows[0]
 

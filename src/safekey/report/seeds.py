@@ -140,7 +140,7 @@ def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             txt = _ms(cell.get("seeds"))
             if cell.get("pooled"):
                 lo, hi = cell["pooled"]["ci"]
-                txt += f" [{_pp(lo)}, {_pp(hi)}]"
+                txt += f" [{_pp(lo)}, {_pp(hi)}] (n={cell['pooled']['n']})"
             d = cell.get("delta_vs_baseline")
             if d:
                 txt += f"; Δ {100 * d['delta']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]"
