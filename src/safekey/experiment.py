@@ -59,7 +59,7 @@ class SafetySpec(_Strict):
     backend: Literal["hf", "vllm"] = "hf"  # how the evaluated models generate (vllm: offline engine, GPU)
     benches: list[str] = []
     bench_files: list[str] = []
-    limit: str | None = None  # N, or BENCH=N,…
+    limit: str | int | None = None  # N, or BENCH=N,…
     judge: str = "keyword"
     judge_model: str | None = None
     max_new_tokens: int | None = None
@@ -72,7 +72,7 @@ class SafetySpec(_Strict):
 class ReasoningSpec(_Strict):
     backend: Literal["hf", "vllm"] = "hf"
     benches: list[str]
-    limit: str | None = None
+    limit: str | int | None = None
     max_new_tokens: int | None = None
     batch_size: int | None = None
     extra_args: list[str] = []
