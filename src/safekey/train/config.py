@@ -6,6 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# the files of a training folder (read by the report and the demo)
+LOG_FILE = "train_log.jsonl"
+CONFIG_FILE = "train_config.yaml"
+STATS_FILE = "train_stats.json"
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -21,13 +21,14 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..types import SafekeyError
-from .config import TrainConfig
+from .config import CONFIG_FILE, LOG_FILE, STATS_FILE, TrainConfig
+from .export import clear_training_run, export
 from .heads import HEADS_ATTR, HEADS_FILE, head_loss_per_example, span_masks
+from .launch import cpu_deepspeed_state, format_plan, preflight_plan, refuse_ignored_sharding, refuse_sharding_on_cpu
 from .lean_loss import causal_lm_loss, per_example_ce
 from .qmm import build_qmm_inputs, qmm_loss_per_example
 
 log = logging.getLogger(__name__)
-LOG_FILE = "train_log.jsonl"
 LOG_KEYS = ("lm_loss", "qmm_loss", "head_loss", "head_acc_u", "head_acc_pre_k", "qmm_k_acc")
 SPAN_KEYS = ("roles", "u_start", "u_end", "k_start", "k_end", "unsafe")
 
@@ -276,8 +277,6 @@ class SafeKeyTrainer(Trainer):
 # ---------------------------------------------------------------------------------------------
 # the `safekey train run` entry point
 
-CONFIG_FILE = "train_config.yaml"
-STATS_FILE = "train_stats.json"
 
 
 def _bf16(cfg: TrainConfig) -> bool:
@@ -342,7 +341,7 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     if cfg.deepspeed:
         sharded_kw["deepspeed"] = cfg.deepspeed
         if not torch.cuda.is_available():
-            sharded_kw["accelerator_config"] = _cpu_deepspeed_state()
+            sharded_kw["accelerator_config"] = cpu_deepspeed_state()
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -394,125 +393,6 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     return trainer, tok, stats
 
 
-def _sharding_asked() -> list[str]:
-    import os
-
-    return [name for env, name in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP"))
-            if os.environ.get(env, "false").lower() == "true"]
-
-
-def refuse_sharding_on_cpu(cfg: TrainConfig | None = None) -> None:
-    """Before TrainingArguments (which, asked for DeepSpeed, first demands the package): on a
-    machine without an accelerator, accelerate would ignore the request. (A DeepSpeed config given
-    as `deepspeed=` does run on CPU: see :func:`_cpu_deepspeed_state`.)"""
-    asked = _sharding_asked()
-    if cfg is not None and cfg.deepspeed:
-        asked = [a for a in asked if a != "DeepSpeed"]
-    if asked and not torch.cuda.is_available():
-        raise SafekeyError(
-            f"{asked[0]} was requested (the accelerate config), but there is no GPU: accelerate enables {asked[0]} only "
-            "on accelerators, so nothing would be sharded. On CPU use plain DDP "
-            "(ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …) or DeepSpeed "
-            "ZeRO-3 from a config file (torchrun … train run … --set deepspeed=configs/deepspeed/zero3_cpu.json)"
-        )
-
-
-def _cpu_deepspeed_state() -> dict[str, Any]:
-    """DeepSpeed on CPU ranks. transformers 5.23 builds its distributed state for a `deepspeed=`
-    config without passing a backend, and accelerate 1.15 then finds no accelerator backend and
-    sets world size 1 on every rank (each trains alone). A PartialState created first with an
-    explicit gloo backend and the DeepSpeed flag has the real world size; the TrainingArguments
-    reuse it (`use_configured_state`). DeepSpeed's own CPU accelerator does the rest."""
-    import os
-
-    from accelerate import PartialState
-
-    # ACCELERATE_USE_CPU would route the Trainer to DDP and silently drop the DeepSpeed config
-    os.environ.pop("ACCELERATE_USE_CPU", None)
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-    PartialState(backend="gloo")
-    return {"use_configured_state": True}
-
-
-def refuse_ignored_sharding(trainer: SafeKeyTrainer) -> None:
-    """A DeepSpeed / FSDP launch that the stack silently runs unsharded (on CPU, accelerate 1.15
-    enables DeepSpeed only `if not cpu` and FSDP only for accelerator devices, so the Trainer falls
-    back to DDP or to one process): refuse, because "ZeRO-3" that is really plain DDP runs out of
-    memory — or worse, trains — on the wrong assumptions."""
-    asked = _sharding_asked()
-    got = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
-    if asked and not got:
-        raise SafekeyError(
-            f"{asked[0]} was requested (the accelerate config), but this launch runs as "
-            f"{trainer.args.parallel_mode.value} with world size {trainer.args.world_size}: accelerate enables "
-            f"{asked[0]} only on accelerators, so nothing would be sharded. Use a GPU launch, or on CPU plain DDP: "
-            "ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …"
-        )
-
-
-def preflight_plan(trainer: SafeKeyTrainer, feats) -> dict:
-    """What this launch will do, before step 1: the misconfigurations that cost GPU days (a world
-    size of 1 on 8 GPUs, an accumulation that does not give the paper's batch, extras never on,
-    the wrong attention backend) show up here, and again in train_stats.json."""
-    a, c = trainer.args, trainer.skcfg
-    world = a.world_size
-    per_rank_batches = math.ceil(len(feats) / max(1, a.per_device_train_batch_size * world))
-    steps_per_epoch = math.ceil(per_rank_batches / a.gradient_accumulation_steps)
-    mean_tokens = sum(len(f["input_ids"]) for f in feats) / max(1, len(feats))
-    eff = a.per_device_train_batch_size * world * a.gradient_accumulation_steps
-    epochs = int(a.num_train_epochs)
-    extras = list(range(epochs - c.last_k_epochs + 1, epochs + 1)) if (c.use_head or c.use_qmm) else []
-    return {
-        "world_size": world, "parallel_mode": a.parallel_mode.value, "per_device_batch": a.per_device_train_batch_size,
-        "grad_accum": a.gradient_accumulation_steps, "effective_batch": eff, "steps_per_epoch": steps_per_epoch,
-        "epochs": epochs, "epochs_with_extras": extras, "tokens_per_step": round(mean_tokens * eff),
-        "sharding": _sharding(trainer),
-        "loss_path": "full-logits" if (c.loss_impl == "full" or c.reference_impl) else f"lean (chunks of {c.loss_chunk})",
-        "attention": trainer.attn_backend(),
-        "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(a.gradient_checkpointing),
-        "bf16": bool(a.bf16),
-    }
-
-
-def _sharding(trainer: SafeKeyTrainer) -> str:
-    if trainer.is_deepspeed_enabled:
-        plugin = trainer.accelerator.state.deepspeed_plugin
-        stage = (plugin.deepspeed_config.get("zero_optimization") or {}).get("stage") if plugin else None
-        return f"deepspeed zero-{stage}" if stage is not None else "deepspeed"
-    return "fsdp" if trainer.is_fsdp_enabled else "none"
-
-
-def format_plan(plan: dict) -> str:
-    extras = ",".join(map(str, plan["epochs_with_extras"])) or "none"
-    return (f"plan: world size {plan['world_size']} ({plan['parallel_mode']}), per-device batch {plan['per_device_batch']} "
-            f"x accumulation {plan['grad_accum']} = effective batch {plan['effective_batch']}; "
-            f"{plan['steps_per_epoch']} steps/epoch x {plan['epochs']} epochs (DPSH/QMM in epochs {extras}); "
-            f"~{plan['tokens_per_step']} tokens/step; sharding {plan.get('sharding', 'none')}; loss {plan['loss_path']}; "
-            f"attention {plan['attention']}, "
-            f"QMM {plan['qmm_impl'] or 'off'}; gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, "
-            f"bf16 {'on' if plan['bf16'] else 'off'}")
-
-
-TRAIN_OUTPUTS = (LOG_FILE, CONFIG_FILE, "train_stats.json", "checkpoints", "config.json", "model.safetensors",
-                 "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                 "chat_template.jinja", "train.rejects.jsonl")
-
-
-def _clear_training_run(out_dir: Path) -> None:
-    """--overwrite: remove a previous training run's files (only those; rank 0 only)."""
-    import os
-    import shutil
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    for name in TRAIN_OUTPUTS:
-        p = out_dir / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
 def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
           overwrite: bool = False, skip_bad: bool = False) -> dict:
     """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
@@ -531,7 +411,7 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     if (out_dir / "summary.json").exists() or (out_dir / "run.json").exists():
         raise SafekeyError(f"{out_dir} holds an evaluation run; train into another -o")
     if overwrite:
-        _clear_training_run(out_dir)
+        clear_training_run(out_dir)
     elif resume:
         if not cfg_path.exists():
             raise SafekeyError(f"--resume: {out_dir} has no {CONFIG_FILE}; nothing to resume")
@@ -576,54 +456,3 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     return stats
 
 
-def _export_sharded_lora(trainer: SafeKeyTrainer, out_dir: Path, cfg: TrainConfig) -> None:
-    """LoRA under ZeRO-3 / FSDP: each rank holds a slice of every weight, so merging in place would
-    merge slices. Gather the full state dict (every rank takes part), then on the saving rank
-    rebuild the PEFT model on CPU from the base weights, load the gathered weights and merge."""
-    from peft import get_peft_model
-
-    from ..models import load_model, resolve_model
-
-    full = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-    if not trainer.args.should_save:
-        return
-    core = trainer.accelerator.unwrap_model(trainer.model)
-    from transformers.integrations import deepspeed as hf_ds
-
-    # a plain CPU load on this rank alone: with the ZeRO-3 config still registered, from_pretrained
-    # would partition the weights and wait in collectives for ranks that have already finished
-    saved = hf_ds._hf_deepspeed_config_weak_ref
-    hf_ds.unset_hf_deepspeed_config()
-    try:
-        base = load_model(resolve_model(cfg.model), trust_remote_code=bool(cfg.trust_remote_code), dtype=torch.float32)
-    finally:
-        hf_ds._hf_deepspeed_config_weak_ref = saved
-    peft_model = get_peft_model(base, core.peft_config["default"])
-    sd = {k: v for k, v in full.items() if f".{HEADS_ATTR}." not in f".{k}" and not k.startswith(HEADS_ATTR + ".")}
-    missing, unexpected = peft_model.load_state_dict(sd, strict=False)
-    lost = [k for k in missing if "lora_" in k or not any(k.endswith(u) for u in ("rotary_emb.inv_freq",))]
-    if lost or unexpected:
-        raise SafekeyError(f"LoRA export: gathered weights do not fit the model (missing {lost[:3]}, unexpected {unexpected[:3]})")
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(str(out_dir))
-
-
-def export(trainer: SafeKeyTrainer, tok, out_dir: Path, cfg: TrainConfig) -> None:
-    """Model + tokenizer into OUT_DIR, loadable by plain AutoModelForCausalLM (LoRA merged, no heads)."""
-    trainer.exporting = True
-    try:
-        if cfg.lora and (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-            _export_sharded_lora(trainer, out_dir, cfg)
-        elif cfg.lora:
-            core = trainer.accelerator.unwrap_model(trainer.model)
-            merged = core.merge_and_unload()
-            if trainer.args.should_save:
-                sd = {k: v for k, v in merged.state_dict().items() if not k.startswith(HEADS_ATTR + ".")}
-                merged.save_pretrained(str(out_dir), state_dict=sd)
-        else:
-            trainer.save_model(str(out_dir))
-    finally:
-        trainer.exporting = False
-    if trainer.args.should_save:
-        tok.save_pretrained(str(out_dir))
-        (Path(out_dir) / "training_args.bin").unlink(missing_ok=True)
