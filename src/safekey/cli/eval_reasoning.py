@@ -40,7 +40,9 @@ def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="[default: 8192]")
 @click.option("--temperature", type=click.FloatRange(0), default=None, help="[default: 0, greedy]")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="[default: 1.0]")
-@click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None, help="[default: 1.0]")
+@click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None,
+              help="Off by default: a penalty on repeated tokens distorts math and code answers (eval safety uses the "
+                   "reference's 1.2). [default: 1.0]")
 @click.option("--samples", type=click.IntRange(1), default=None, help="Generations per item (pass@k). [default: 1]")
 @click.option("--pass-k", default=None, help="Comma-separated k for pass@k (HumanEval), each <= --samples. [default: 1]")
 @click.option("--seed", type=int, default=None, help="GPQA choice shuffles and the MMLU-Pro sample. [default: 0]")

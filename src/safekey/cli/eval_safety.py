@@ -46,7 +46,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-new-tokens", type=int, default=None, help="[default: 8000]")
 @click.option("--temperature", type=float, default=None, help="[default: 0 = greedy]")
 @click.option("--top-p", type=float, default=None, help="[default: 1.0]")
-@click.option("--repetition-penalty", type=float, default=None, help="[default: 1.2]")
+@click.option("--repetition-penalty", type=float, default=None,
+              help="The SafeKey reference safety eval's setting (eval reasoning keeps 1.0: a penalty on repeated "
+                   "tokens distorts math answers). [default: 1.2]")
 @click.option("--seed", type=int, default=None)
 @click.option("--prefill-tokens", type=int, default=None, help="Prefilling attack: first N tokens of the harmful trace [20], counted with the evaluated model's tokenizer (whitespace words for openai: models).")
 @click.option("--prefill-prefix", default=None, help='Text before the prefill, e.g. "<think>\\n" for templates that do not open it.')
