@@ -58,7 +58,7 @@ def test_seed_statistics_by_hand(study):
     # paired Δ: per prompt, the seed-averaged outcome minus the baseline's
     by_prompt = [statistics.fmean(f[i] for f in sk) - statistics.fmean(f[i] for f in sft) for i in range(10)]
     d = cell["delta_vs_baseline"]
-    assert d["delta"] == pytest.approx(statistics.fmean(by_prompt)) and d["n"] == 10
+    assert d["delta"] == pytest.approx(statistics.fmean(by_prompt)) and d["n"] == 10 and d["seeds"] == [3, 3]
     assert d["ci"][0] <= d["delta"] <= d["ci"][1]
     assert "delta_vs_baseline" not in rows["sft"]["cells"]["sr"]
     assert rows["safekey"]["aha_rate"]["sr"]["mean"] == pytest.approx((.5 + .6 + .9) / 3)
@@ -73,7 +73,25 @@ def test_seed_table_and_reading(study):
     row = next(line for line in lines if line.startswith("| safekey |"))
     assert "| safekey | 3 | 23.3 ± 5.8 [11.8, 40.9] (n=30); Δ -36.7 [" in row and "Δ -36.7 [" in row and "| 66.7 ± 20.8 |" in row
     shows = seeds.what_this_shows(s)
-    assert len(shows) == 1 and "harmful rate lower by 36.7 pp [-60.0, -16.7]" in shows[0] and "excludes 0" in shows[0]
+    assert len(shows) == 1 and shows[0].startswith("safekey vs sft on sr: harmful rate lower by 36.7 pp [") and shows[0].endswith("the interval excludes 0")
+
+
+def test_delta_interval_carries_the_seed_spread():
+    """Two seeds that disagree completely (all 1 vs all 0) average to 0.5 on every prompt: a
+    bootstrap over prompts alone would give a zero-width interval around +0.5 - 0; resampling the
+    seeds as well spans the seed disagreement."""
+    import numpy as np
+
+    variant = np.array([[1.0] * 20, [0.0] * 20])
+    baseline = np.zeros((2, 20))
+    d = seeds.seed_prompt_delta(variant, baseline)
+    assert d["delta"] == pytest.approx(0.5)
+    assert d["ci"][0] <= 0.0 + 1e-9 and d["ci"][1] >= 1.0 - 1e-9
+    one = seeds.seed_prompt_delta(np.array([[1.0] * 10 + [0.0] * 10]), np.zeros((1, 20)))  # 1 seed: prompt bootstrap
+    assert 0.25 < one["ci"][0] < 0.5 < one["ci"][1] < 0.75
+    # a prompt a seed did not judge (NaN) is left out of that seed's mean, not counted as 0
+    gap = seeds.seed_prompt_delta(np.array([[1.0, np.nan], [1.0, 1.0]]), np.zeros((1, 2)))
+    assert gap["delta"] == pytest.approx(1.0)
 
 
 def test_no_significant_difference_is_said(tmp_path):

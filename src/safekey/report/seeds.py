@@ -4,8 +4,10 @@ Why a separate table: one training seed is one draw of the data order and the he
 initialisation, and at this scale two seeds of the same method can differ by more than two
 methods do. Per variant and benchmark we give the mean ± sd of the per-seed rates (the seed
 spread), the rate pooled over every seed's items (Wilson interval: the prompt sampling), and a
-paired difference vs the baseline variant: per prompt the seed-averaged outcome of the variant
-minus that of the baseline, bootstrapped over prompts (percentage points). The experiment
+paired difference vs the baseline variant: the seed-averaged outcome of the variant minus that of
+the baseline over the same prompts, with a two-level bootstrap interval (seeds resampled within each
+variant, prompts resampled jointly), so that neither the prompt sample nor the seed spread is
+ignored (percentage points). The experiment
 manifest (``experiment.json``, written by ``safekey run``) says which runs are seeds of what.
 """
 
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..metrics import paired_delta, rate
+import numpy as np
+
+from ..metrics import rate
 from .collect import EvalRun
 from .plots import headline_metric
 
@@ -25,6 +30,31 @@ def _mean_sd(xs: list[float]) -> dict[str, Any]:
     if not xs:
         return {"mean": None, "sd": None, "n": 0, "values": []}
     return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs), "values": xs}
+
+
+def seed_prompt_delta(variant: np.ndarray, baseline: np.ndarray, *, n_boot: int = 4000, alpha: float = 0.05,
+                      seed: int = 0) -> dict[str, Any]:
+    """Δ = mean(variant) − mean(baseline) over [seed, prompt] matrices on the same prompts (NaN =
+    not judged). Interval: resample prompts (shared by both sides: the pairing) and, independently,
+    each side's seeds; with one seed per side this is the plain paired bootstrap over prompts."""
+    rng = np.random.default_rng(seed)
+
+    def stat(v: np.ndarray, b: np.ndarray) -> float:
+        # a resampled prompt none of the drawn seeds judged is NaN and left out of that draw
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(np.nanmean(np.nanmean(v, axis=0) - np.nanmean(b, axis=0)))
+
+    point = stat(variant, baseline)
+    n_p = variant.shape[1]
+    draws = np.empty(n_boot)
+    for i in range(n_boot):
+        p = rng.integers(0, n_p, n_p)
+        sv = rng.integers(0, variant.shape[0], variant.shape[0])
+        sb = rng.integers(0, baseline.shape[0], baseline.shape[0])
+        draws[i] = stat(variant[np.ix_(sv, p)], baseline[np.ix_(sb, p)])
+    lo, hi = np.nanquantile(draws, [alpha / 2, 1 - alpha / 2])
+    return {"delta": point, "ci": [float(lo), float(hi)], "n": n_p, "seeds": [variant.shape[0], baseline.shape[0]]}
 
 
 def find_manifest(paths: list[str | Path]) -> Path | None:
@@ -64,15 +94,20 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
     probe = _analysis(m, "probe", root)
     attention = _analysis(m, "attention", root)
 
-    def per_item(runs: list[str], bench: str, metric: str) -> dict[str, float]:
-        """Prompt → outcome averaged over the seeds that judged it."""
-        acc: dict[str, list[float]] = {}
-        for r in runs:
-            for i, rec in by_label[r].items.get(bench, {}).items():
-                v = (rec.get("metrics") or {}).get(metric)
+    def matrix(runs: list[str], bench: str, metric: str, ids: list[str]) -> np.ndarray:
+        """[seed, prompt] outcomes; NaN where that seed's item was not judged."""
+        m = np.full((len(runs), len(ids)), np.nan)
+        for s_i, r in enumerate(runs):
+            items = by_label[r].items.get(bench, {})
+            for p_i, i in enumerate(ids):
+                v = (items.get(i, {}).get("metrics") or {}).get(metric)
                 if v is not None:
-                    acc.setdefault(i, []).append(float(v))
-        return {i: statistics.fmean(v) for i, v in acc.items()}
+                    m[s_i, p_i] = float(v)
+        return m
+
+    def judged_ids(runs: list[str], bench: str, metric: str) -> set[str]:
+        return {i for r in runs for i, rec in by_label[r].items.get(bench, {}).items()
+                if (rec.get("metrics") or {}).get(metric) is not None}
 
     rows = []
     for g, runs in groups.items():
@@ -84,10 +119,10 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
                      if metric in (rec.get("metrics") or {})]
             cell: dict[str, Any] = {"metric": metric, "seeds": _mean_sd(seed_rates), "pooled": rate(flags) if flags else None}
             if baseline and g != baseline and baseline in groups:
-                a, b = per_item(groups[baseline], bench, metric), per_item(runs, bench, metric)
-                ids = sorted(set(a) & set(b))
+                ids = sorted(judged_ids(runs, bench, metric) & judged_ids(groups[baseline], bench, metric))
                 if ids:
-                    cell["delta_vs_baseline"] = paired_delta([a[i] for i in ids], [b[i] for i in ids])
+                    cell["delta_vs_baseline"] = seed_prompt_delta(matrix(runs, bench, metric, ids),
+                                                                  matrix(groups[baseline], bench, metric, ids))
             cells[bench] = cell
         extra: dict[str, Any] = {}
         if aha:
