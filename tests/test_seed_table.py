@@ -40,7 +40,8 @@ def study(tmp_path):
     (tmp_path / "analysis" / "probe.json").write_text(json.dumps(probe))
     manifest = {"kind": "experiment", "name": "t", "seeds": [1, 2, 3], "baseline": "sft",
                 "groups": {"sft": ["sft-s1", "sft-s2", "sft-s3"], "safekey": ["safekey-s1", "safekey-s2", "safekey-s3"]},
-                "analyses": {"aha": str(tmp_path / "analysis" / "aha.json"), "probe": "analysis/probe.json"}}
+                # as `safekey run -o runs/x` writes them: relative to where it ran, not to the manifest
+                "analyses": {"aha": str(tmp_path / "analysis" / "aha.json"), "probe": "runs/x/analysis/probe.json"}}
     (tmp_path / "experiment.json").write_text(json.dumps(manifest))
     return seeds.seed_study(tmp_path / "experiment.json", runs), sft, sk
 

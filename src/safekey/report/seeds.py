@@ -68,8 +68,11 @@ def _analysis(manifest: dict[str, Any], kind: str, root: Path) -> dict[str, Any]
     f = manifest.get("analyses", {}).get(kind)
     if not f:
         return None
-    p = Path(f) if Path(f).is_absolute() else root / f
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+    # as written by `safekey run` (absolute, or relative to where it ran), else relative to the manifest
+    for p in (Path(f), root / f, root / Path(f).name, root / "analysis" / Path(f).name):
+        if p.exists():
+            return json.loads(p.read_text(encoding="utf-8"))
+    return None
 
 
 def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any] | None:
