@@ -242,3 +242,18 @@ def test_zero3_lora_export_gathers_the_full_weights(ddp_runs):
     assert max((one[k] - base[k]).abs().max().item() for k in base) > 1e-3  # the merge moved the weights
     for k in one:
         assert torch.allclose(one[k], z3[k], atol=1e-6), k
+
+
+def test_zero3_config_in_a_plain_single_process(ddp_runs):
+    """`python -m safekey.cli.main train run … --set deepspeed=…` without torchrun: one rank (it
+    crashed with "Default process group has not been initialized")."""
+    _needs_deepspeed()
+    out = ddp_runs["tmp"] / "zero3-single"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for k in ("ACCELERATE_USE_CPU", "LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        env.pop(k, None)
+    args = _train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=2", "--set", f"deepspeed={ZERO3}")
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = json.loads((out / "train_stats.json").read_text())
+    assert stats["world_size"] == 1 and stats["plan"]["sharding"] == "deepspeed zero-3" and stats["global_step"] == 4

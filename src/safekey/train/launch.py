@@ -51,6 +51,14 @@ def cpu_deepspeed_state() -> dict[str, Any]:
 
     # ACCELERATE_USE_CPU would route the Trainer to DDP and silently drop the DeepSpeed config
     os.environ.pop("ACCELERATE_USE_CPU", None)
+    if "LOCAL_RANK" not in os.environ:  # a plain `python -m …` start: one rank, as torchrun would set it
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     PartialState(backend="gloo")
     return {"use_configured_state": True}
