@@ -39,12 +39,10 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
         raise SafekeyError("give an experiment file or preset name (safekey run --list shows the presets)")
     exp, here = load_experiment(experiment, overrides)
     out = out_dir or default_out(exp, here)
-    if dry_run:
-        base = exp.model
-    else:
-        from ..models import resolve_model
+    from ..models import resolve_model
 
-        base = resolve_model(exp.model)
+    # also for --dry-run: the LoRA layer targets are read from the resolved model's config
+    base = resolve_model(exp.model)
     steps, manifest = plan_steps(exp, here, out, base)
     if dry_run:
         click.echo(describe(steps))
