@@ -184,7 +184,7 @@ def run_name(variant: str, seed: int, exp: Experiment) -> str:
     return variant if len(exp.seeds) == 1 else f"{variant}-s{seed}"
 
 
-def out_dir(exp: Experiment, here: Path, cwd: Path | None = None) -> Path:
+def out_dir(exp: Experiment, cwd: Path | None = None) -> Path:
     return Path(exp.out).expanduser() if exp.out else (cwd or Path.cwd()) / "runs" / exp.name
 
 

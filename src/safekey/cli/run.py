@@ -38,7 +38,7 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     if not experiment:
         raise SafekeyError("give an experiment file or preset name (safekey run --list shows the presets)")
     exp, here = load_experiment(experiment, overrides)
-    out = out_dir or default_out(exp, here)
+    out = out_dir or default_out(exp)
     from ..models import resolve_model
 
     # also for --dry-run: the LoRA layer targets are read from the resolved model's config

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..metrics import fmt_rate
+from ..store import write_text_atomic
 from ..types import SafekeyError
 from . import plots
 from .collect import Collected, EvalRun, collect
@@ -262,6 +263,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
                            "train_log.jsonl or analysis JSON found")
     safety = [e for e in col.evals if e.kind == "safety"]
     other = [e for e in col.evals if e.kind != "safety"]
+    trains = train_table(col)
     env = Environment(loader=FileSystemLoader(str(Path(__file__).parent)), autoescape=select_autoescape(["html", "j2"]))
     page = env.get_template("report.html.j2").render(
         title=title,
@@ -274,8 +276,8 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         reasoning=safety_tables(other) if other else None,
         safety_img=plots.safety_bars(safety) if safety else None,
         category_img=plots.category_bars(safety) if safety else None,
-        trains=train_table(col),
-        train_cols=train_columns(train_table(col)),
+        trains=trains,
+        train_cols=train_columns(trains),
         plain=plain,
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
@@ -287,7 +289,5 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, page)
     return out

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics import judged_flag
+from ..store import write_text_atomic
 from ..types import SafekeyError, final_answer, thinking_text
 from .collect import collect
 
@@ -148,7 +149,5 @@ def build_viewer(paths: list[str | Path], out: str | Path, *, title: str = "safe
     page = PAGE.format(title=html.escape(title), summary=html.escape(summary), data=data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, page)
     return out
