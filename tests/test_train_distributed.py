@@ -257,3 +257,100 @@ def test_zero3_config_in_a_plain_single_process(ddp_runs):
     assert r.returncode == 0, r.stderr[-3000:]
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 1 and stats["plan"]["sharding"] == "deepspeed zero-3" and stats["global_step"] == 4
+
+
+# -- FSDP2 (torch fully_shard) through the Trainer, on 2 CPU ranks over gloo ----------------------
+
+FSDP2 = str(REPO / "configs" / "fsdp" / "fsdp2.json")
+
+
+def _fsdp(args):
+    """torchrun, no ACCELERATE_USE_CPU needed: the `fsdp=` config makes safekey build the gloo state
+    and turn FSDP on in accelerate's state (accelerate 1.15 enables it only on accelerators)."""
+    return _zero3(args)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(ddp_runs):
+    out = ddp_runs["tmp"] / "fsdp2"
+    cmd, env = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
+                                 "--set", f"fsdp={FSDP2}"))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stderr
+
+
+def test_fsdp2_two_ranks_match_one_process(ddp_runs, fsdp_run):
+    """Every weight a DTensor shard on 2 ranks, decoder layers as shard units, FSDP's activation
+    checkpointing, SafeKey's two forwards and the heads (+ lm_head in the lean loss) called
+    outside the forward: the same losses and final weights as one plain process."""
+    out, stderr = fsdp_run
+    stats = json.loads((out / "train_stats.json").read_text())
+    assert stats["world_size"] == 2 and stats["plan"]["world_size"] == 2
+    assert stats["plan"]["sharding"] == "fsdp2 (sharded_state_dict checkpoints)", stats["plan"]
+    assert stats["plan"]["gradient_checkpointing"] and "sharding fsdp2" in stderr
+    log1 = [json.loads(x) for x in (ddp_runs["one"] / "train_log.jsonl").read_text().splitlines()]
+    logf = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logf] == [1, 2, 3, 4] and [r["extras_active"] for r in logf] == [False, False, True, True]
+    for a, b in zip(log1, logf):
+        for k in ("loss", "lm_loss", "qmm_loss", "head_loss"):
+            assert b[k] == pytest.approx(a[k], rel=2e-4, abs=1e-5), (k, a, b)
+    w1, wf = _weights(ddp_runs["one"]), _weights(out)
+    assert set(w1) == set(wf) and not any("safekey_heads" in k for k in wf)
+    for k in w1:
+        assert torch.allclose(w1[k], wf[k], atol=1e-5), k
+    # the checkpoints are per-rank slices (what makes a 7B checkpoint fit), not one full copy
+    ckpt = sorted((out / "checkpoints").glob("checkpoint-*"))[-1]
+    assert list(ckpt.glob("pytorch_model_fsdp_0/*.distcp")), sorted(p.name for p in ckpt.iterdir())
+
+
+def test_fsdp2_kill_9_then_resume_with_the_heads(ddp_runs, fsdp_run):
+    """Killed after step 2, resumed from the sharded checkpoint: the heads come back with the FSDP
+    load (a second plain load_state_dict of the heads file crashed on DTensors), and the final
+    weights equal the uninterrupted FSDP2 run."""
+    out = ddp_runs["tmp"] / "fsdp2-killed"
+    cmd, env = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
+                                 "--set", f"fsdp={FSDP2}", "--set", "save_steps=1", "--set", "save_total_limit=10",
+                                 "--set", "last_k_epochs=2"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "model.safetensors").exists()
+    r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = json.loads((out / "train_stats.json").read_text())
+    assert stats["world_size"] == 2 and stats["global_step"] == 4
+    # the uninterrupted reference, heads on in both epochs so the heads are trained before the kill
+    ref_out = ddp_runs["tmp"] / "fsdp2-extras-both"
+    cmd_ref, _ = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], ref_out, "--set", "per_device_batch=1",
+                                   "--set", f"fsdp={FSDP2}", "--set", "last_k_epochs=2"))
+    r = subprocess.run(cmd_ref, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    ref_log = [json.loads(x) for x in (ref_out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["extras_active"] for r in log)
+    for a, b in zip(ref_log, log):  # step 3's head loss depends on the heads restored at step 2
+        assert b["head_loss"] == pytest.approx(a["head_loss"], rel=1e-5), (a, b)
+    ref, got = _weights(ref_out), _weights(out)
+    for k in ref:
+        assert torch.allclose(ref[k], got[k], atol=1e-6), k
+
+
+def test_fsdp2_lora_export_gathers_the_full_weights(ddp_runs):
+    """LoRA under FSDP2: merged from the gathered weights, equal to the one-process LoRA run."""
+    tmp = ddp_runs["tmp"]
+    lora = ("--lora", "--set", "lora_dropout=0")
+    cmd, env = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], tmp / "fsdp-lora", "--set", "per_device_batch=1",
+                                 "--set", f"fsdp={FSDP2}", *lora))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    if not (tmp / "one-lora" / "model.safetensors").exists():
+        _launch(1, _train_args(ddp_runs["data"], ddp_runs["model"], tmp / "one-lora", "--set", "per_device_batch=2", *lora))
+    base, one, got = _weights_dir(ddp_runs["model"]), _weights(tmp / "one-lora"), _weights(tmp / "fsdp-lora")
+    assert set(one) == set(got) and not any("lora_" in k for k in got)
+    assert max((one[k] - base[k]).abs().max().item() for k in base) > 1e-3
+    for k in one:
+        assert torch.allclose(one[k], got[k], atol=1e-6), k

@@ -121,3 +121,18 @@ def test_cli_run_check_spans_inspect(records_file, tiny_model_dir, tmp_path):
     assert row["head_loss"] > 0 and row["qmm_loss"] == 0.0 and row["qmm_k_acc"] is None
     r = CliRunner().invoke(cli, ["train", "run", str(records_file), "--model", str(tiny_model_dir), "-o", str(out)])
     assert isinstance(r.exception, SafekeyError) and "already holds a training run" in str(r.exception)
+
+
+def test_bad_sharding_configs_are_one_line_errors(records_file, tiny_model_dir, tmp_path):
+    """A broken FSDP config file names file:line; asking for DeepSpeed and FSDP at once is refused
+    before any model is loaded."""
+    from safekey.cli.main import cli
+
+    bad = tmp_path / "fsdp.json"
+    bad.write_text('{\n  "version": 2,\n  "reshard_after_forward": tru\n}\n')
+    base = ["train", "run", str(records_file), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--max-length", "160"]
+    r = CliRunner().invoke(cli, [*base, "--set", f"fsdp={bad}"])
+    assert isinstance(r.exception, SafekeyError) and str(r.exception).startswith(f"{bad}:3: not JSON"), r.exception
+    with pytest.raises(ValueError, match="set one of them"):
+        _cfg(tiny_model_dir, fsdp={"version": 2}, deepspeed={"zero_optimization": {"stage": 3}})
+    assert not (tmp_path / "o" / "train_log.jsonl").exists()

@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     # DeepSpeed config (a JSON file or a mapping) for TrainingArguments(deepspeed=…), e.g.
     # configs/deepspeed/zero3.json; on a machine without GPUs it runs on CPU ranks over gloo
     deepspeed: str | dict[str, Any] | None = None
+    # FSDP config (a JSON file or a mapping) for TrainingArguments(fsdp=True, fsdp_config=…), e.g.
+    # configs/fsdp/fsdp2.json (torch fully_shard); on a machine without GPUs it runs over gloo
+    fsdp: str | dict[str, Any] | None = None
     seed: int = 2002
 
     # rendering (SPEC §3): think_flag=0 trains on an empty thinking (distill) or the bare answer (base_flag=1)
@@ -82,6 +85,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"last_k_epochs={self.last_k_epochs} > epochs={self.epochs}")
         if self.mode == "safekey" and self.think_flag == 0:
             raise ValueError("mode=safekey needs the thinking (think_flag=1): U and K live in it")
+        if self.deepspeed and self.fsdp:
+            raise ValueError("deepspeed and fsdp are two ways to shard the same model: set one of them")
         if self.qmm_unmasked and not self.qmm:
             raise ValueError("qmm_unmasked=true needs qmm=true")
         return self

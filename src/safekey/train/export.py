@@ -64,6 +64,13 @@ def _export_sharded_lora(trainer: Any, out_dir: Path, cfg: TrainConfig) -> None:
     merged.save_pretrained(str(out_dir))
 
 
+def _drop_tied(model: Any, state_dict: dict) -> dict:
+    """Gathered copies of tied weights no longer share storage, so save_pretrained would write both
+    (e.g. lm_head.weight beside embed_tokens.weight): keep only the source, as a plain save does."""
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return {k: v for k, v in state_dict.items() if not (k in tied and tied[k] in state_dict)}
+
+
 def export(trainer: Any, tok, out_dir: Path, cfg: TrainConfig) -> None:
     """Model + tokenizer into OUT_DIR, loadable by plain AutoModelForCausalLM (LoRA merged, no heads)."""
     trainer.exporting = True
@@ -76,6 +83,12 @@ def export(trainer: Any, tok, out_dir: Path, cfg: TrainConfig) -> None:
             if trainer.args.should_save:
                 sd = {k: v for k, v in merged.state_dict().items() if not k.startswith(HEADS_ATTR + ".")}
                 merged.save_pretrained(str(out_dir), state_dict=sd)
+        elif trainer.is_fsdp_enabled:
+            # sharded checkpoints make save_model write slices only: gather the full weights (every
+            # rank takes part), the saving rank writes them (heads dropped by _save)
+            full = trainer.accelerator.get_state_dict(trainer.model)
+            if trainer.args.should_save:
+                trainer._save(str(out_dir), state_dict=_drop_tied(trainer.accelerator.unwrap_model(trainer.model), full))
         else:
             trainer.save_model(str(out_dir))
     finally:

@@ -25,43 +25,86 @@ def _sharding_asked() -> list[str]:
 
 def refuse_sharding_on_cpu(cfg: TrainConfig | None = None) -> None:
     """Before TrainingArguments (which, asked for DeepSpeed, first demands the package): on a
-    machine without an accelerator, accelerate would ignore the request. (A DeepSpeed config given
-    as `deepspeed=` does run on CPU: see :func:`_cpu_deepspeed_state`.)"""
+    machine without an accelerator, accelerate would ignore a request that comes from its launcher
+    config. (A `deepspeed=` / `fsdp=` training config does run on CPU: see :func:`cpu_sharded_state`.)"""
     asked = _sharding_asked()
     if cfg is not None and cfg.deepspeed:
         asked = [a for a in asked if a != "DeepSpeed"]
+    if cfg is not None and cfg.fsdp:
+        asked = [a for a in asked if a != "FSDP"]
     if asked and not torch.cuda.is_available():
         raise SafekeyError(
             f"{asked[0]} was requested (the accelerate config), but there is no GPU: accelerate enables {asked[0]} only "
-            "on accelerators, so nothing would be sharded. On CPU use plain DDP "
-            "(ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …) or DeepSpeed "
-            "ZeRO-3 from a config file (torchrun … train run … --set deepspeed=configs/deepspeed/zero3_cpu.json)"
+            "on accelerators, so nothing would be sharded. On CPU launch with torchrun and a training config: "
+            "torchrun --nproc_per_node N -m safekey.cli.main train run … --set fsdp=configs/fsdp/fsdp2.json "
+            "(or deepspeed=configs/deepspeed/zero3_cpu.json, or plain DDP with ACCELERATE_USE_CPU=true)"
         )
 
 
-def cpu_deepspeed_state() -> dict[str, Any]:
-    """DeepSpeed on CPU ranks. transformers 5.23 builds its distributed state for a `deepspeed=`
-    config without passing a backend, and accelerate 1.15 then finds no accelerator backend and
-    sets world size 1 on every rank (each trains alone). A PartialState created first with an
-    explicit gloo backend and the DeepSpeed flag has the real world size; the TrainingArguments
-    reuse it (`use_configured_state`). DeepSpeed's own CPU accelerator does the rest."""
+def _single_rank_env() -> None:
+    """A plain `python -m …` start: one rank, with the variables torchrun would set, so that the
+    sharded path (which needs a process group) runs as world size 1 instead of crashing."""
+    import os
+    import socket
+
+    if "LOCAL_RANK" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
+def cpu_sharded_state(kind: str) -> dict[str, Any]:
+    """DeepSpeed or FSDP on CPU ranks: a gloo PartialState created first, which the
+    TrainingArguments reuse (`use_configured_state`).
+
+    DeepSpeed: transformers 5.23 builds its distributed state for a `deepspeed=` config without a
+    backend, and accelerate 1.15 then finds no accelerator backend and sets world size 1 on every
+    rank (each trains alone); with gloo and the DeepSpeed flag the world size is real, and
+    DeepSpeed's own CPU accelerator does the rest. FSDP: the state is plain MULTI_CPU here;
+    :func:`enable_fsdp_on_cpu` turns FSDP on once the Trainer has built its plugin."""
     import os
 
     from accelerate import PartialState
 
-    # ACCELERATE_USE_CPU would route the Trainer to DDP and silently drop the DeepSpeed config
-    os.environ.pop("ACCELERATE_USE_CPU", None)
-    if "LOCAL_RANK" not in os.environ:  # a plain `python -m …` start: one rank, as torchrun would set it
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-    PartialState(backend="gloo")
+    _single_rank_env()
+    if kind == "deepspeed":
+        # ACCELERATE_USE_CPU would route the Trainer to DDP and silently drop the DeepSpeed config
+        os.environ.pop("ACCELERATE_USE_CPU", None)
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        PartialState(backend="gloo")
+    else:
+        PartialState(backend="gloo", cpu=True)
     return {"use_configured_state": True}
+
+
+def enable_fsdp_on_cpu(trainer: Any) -> None:
+    """accelerate 1.15 sets DistributedType.FSDP only when the distributed type is an
+    accelerator's (MULTI_GPU, …), so on CPU ranks (MULTI_CPU) the Trainer's FSDP plugin is dropped
+    and the model would be wrapped in DDP. torch's `fully_shard` itself runs over gloo; the maths
+    is the same. So, after the Trainer built its Accelerator, put FSDP and the plugin built from
+    the TrainingArguments into accelerate's shared state: `prepare` then shards the model with
+    fully_shard, and checkpoints go through accelerate's FSDP save/load, as on GPUs."""
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin_args = trainer.args.fsdp_plugin_args
+    if plugin_args is None or trainer.is_fsdp_enabled or torch.cuda.is_available():
+        return
+    if plugin_args.get("fsdp_version") != 2:
+        raise SafekeyError("on CPU safekey runs FSDP2 only (torch fully_shard): set \"version\": 2 in the fsdp config")
+    state = trainer.accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        raise SafekeyError(f"FSDP on CPU needs a multi-process CPU launch; this one is {state.distributed_type.value}")
+    plugin = FullyShardedDataParallelPlugin(**plugin_args)
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    AcceleratorState._shared_state.update(distributed_type=DistributedType.FSDP, fsdp_plugin=plugin)
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
 
 
 def refuse_ignored_sharding(trainer: Any) -> None:
@@ -99,7 +142,7 @@ def preflight_plan(trainer: Any, feats) -> dict:
         "sharding": sharding_of(trainer),
         "loss_path": "full-logits" if (c.loss_impl == "full" or c.reference_impl) else f"lean (chunks of {c.loss_chunk})",
         "attention": trainer.attn_backend(),
-        "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(a.gradient_checkpointing),
+        "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(c.gradient_checkpointing),
         "bf16": bool(a.bf16),
     }
 
@@ -109,7 +152,10 @@ def sharding_of(trainer: Any) -> str:
         plugin = trainer.accelerator.state.deepspeed_plugin
         stage = (plugin.deepspeed_config.get("zero_optimization") or {}).get("stage") if plugin else None
         return f"deepspeed zero-{stage}" if stage is not None else "deepspeed"
-    return "fsdp" if trainer.is_fsdp_enabled else "none"
+    if trainer.is_fsdp_enabled:
+        plugin = trainer.accelerator.state.fsdp_plugin
+        return f"fsdp{plugin.fsdp_version} ({str(plugin.state_dict_type).split('.')[-1].lower()} checkpoints)"
+    return "none"
 
 
 def format_plan(plan: dict) -> str:

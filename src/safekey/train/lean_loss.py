@@ -20,6 +20,35 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 
+class FunctionalHead:
+    """``lm_head`` applied as a function of its current weight, not called as a module.
+
+    Why: under FSDP2 the output layer is its own shard unit (accelerate carves [final norm,
+    lm_head] out, unsharded after the forward). Every *module call* arms FSDP's post-backward hook
+    on its input, so the first chunk's backward would reduce-scatter and reshard the layer while
+    the other chunks (and the final norm) still need the full weight: freed storage, a segfault on
+    CPU. A functional call leaves the hooks of the forward's own call in charge: the gradient of
+    every chunk accumulates into the unsharded weight, reduced once after the norm's backward."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    @property
+    def weight(self):
+        return self.module.weight
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.tensor import DTensor
+
+        w, b = self.module.weight, getattr(self.module, "bias", None)
+        if isinstance(w, DTensor):
+            from ..types import SafekeyError
+
+            raise SafekeyError("FSDP resharded lm_head after the forward (this accelerate does not keep the output "
+                               "layer unsharded), so the lean loss cannot project outside it; use --set loss_impl=full")
+        return F.linear(h, w, b)
+
+
 def _chunk_ce(lm_head: torch.nn.Module, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(lm_head(h).float(), target, reduction="none")
 
@@ -80,4 +109,4 @@ def per_example_ce(hidden, labels, lm_head, chunk: int = 512):
     return sums / counts.clamp(min=1), correct, torch.tensor(ce.numel(), device=hidden.device)
 
 
-__all__ = ["causal_lm_loss", "labelled_positions", "per_example_ce", "token_ce"]
+__all__ = ["FunctionalHead", "causal_lm_loss", "labelled_positions", "per_example_ce", "token_ce"]

@@ -24,8 +24,9 @@ from ..types import SafekeyError
 from .config import CONFIG_FILE, LOG_FILE, STATS_FILE, TrainConfig
 from .export import clear_training_run, export
 from .heads import HEADS_ATTR, HEADS_FILE, head_loss_per_example, span_masks
-from .launch import cpu_deepspeed_state, format_plan, preflight_plan, refuse_ignored_sharding, refuse_sharding_on_cpu
-from .lean_loss import causal_lm_loss, per_example_ce
+from .launch import (cpu_sharded_state, enable_fsdp_on_cpu, format_plan, preflight_plan, refuse_ignored_sharding,
+                     refuse_sharding_on_cpu)
+from .lean_loss import FunctionalHead, causal_lm_loss, per_example_ce
 from .qmm import build_qmm_inputs, qmm_loss_per_example
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ class SafeKeyTrainer(Trainer):
         return out, hidden
 
     def _lm_head(self):
-        return unwrap_peft(self._core()).get_output_embeddings()
+        head = unwrap_peft(self._core()).get_output_embeddings()
+        # under FSDP a module call per chunk would reshard the output layer mid-backward (lean_loss)
+        return FunctionalHead(head) if self.is_fsdp_enabled else head
 
     def attn_backend(self) -> str:
         return getattr(unwrap_peft(self._core()).config, "_attn_implementation", "sdpa") or "sdpa"
@@ -245,6 +248,10 @@ class SafeKeyTrainer(Trainer):
             self._acc = defaultdict(lambda: torch.zeros((), device=self.args.device))
         super().log(logs, start_time)
 
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        enable_fsdp_on_cpu(self)
+
     # -- saving: heads never go into model weights ------------------------------------------------
     def _save(self, output_dir=None, state_dict=None):
         output_dir = Path(output_dir or self.args.output_dir)
@@ -277,6 +284,22 @@ class SafeKeyTrainer(Trainer):
 # ---------------------------------------------------------------------------------------------
 # the `safekey train run` entry point
 
+
+
+def _fsdp_config(spec: str | dict) -> dict:
+    """The `fsdp:` setting as a fresh dict (a JSON file's path or a mapping); a bad file is one line."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    p = Path(spec)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise SafekeyError(f"fsdp: cannot read {p}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise SafekeyError(f"{p}:{e.lineno}: not JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise SafekeyError(f"{p}: an FSDP config is a JSON object")
+    return data
 
 
 def _bf16(cfg: TrainConfig) -> bool:
@@ -338,10 +361,20 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     refuse_sharding_on_cpu(cfg)
     sharded_kw: dict[str, Any] = {}
+    trainer_checkpointing = cfg.gradient_checkpointing
     if cfg.deepspeed:
         sharded_kw["deepspeed"] = cfg.deepspeed
         if not torch.cuda.is_available():
-            sharded_kw["accelerator_config"] = cpu_deepspeed_state()
+            sharded_kw["accelerator_config"] = cpu_sharded_state("deepspeed")
+    elif cfg.fsdp:
+        fsdp_config = _fsdp_config(cfg.fsdp)
+        if cfg.gradient_checkpointing:
+            # FSDP's own (per shard unit); the Trainer's would all-gather every layer again in backward
+            fsdp_config.setdefault("activation_checkpointing", True)
+            trainer_checkpointing = False
+        sharded_kw.update(fsdp=True, fsdp_config=fsdp_config)
+        if not torch.cuda.is_available():
+            sharded_kw["accelerator_config"] = cpu_sharded_state("fsdp")
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -356,7 +389,7 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         max_grad_norm=cfg.max_grad_norm,
         optim="adamw_torch",
         bf16=_bf16(cfg),
-        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=trainer_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
@@ -375,8 +408,9 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
         # data, and every rank writes the same output files — silently. Refuse instead.
         raise SafekeyError(
             f"launched as {world} processes, but transformers runs this as world size {args.world_size} "
-            f"({args.parallel_mode.value}): each rank would train the whole model alone. FSDP and DeepSpeed "
-            "need GPUs here; on CPU launch DDP over gloo: ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m safekey.cli.main train run …"
+            f"({args.parallel_mode.value}): each rank would train the whole model alone. On CPU launch with torchrun: "
+            "torchrun --nproc_per_node N -m safekey.cli.main train run … (--set fsdp=configs/fsdp/fsdp2.json, "
+            "--set deepspeed=configs/deepspeed/zero3_cpu.json, or ACCELERATE_USE_CPU=true for plain DDP)"
         )
     trainer = SafeKeyTrainer(
         model=model,
