@@ -109,7 +109,7 @@ def child(impl: str, mode: str, T: int) -> dict:
                             train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Timer()])
         else:
             from safekey.train.config import TrainConfig
-            from safekey.train.trainer import build_trainer
+            from safekey.train.run import build_trainer
 
             cfg = TrainConfig(model=str(d), mode=mode, loss_impl=impl, epochs=1, last_k_epochs=1, effective_batch=1,
                               per_device_batch=1, max_length=T + 64, save_steps=10**6, logging_steps=10**6, lr=1e-5)

@@ -75,7 +75,7 @@ class StepTimer:
 
 def run_ours(path, records, variant, steps, bs, ga, max_len):
     from safekey.train.config import TrainConfig
-    from safekey.train.trainer import build_trainer
+    from safekey.train.run import build_trainer
 
     kw = dict(model=path, epochs=1, last_k_epochs=1, effective_batch=bs * ga, per_device_batch=bs, max_length=max_len,
               save_steps=10**6, save_total_limit=1, logging_steps=10**6, lr=1e-5)

@@ -67,7 +67,7 @@ def test_eval_and_training_never_share_a_folder(shared, tmp_path, tiny_model_dir
     run_safety_eval(SafetyEvalConfig(model="openai:scripted", benches=["xstest"], limit=1), eval_dir, backend=_be(),
                     progress=False)
     from safekey.train.config import TrainConfig
-    from safekey.train.trainer import train
+    from safekey.train.run import train
 
     recs = tmp_path / "r.jsonl"
     recs.write_text(json.dumps({"id": "a", "question": "q", "response": "<think>\nU. K.\n</think>\n\nA"}) + "\n")

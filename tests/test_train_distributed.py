@@ -85,6 +85,7 @@ def test_two_real_ranks_match_one_process(ddp_runs):
     stats = json.loads((ddp_runs["two"] / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["plan"]["world_size"] == 2 and stats["plan"]["parallel_mode"] == "distributed"
     assert stats["grad_accum"] == 2 and stats["plan"]["effective_batch"] == 4
+    assert stats["plan"]["weights_partitioned_at_load"] is False  # DDP: every rank holds the whole model
     assert "plan: world size 2 (distributed)" in ddp_runs["stderr_two"]
     one = json.loads((ddp_runs["one"] / "train_stats.json").read_text())
     assert one["world_size"] == 1 and one["plan"]["effective_batch"] == 4
@@ -193,7 +194,10 @@ def test_zero3_two_ranks_match_one_process(ddp_runs, zero3_run):
     out, stderr = zero3_run
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["plan"]["sharding"] == "deepspeed zero-3"
-    assert stats["plan"]["gradient_checkpointing"] and "sharding deepspeed zero-3" in stderr
+    assert stats["plan"]["gradient_checkpointing"] and "sharding deepspeed zero-3 (weights partitioned at load)" in stderr
+    # HF's DeepSpeed config was active before from_pretrained: zero.Init gave each rank only its
+    # partition (loaded before the TrainingArguments, every rank held the full fp32 model first)
+    assert stats["plan"]["weights_partitioned_at_load"] is True
     log1 = [json.loads(x) for x in (ddp_runs["one"] / "train_log.jsonl").read_text().splitlines()]
     logz = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logz] == [1, 2, 3, 4] and [r["extras_active"] for r in logz] == [False, False, True, True]

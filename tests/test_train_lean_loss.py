@@ -38,7 +38,7 @@ def test_chunked_ce_equals_transformers_loss_and_its_gradients():
 
 
 def _step(shared, tiny_model_dir, tmp_path, impl):
-    from safekey.train.trainer import build_trainer
+    from safekey.train.run import build_trainer
 
     torch.manual_seed(0)
     cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=4,

@@ -89,7 +89,7 @@ def test_qmm_loss_ignores_tokens_after_k(shared, smol_tokenizer, tiny_model_dir)
 
 @pytest.fixture
 def tiny_trainer(shared, smol_tokenizer, tiny_model_dir, tmp_path):
-    from safekey.train.trainer import build_trainer
+    from safekey.train.run import build_trainer
 
     cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=4,
                       per_device_batch=2, max_length=160, lr=1e-3)
@@ -143,7 +143,7 @@ def test_qmm_under_flex_attention_drops_tokens_and_refuses_a_4d_mask(shared, smo
     """Defect 4: a 4D boolean mask is not a mask to flex_attention (here it even aborts the process,
     so that is not re-enacted). The default `drop` path needs only a 2D mask and gives the K logits
     of sdpa + the 4D mask; asking for the mask under flex is a one-line refusal."""
-    from safekey.train.trainer import build_trainer
+    from safekey.train.run import build_trainer
     from safekey.types import SafekeyError
 
     batch = _batch(smol_tokenizer, star1_records(shared, 3))

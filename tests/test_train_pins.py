@@ -94,7 +94,7 @@ def test_intervals_are_95_percent():
 
 @pytest.fixture
 def active_trainer(shared, smol_tokenizer, tiny_model_dir, tmp_path):
-    from safekey.train.trainer import build_trainer
+    from safekey.train.run import build_trainer
 
     cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=4,
                       per_device_batch=4, max_length=160, theta=0.3, head_weight=0.2, qmm_weight=0.2)
@@ -150,7 +150,7 @@ def test_total_loss_is_each_term_recomputed_by_hand(active_trainer):
 @pytest.mark.parametrize("env", ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"])
 def test_sharding_that_the_stack_ignores_is_refused(shared, tiny_model_dir, tmp_path, monkeypatch, env):
     """On CPU accelerate runs a ZeRO-3 / FSDP launch unsharded; that must not train silently."""
-    from safekey.train.trainer import build_trainer
+    from safekey.train.run import build_trainer
     from safekey.types import SafekeyError
 
     monkeypatch.setenv(env, "true")

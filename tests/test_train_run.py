@@ -13,7 +13,7 @@ from test_train_spans import star1_records
 
 from safekey.store import write_records
 from safekey.train.config import TrainConfig
-from safekey.train.trainer import train
+from safekey.train.run import train
 from safekey.types import SafekeyError
 
 LOG_NAMES = {"step", "epoch", "loss", "lm_loss", "qmm_loss", "head_loss", "head_acc_u", "head_acc_pre_k", "qmm_k_acc", "lr"}

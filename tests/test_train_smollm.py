@@ -14,7 +14,8 @@ from safekey.train.config import TrainConfig
 def test_smollm2_safekey_losses_finite_and_decreasing(shared, smollm2_dir, tmp_path):
     import json
 
-    from safekey.train.trainer import LOG_FILE, build_trainer
+    from safekey.train.config import LOG_FILE
+    from safekey.train.run import build_trainer
 
     # one record seen 3 times; extra losses on from the first step
     cfg = TrainConfig(model=str(smollm2_dir), mode="safekey", epochs=3, last_k_epochs=3, effective_batch=1,

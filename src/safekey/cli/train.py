@@ -46,7 +46,7 @@ def train() -> None:
 def run(records, model, mode, out, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked, resume,
         overwrite, skip_bad, limit, trust_remote_code):
     """Fine-tune MODEL on RECORDS; writes OUT/ (model, tokenizer, train_log.jsonl, train_config.yaml)."""
-    from ..train.trainer import train as do_train
+    from ..train.run import train as do_train
 
     cfg = _cfg(
         config,

@@ -163,7 +163,8 @@ def format_plan(plan: dict) -> str:
     return (f"plan: world size {plan['world_size']} ({plan['parallel_mode']}), per-device batch {plan['per_device_batch']} "
             f"x accumulation {plan['grad_accum']} = effective batch {plan['effective_batch']}; "
             f"{plan['steps_per_epoch']} steps/epoch x {plan['epochs']} epochs (DPSH/QMM in epochs {extras}); "
-            f"~{plan['tokens_per_step']} tokens/step; sharding {plan.get('sharding', 'none')}; loss {plan['loss_path']}; "
+            f"~{plan['tokens_per_step']} tokens/step; sharding {plan.get('sharding', 'none')}"
+            f"{' (weights partitioned at load)' if plan.get('weights_partitioned_at_load') else ''}; loss {plan['loss_path']}; "
             f"attention {plan['attention']}, "
             f"QMM {plan['qmm_impl'] or 'off'}; gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, "
             f"bf16 {'on' if plan['bf16'] else 'off'}")

@@ -1,0 +1,253 @@
+"""A training run: tokenise, build the `SafeKeyTrainer` for the launch it runs under (one process,
+DDP, FSDP2, ZeRO-3), train, export. The `safekey train run` entry point.
+
+Why apart from the trainer: the order here matters for memory at scale (the sharding config must be
+active before the weights are loaded, so ZeRO-3 partitions them on load), and it is not loss code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..types import SafekeyError
+from .config import CONFIG_FILE, LOG_FILE, STATS_FILE, TrainConfig
+from .export import clear_training_run, export
+from .heads import HEADS_ATTR
+from .launch import cpu_sharded_state, format_plan, preflight_plan, refuse_ignored_sharding, refuse_sharding_on_cpu
+from .trainer import SafeKeyTrainer, TrainLogWriter
+
+log = logging.getLogger(__name__)
+
+
+def _fsdp_config(spec: str | dict) -> dict:
+    """The `fsdp:` setting as a fresh dict (a JSON file's path or a mapping); a bad file is one line."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    p = Path(spec)
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise SafekeyError(f"fsdp: cannot read {p}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise SafekeyError(f"{p}:{e.lineno}: not JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise SafekeyError(f"{p}: an FSDP config is a JSON object")
+    return data
+
+
+def _bf16(cfg: TrainConfig) -> bool:
+    if cfg.bf16 == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(cfg.bf16)
+
+
+def _training_args(cfg: TrainConfig, out_dir: Path):
+    """TrainingArguments for this launch, and the gradient accumulation that gives the effective batch."""
+    import os
+
+    from transformers import TrainingArguments
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = cfg.per_device_batch * world
+    ga = max(1, round(cfg.effective_batch / per_step))
+    if ga * per_step != cfg.effective_batch:
+        log.warning("effective batch %d is not a multiple of %d; using %d", cfg.effective_batch, per_step, ga * per_step)
+    refuse_sharding_on_cpu(cfg)
+    sharded_kw: dict[str, Any] = {}
+    trainer_checkpointing = cfg.gradient_checkpointing
+    if cfg.deepspeed:
+        sharded_kw["deepspeed"] = cfg.deepspeed
+        if not torch.cuda.is_available():
+            sharded_kw["accelerator_config"] = cpu_sharded_state("deepspeed")
+    elif cfg.fsdp:
+        fsdp_config = _fsdp_config(cfg.fsdp)
+        if cfg.gradient_checkpointing:
+            # FSDP's own (per shard unit); the Trainer's would all-gather every layer again in backward
+            fsdp_config.setdefault("activation_checkpointing", True)
+            trainer_checkpointing = False
+        sharded_kw.update(fsdp=True, fsdp_config=fsdp_config)
+        if not torch.cuda.is_available():
+            sharded_kw["accelerator_config"] = cpu_sharded_state("fsdp")
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=ga,
+        learning_rate=cfg.lr,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # < 1 → a ratio of the total steps (transformers 5)
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        bf16=_bf16(cfg),
+        activation_checkpointing=trainer_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps else "epoch",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        **sharded_kw,
+    )
+    if world > 1 and args.world_size != world:
+        # e.g. an FSDP config launched on CPU: transformers then trains every rank alone, on all the
+        # data, and every rank writes the same output files — silently. Refuse instead.
+        raise SafekeyError(
+            f"launched as {world} processes, but transformers runs this as world size {args.world_size} "
+            f"({args.parallel_mode.value}): each rank would train the whole model alone. On CPU launch with torchrun: "
+            "torchrun --nproc_per_node N -m safekey.cli.main train run … (--set fsdp=configs/fsdp/fsdp2.json, "
+            "--set deepspeed=configs/deepspeed/zero3_cpu.json, or ACCELERATE_USE_CPU=true for plain DDP)"
+        )
+    return args, ga, world
+
+
+def _model_for_training(cfg: TrainConfig, path, trust: bool, model=None):
+    """The model (+LoRA, +heads). Called after the TrainingArguments: with a ZeRO-3 config they
+    register HF's DeepSpeed config, so from_pretrained loads under `zero.Init` and each rank holds
+    only its partition (loaded first, a 7B model sat in host RAM in full fp32 on every rank)."""
+    from ..models import load_model
+    from .heads import DualPathSafetyHead
+
+    if model is None:
+        kw = {"dtype": torch.float32}
+        if cfg.attn_implementation:
+            kw["attn_implementation"] = cfg.attn_implementation
+        model = load_model(path, trust_remote_code=trust, **kw)
+    model.config.use_cache = False
+    if cfg.loss_impl == "lean" and not cfg.reference_impl:
+        tc = model.config.get_text_config()
+        odd = {k: getattr(tc, k) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+               if getattr(tc, k, None) not in (None, 1, 1.0)}
+        if odd:  # lm_head(hidden) is not the logits for such models
+            raise SafekeyError(f"{cfg.model}: the lean loss assumes logits = lm_head(last hidden state), but this "
+                               f"model post-processes them ({odd}); use --set loss_impl=full")
+    hidden = model.config.get_text_config().hidden_size
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    if cfg.use_head:
+        # a submodule of the trained model: DDP/FSDP/ZeRO-3 shard and sync it like any other weight,
+        # and the Trainer's optimizer sees weights AND biases
+        model.add_module(HEADS_ATTR, DualPathSafetyHead(hidden))
+    return model
+
+
+def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, model=None, extra_callbacks=()):
+    """Tokenise, set up the launch, load the model (+LoRA, +heads): (trainer, tokenizer, stats)."""
+    from transformers import set_seed
+
+    from ..models import load_tokenizer, resolve_model
+    from .data import Collator, encode_all
+
+    out_dir = Path(out_dir)
+    path = resolve_model(cfg.model)
+    trust = bool(getattr(cfg, "trust_remote_code", False))
+    tok = tok or load_tokenizer(path, trust_remote_code=trust)
+    feats, dropped = encode_all(tok, records, cfg)
+    args, ga, world = _training_args(cfg, out_dir)
+    set_seed(cfg.seed)
+    model = _model_for_training(cfg, path, trust, model)
+    # ZeRO-3 partitions on load (each rank holds a slice) — the weights' `ds_id` says it happened
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    trainer = SafeKeyTrainer(
+        model=model,
+        args=args,
+        train_dataset=feats,
+        data_collator=Collator(pad),
+        processing_class=tok,
+        skcfg=cfg,
+        callbacks=[TrainLogWriter(out_dir / LOG_FILE), *extra_callbacks],
+    )
+    refuse_ignored_sharding(trainer)
+    plan = {**preflight_plan(trainer, feats), "weights_partitioned_at_load": partitioned}
+    stats = {"records": len(records), "examples": len(feats), "dropped": dropped, "grad_accum": ga, "world_size": world,
+             "plan": plan}
+    return trainer, tok, stats
+
+
+def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False, skip_bad: bool = False) -> dict:
+    """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
+    train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
+    folder that holds a training run afresh; `skip_bad` puts malformed lines in train.rejects.jsonl."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..config import dump_yaml, fingerprint
+    from .data import load_records
+
+    out_dir = Path(out_dir)
+    ckpt = None
+    cfg_path = out_dir / CONFIG_FILE
+    if resume and overwrite:
+        raise SafekeyError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
+    if (out_dir / "summary.json").exists() or (out_dir / "run.json").exists():
+        raise SafekeyError(f"{out_dir} holds an evaluation run; train into another -o")
+    if overwrite:
+        clear_training_run(out_dir)
+    elif resume:
+        if not cfg_path.exists():
+            raise SafekeyError(f"--resume: {out_dir} has no {CONFIG_FILE}; nothing to resume")
+        import yaml
+
+        old = TrainConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
+        if fingerprint(old) != fingerprint(cfg):
+            raise SafekeyError(f"--resume: {out_dir} was trained with another config (see {cfg_path})")
+        ckpts = out_dir / "checkpoints"
+        ckpt = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+        if ckpt is None:
+            raise SafekeyError(f"--resume: no checkpoint under {ckpts}")
+    elif (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists():
+        raise SafekeyError(f"{out_dir} already holds a training run; use --resume, --overwrite or another -o")
+    import os
+
+    rejects = None
+    if skip_bad and int(os.environ.get("RANK", "0")) == 0:  # one writer of the rejects file
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rejects = out_dir / "train.rejects.jsonl"
+    records = load_records(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
+    trainer, tok, stats = build_trainer(cfg, records, out_dir)
+    if trainer.args.should_save:
+        import sys
+
+        print(format_plan(stats["plan"]), file=sys.stderr, flush=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, cfg_path)
+        if ckpt is not None:  # the curve after the checkpoint is re-logged: cut what came after it
+            step = int(Path(ckpt).name.split("-")[-1])
+            lp = out_dir / LOG_FILE
+            if lp.exists():
+                rows = [ln for ln in lp.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+                lp.write_text("".join(r + "\n" for r in rows))
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    export(trainer, tok, out_dir, cfg)
+    from ..provenance import provenance
+
+    stats.update({"global_step": trainer.state.global_step, "train_loss": result.training_loss, "provenance": provenance()})
+    if trainer.args.should_save:
+        (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
