@@ -61,6 +61,16 @@ def _launch(nproc, args, *, wait=True):
     return r
 
 
+def _kill_9_at_checkpoint_2(proc, out):
+    """kill -9 torchrun and both ranks once checkpoint-2 is complete; the run must not have finished."""
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "model.safetensors").exists()
+
+
 def _weights(out):
     from safetensors.torch import load_file
 
@@ -115,13 +125,7 @@ def test_two_ranks_kill_9_then_resume_equals_uninterrupted(ddp_runs, tiny_model_
     out = ddp_runs["tmp"] / "killed"
     args = _train_args(ddp_runs["data"], tiny_model_dir, out, "--set", "per_device_batch=1", "--set", "save_steps=1",
                        "--set", "save_total_limit=10")
-    proc = _launch(2, args, wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
-    proc.wait(timeout=60)
-    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "model.safetensors").exists()
+    _kill_9_at_checkpoint_2(_launch(2, args, wait=False), out)
     _launch(2, [*args, "--resume"])
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["global_step"] == 4
@@ -168,8 +172,9 @@ def _needs_deepspeed():
         pytest.skip("deepspeed not installed (make install adds it: pip install --no-build-isolation deepspeed)")
 
 
-def _zero3(args):
-    """torchrun without ACCELERATE_USE_CPU: the `deepspeed=` config makes safekey build the gloo state."""
+def _sharded(args):
+    """torchrun without ACCELERATE_USE_CPU: a `deepspeed=` or `fsdp=` config makes safekey build the
+    gloo state (and, for FSDP, turn FSDP on in accelerate's state, which enables it only on accelerators)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("ACCELERATE_USE_CPU", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), *args]
@@ -180,7 +185,7 @@ def _zero3(args):
 def zero3_run(ddp_runs):
     _needs_deepspeed()
     out = ddp_runs["tmp"] / "zero3"
-    cmd, env = _zero3(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
+    cmd, env = _sharded(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
                                   "--set", f"deepspeed={ZERO3}"))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -212,15 +217,10 @@ def test_zero3_two_ranks_match_one_process(ddp_runs, zero3_run):
 
 def test_zero3_kill_9_then_resume_equals_uninterrupted(ddp_runs, zero3_run):
     out = ddp_runs["tmp"] / "zero3-killed"
-    cmd, env = _zero3(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
+    cmd, env = _sharded(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
                                   "--set", f"deepspeed={ZERO3}", "--set", "save_steps=1", "--set", "save_total_limit=10"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "model.safetensors").exists()
+    _kill_9_at_checkpoint_2(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
+                                             start_new_session=True), out)
     r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     stats = json.loads((out / "train_stats.json").read_text())
@@ -236,7 +236,7 @@ def test_zero3_lora_export_gathers_the_full_weights(ddp_runs):
     _needs_deepspeed()
     tmp = ddp_runs["tmp"]
     lora = ("--lora", "--set", "lora_dropout=0")
-    cmd, env = _zero3(_train_args(ddp_runs["data"], ddp_runs["model"], tmp / "z3-lora", "--set", "per_device_batch=1",
+    cmd, env = _sharded(_train_args(ddp_runs["data"], ddp_runs["model"], tmp / "z3-lora", "--set", "per_device_batch=1",
                                   "--set", f"deepspeed={ZERO3}", *lora))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -268,12 +268,6 @@ def test_zero3_config_in_a_plain_single_process(ddp_runs):
 FSDP2 = str(REPO / "configs" / "fsdp" / "fsdp2.json")
 
 
-def _fsdp(args):
-    """torchrun, no ACCELERATE_USE_CPU needed: the `fsdp=` config makes safekey build the gloo state
-    and turn FSDP on in accelerate's state (accelerate 1.15 enables it only on accelerators)."""
-    return _zero3(args)
-
-
 @pytest.fixture(scope="module")
 def fsdp_run(ddp_runs):
     """DPSH/QMM on in both epochs, so the heads are trained before the kill-9 test's checkpoint."""
@@ -281,7 +275,7 @@ def fsdp_run(ddp_runs):
     one = ddp_runs["tmp"] / "one-extras-both"
     _launch(1, _train_args(ddp_runs["data"], ddp_runs["model"], one, "--set", "per_device_batch=2", *both))
     out = ddp_runs["tmp"] / "fsdp2"
-    cmd, env = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
+    cmd, env = _sharded(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
                                  "--set", f"fsdp={FSDP2}", *both))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -318,16 +312,11 @@ def test_fsdp2_kill_9_then_resume_with_the_heads(ddp_runs, fsdp_run):
     load (a second plain load_state_dict of the heads file crashed on DTensors), and the final
     weights equal the uninterrupted FSDP2 run."""
     out = ddp_runs["tmp"] / "fsdp2-killed"
-    cmd, env = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
+    cmd, env = _sharded(_train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=1",
                                  "--set", f"fsdp={FSDP2}", "--set", "save_steps=1", "--set", "save_total_limit=10",
                                  "--set", "last_k_epochs=2"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "model.safetensors").exists()
+    _kill_9_at_checkpoint_2(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
+                                             start_new_session=True), out)
     r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     stats = json.loads((out / "train_stats.json").read_text())
@@ -347,7 +336,7 @@ def test_fsdp2_lora_export_gathers_the_full_weights(ddp_runs):
     """LoRA under FSDP2: merged from the gathered weights, equal to the one-process LoRA run."""
     tmp = ddp_runs["tmp"]
     lora = ("--lora", "--set", "lora_dropout=0")
-    cmd, env = _fsdp(_train_args(ddp_runs["data"], ddp_runs["model"], tmp / "fsdp-lora", "--set", "per_device_batch=1",
+    cmd, env = _sharded(_train_args(ddp_runs["data"], ddp_runs["model"], tmp / "fsdp-lora", "--set", "per_device_batch=1",
                                  "--set", f"fsdp={FSDP2}", *lora))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -136,3 +136,17 @@ def test_bad_sharding_configs_are_one_line_errors(records_file, tiny_model_dir, 
     with pytest.raises(ValueError, match="set one of them"):
         _cfg(tiny_model_dir, fsdp={"version": 2}, deepspeed={"zero_optimization": {"stage": 3}})
     assert not (tmp_path / "o" / "train_log.jsonl").exists()
+
+
+def test_resume_skips_a_checkpoint_cut_mid_save(tmp_path):
+    """kill -9 while checkpoint-3 was being written: resume from checkpoint-2 (the newest finished)."""
+    from safekey.train.run import last_complete_checkpoint
+
+    for n, done in ((1, True), (2, True), (3, False), (10, False)):
+        d = tmp_path / f"checkpoint-{n}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if done:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert last_complete_checkpoint(tmp_path / "none") is None

@@ -188,13 +188,24 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     return trainer, tok, stats
 
 
+def last_complete_checkpoint(ckpts: Path) -> str | None:
+    """The newest checkpoint-N that was finished. The Trainer writes trainer_state.json after the
+    weights, optimizer and RNG states, so a folder without it was cut by a kill mid-save (resuming
+    from it failed: "Can't find a valid checkpoint"); fall back to the one before."""
+    if not ckpts.is_dir():
+        return None
+    done = [p for p in ckpts.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    cut = [p.name for p in ckpts.glob("checkpoint-*") if p not in done]
+    if cut:
+        log.warning("resume: skipping incomplete %s (cut mid-save)", ", ".join(sorted(cut)))
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
 def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
           overwrite: bool = False, skip_bad: bool = False) -> dict:
     """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
     train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
     folder that holds a training run afresh; `skip_bad` puts malformed lines in train.rejects.jsonl."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from ..config import dump_yaml, fingerprint
     from .data import load_records
 
@@ -216,7 +227,7 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
         if fingerprint(old) != fingerprint(cfg):
             raise SafekeyError(f"--resume: {out_dir} was trained with another config (see {cfg_path})")
         ckpts = out_dir / "checkpoints"
-        ckpt = get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+        ckpt = last_complete_checkpoint(ckpts)
         if ckpt is None:
             raise SafekeyError(f"--resume: no checkpoint under {ckpts}")
     elif (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists():
