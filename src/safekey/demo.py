@@ -105,21 +105,27 @@ class Demo:
             total = steps_per_epoch * p.epochs
             return lambda: f"step {count_lines([run / 'train_log.jsonl'])}/{total}"
 
+        bench_files = [d / f"{b}.jsonl" for b in BENCHES]
         out: list[Step] = [
             Step("eval-base", self.cli("eval", "safety", "--model", f"hf:{base_model}", *bench_args, *eval_args, "-o", str(o / "eval-base")),
-                 [o / "eval-base" / "summary.json"], gen_s, gen_watch(o / "eval-base")),
+                 [o / "eval-base" / "summary.json"], gen_s, gen_watch(o / "eval-base"),
+                 inputs=[Path(base_model), *bench_files], fresh_args=["--overwrite"]),
         ]
         for mode in ("sft", "safekey"):
             out.append(Step(f"train-{mode}", self.cli("train", "run", str(d / "train.jsonl"), "--model", base_model, "--mode", mode,
                                                        "-o", str(o / f"train-{mode}"), *p.train_args(n_layers)),
-                            [o / f"train-{mode}" / "config.json", o / f"train-{mode}" / "train_log.jsonl"],
-                            train_s + (extra_s if mode == "safekey" else 0), train_watch(o / f"train-{mode}")))
+                            [o / f"train-{mode}" / "train_stats.json", o / f"train-{mode}" / "config.json"],
+                            train_s + (extra_s if mode == "safekey" else 0), train_watch(o / f"train-{mode}"),
+                            inputs=[d / "train.jsonl", Path(base_model)], resume_args=["--auto-resume"], fresh_args=["--overwrite"]))
         for mode in ("sft", "safekey"):
             out.append(Step(f"eval-{mode}", self.cli("eval", "safety", "--model", f"hf:{models[mode]}", *bench_args, *eval_args,
                                                      "-o", str(o / f"eval-{mode}")),
-                            [o / f"eval-{mode}" / "summary.json"], gen_s, gen_watch(o / f"eval-{mode}")))
+                            [o / f"eval-{mode}" / "summary.json"], gen_s, gen_watch(o / f"eval-{mode}"),
+                            inputs=[Path(models[mode]), *bench_files], after=[f"train-{mode}"], fresh_args=["--overwrite"]))
         out.append(Step("annotate-responses", ["in-process", "annotate_file", "heuristic", "skip_bad"], [o / f"eval-{r}" / b / "judged.uk.jsonl"
-                        for r in models for b in BENCHES], 5, action=self.annotate_responses))
+                        for r in models for b in BENCHES], 5, action=self.annotate_responses,
+                        inputs=[o / f"eval-{r}" / b / "judged.jsonl" for r in models for b in BENCHES],
+                        after=[f"eval-{r}" for r in models]))
         if p.analyses:
             ms = [f"{k}={v}" for k, v in models.items()]
             traces = str(d / "heldout_traces.jsonl")

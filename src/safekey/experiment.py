@@ -16,7 +16,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,11 +41,11 @@ class Launch(_Strict):
 
 class TrainSpec(_Strict):
     config: str | None = None  # a train YAML (configs/train/*.yaml); the keys below override it
-    epochs: int | None = None
-    max_length: int | None = None
+    epochs: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=16)
     lora: bool = False
-    lora_top_layers: int = 0  # LoRA only in the top N transformer layers (0 = all)
-    limit: int | None = None
+    lora_top_layers: int = Field(0, ge=0)  # LoRA only in the top N transformer layers (0 = all)
+    limit: int | None = Field(None, ge=1)
     set: dict[str, Any] = {}
 
 
@@ -62,10 +62,10 @@ class SafetySpec(_Strict):
     limit: str | int | None = None  # N, or BENCH=N,…
     judge: str = "keyword"
     judge_model: str | None = None
-    max_new_tokens: int | None = None
-    batch_size: int | None = None
-    repetition_penalty: float | None = None
-    temperature: float | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0)
     extra_args: list[str] = []
 
 
@@ -73,8 +73,8 @@ class ReasoningSpec(_Strict):
     backend: Literal["hf", "vllm"] = "hf"
     benches: list[str]
     limit: str | int | None = None
-    max_new_tokens: int | None = None
-    batch_size: int | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
     extra_args: list[str] = []
 
 
@@ -83,7 +83,7 @@ class Analyses(_Strict):
     traces: str | None = None  # records with U/K spans for the probe and attention analyses
     probe: bool = False
     attention: bool = False
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)
 
 
 class ReportSpec(_Strict):
@@ -101,7 +101,7 @@ class Experiment(_Strict):
     launch: Launch = Launch()
     train: TrainSpec = TrainSpec()
     variants: list[Variant]
-    seeds: list[int] = [2002]
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [2002]  # numpy/torch seeds are 32-bit
     include_base: bool = True
     offline: bool = False  # HF_HUB_OFFLINE=1 for every step
     safety: SafetySpec | None = None
@@ -122,7 +122,63 @@ class Experiment(_Strict):
             raise ValueError("analyses.probe / analyses.attention need analyses.traces (records with U/K)")
         if self.report.baseline and self.report.baseline not in [*names, "base"]:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not a variant (or base)")
+        for key, spec in (("safety", self.safety), ("reasoning", self.reasoning)):
+            if spec is not None:
+                _check_limit(key, spec)
         return self
+
+
+def _check_limit(key: str, spec: SafetySpec | ReasoningSpec) -> None:
+    """`limit: nosuch=2` silently evaluated everything: a per-benchmark limit must name a benchmark
+    of this experiment (registry names or bench-file stems); N must be positive."""
+    from .subsample import parse_limit
+
+    if spec.limit is None:
+        return
+    if isinstance(spec.limit, int):
+        if spec.limit < 1:
+            raise ValueError(f"{key}.limit must be a positive N, got {spec.limit}")
+        return
+    from .paths import name_from_stem
+
+    known = [b.lower() for b in spec.benches] + [name_from_stem(Path(f).stem).lower()
+                                                 for f in getattr(spec, "bench_files", [])]
+    try:
+        lim = parse_limit(str(spec.limit), lambda k: k.strip().lower())
+    except SafekeyError as e:
+        raise ValueError(f"{key}.limit: {e}") from None
+    if isinstance(lim, dict):
+        unknown = [k for k in lim if k not in known]
+        if unknown:
+            raise ValueError(f"{key}.limit names {unknown[0]!r}, not a benchmark of this experiment ({', '.join(known) or 'none'})")
+
+
+MAX_YAML_NODES = 100_000  # an experiment file is tens of lines; aliases can expand a few bytes to GBs
+
+
+def _bounded(data: Any, where: Path) -> Any:
+    """Refuse YAML whose alias expansion is huge (a 459-byte file expanded to a 58 MB command line).
+    Sizes are memoised per object, so the check itself costs O(distinct nodes)."""
+    memo: dict[int, int] = {}
+
+    def size(x: Any) -> int:
+        if id(x) in memo:
+            return memo[id(x)]
+        if isinstance(x, dict):
+            n = 1 + sum(size(k) + size(v) for k, v in x.items())
+        elif isinstance(x, list):
+            n = 1 + sum(size(v) for v in x)
+        elif isinstance(x, str):
+            n = 1 + len(x) // 64
+        else:
+            n = 1
+        memo[id(x)] = n
+        if n > MAX_YAML_NODES:
+            raise SafekeyError(f"{where}: expands to more than {MAX_YAML_NODES} values (YAML aliases?); refusing it")
+        return n
+
+    size(data)
+    return data
 
 
 def presets() -> dict[str, Path]:
@@ -144,7 +200,7 @@ def load_experiment(spec: str | Path, overrides: list[str] | tuple[str, ...] = (
             raise SafekeyError(f"experiment {spec!r}: no such file or preset{hint} (presets: {', '.join(known)})")
         p = known[str(spec)]
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = _bounded(yaml.safe_load(p.read_text(encoding="utf-8")) or {}, p)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -176,7 +232,7 @@ class Paths:
 
             text = text.replace("{data}", str(data_dir(required=True)))
         text = text.replace("{starter}", str(resource("starter"))).replace("{here}", str(self.here))
-        p = Path(text)
+        p = Path(text).expanduser()
         return str(p if p.is_absolute() else self.here / p)
 
 
@@ -184,11 +240,15 @@ def run_name(variant: str, seed: int, exp: Experiment) -> str:
     return variant if len(exp.seeds) == 1 else f"{variant}-s{seed}"
 
 
-def out_dir(exp: Experiment, cwd: Path | None = None) -> Path:
-    return Path(exp.out).expanduser() if exp.out else (cwd or Path.cwd()) / "runs" / exp.name
+def out_dir(exp: Experiment, here: Path | None = None, cwd: Path | None = None) -> Path:
+    """The experiment folder: `out` from the file (relative to the file's folder, like every path
+    in it), else runs/NAME under the current directory."""
+    if exp.out:
+        return Path(Paths(here)(exp.out)) if here is not None else Path(exp.out).expanduser()
+    return (cwd or Path.cwd()) / "runs" / exp.name
 
 
-def _train_cmd(exp: Experiment, args: list[str]) -> list[str]:
+def _train_cmd(exp: Experiment, args: list[str], here: Path) -> list[str]:
     """`safekey train run …` under the experiment's launcher."""
     la = exp.launch
     if la.kind == "torchrun":
@@ -196,7 +256,7 @@ def _train_cmd(exp: Experiment, args: list[str]) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(la.nproc),
                 "-m", "safekey.cli.main", *args]
     if la.kind == "accelerate":
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(la.accelerate_config),
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", Paths(here)(str(la.accelerate_config)),
                 "--num_processes", str(la.nproc), "-m", "safekey.cli.main", *args]
     return cli(*args)
 
@@ -223,15 +283,20 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
     env = {"HF_HUB_OFFLINE": "1"} if exp.offline else {}
     train_env = {**env, **exp.launch.env}
     data = P(exp.train_data)
+    data_after: list[str] = []
     if exp.annotate != "none":
         annotated = out / "data" / "train.uk.jsonl"
         steps.append(Step("annotate", cli("annotate", data, "-o", str(annotated), "--labeller", exp.annotate, "--no-progress"),
-                          [annotated], 30, env=env))
+                          [annotated], 30, env=env, inputs=[Path(data)], fresh_args=["--overwrite"]))
         data = str(annotated)
+        data_after = ["annotate"]
     t = exp.train
     common = ["--model", base_model]
+    base_inputs = [Path(base_model)] if Path(base_model).is_dir() else []  # a hub id is identified by its name
+    train_inputs = [Path(data), *base_inputs]
     if t.config:
         common += ["--config", P(t.config)]
+        train_inputs.append(Path(P(t.config)))
     if t.epochs:
         common += ["--epochs", str(t.epochs)]
     if t.max_length:
@@ -255,12 +320,15 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             folder = out / "train" / name
             args = ["train", "run", data, "--mode", v.mode, "-o", str(folder), *common, *_sets(v.set),
                     "--set", f"seed={seed}"]
-            trains[name] = Step(f"train-{name}", _train_cmd(exp, args), [folder / "config.json", folder / "train_log.jsonl"],
-                                20 + n_train * (t.epochs or 1) * 1.2, env=train_env)
+            # train_stats.json is written last: its presence means the model was exported whole
+            trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],
+                                20 + n_train * (t.epochs or 1) * 1.2, env=train_env, inputs=train_inputs, after=data_after,
+                                resume_args=["--auto-resume"], fresh_args=["--overwrite"])
             models[name] = str(folder)
             groups.setdefault(v.name, []).append(name)
             seeds_of[name] = seed
     safety_args: list[str] | None = None
+    bench_inputs: list[Path] = []
     if exp.safety:
         s = exp.safety
         safety_args = ["--judge", s.judge, "--no-progress"]
@@ -268,6 +336,7 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             safety_args += ["--bench", ",".join(s.benches)]
         for f in s.bench_files:
             safety_args += ["--bench-file", P(f)]
+            bench_inputs.append(Path(P(f)))
         for flag, val in (("--limit", s.limit), ("--judge-model", s.judge_model), ("--max-new-tokens", s.max_new_tokens),
                           ("--batch-size", s.batch_size), ("--repetition-penalty", s.repetition_penalty),
                           ("--temperature", s.temperature)):
@@ -284,24 +353,31 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         reasoning_args += list(r.extra_args)
     evals: dict[str, str] = {}
     # each model's evals right after its training: an interrupted experiment has whole rows, seed by seed
+    eval_steps: list[str] = []
     for name, model in models.items():
+        after = [trains[name].name] if name in trains else []
+        # the model folder's contents: a retrained model is a new input, so its evals are redone
+        model_inputs = [Path(model)] if (name in trains or Path(model).is_dir()) else []
         if name in trains:
             steps.append(trains[name])
         if safety_args is not None:
             folder = out / "eval" / name
             steps.append(Step(f"eval-{name}", cli("eval", "safety", "--model", f"{exp.safety.backend}:{model}", *safety_args, "--label", name,
-                                                  "-o", str(folder)), [folder / "summary.json"], 120, env=env))
+                                                  "-o", str(folder)), [folder / "summary.json"], 120, env=env,
+                              inputs=[*model_inputs, *bench_inputs], after=after, fresh_args=["--overwrite"]))
             evals[name] = str(folder)
+            eval_steps.append(f"eval-{name}")
         if reasoning_args is not None:
             folder = out / "reasoning" / name
             steps.append(Step(f"reasoning-{name}", cli("eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
                                                        "--label", name, "-o", str(folder)), [folder / "summary.json"], 120,
-                              env=env))
+                              env=env, inputs=model_inputs, after=after, fresh_args=["--overwrite"]))
     a = exp.analyses
     analysis_files: dict[str, str] = {}
     if a.aha and evals:
         f = out / "analysis" / "aha.json"
-        steps.append(Step("analyze-aha", cli("analyze", "aha", *evals.values(), "-o", str(f)), [f], 10 + 2 * len(evals), env=env))
+        steps.append(Step("analyze-aha", cli("analyze", "aha", *evals.values(), "-o", str(f)), [f], 10 + 2 * len(evals), env=env,
+                          inputs=[Path(e) for e in evals.values()], after=eval_steps))
         analysis_files["aha"] = str(f)
     for kind, on in (("probe", a.probe), ("attention", a.attention)):
         if on:
@@ -309,7 +385,9 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             margs = [x for n, m in models.items() for x in ("--model", f"{n}={m}")]
             lim = ["--limit", str(a.limit)] if a.limit else []
             steps.append(Step(f"analyze-{kind}", cli("analyze", kind, P(str(a.traces)), *margs, *lim, "-o", str(f)), [f],
-                              10 + 8 * len(models), env=env))
+                              10 + 8 * len(models), env=env, inputs=[Path(P(str(a.traces))), *[Path(m) for n, m in models.items()
+                                                                                                  if n in trains or Path(m).is_dir()]],
+                              after=[st.name for st in trains.values()]))
             analysis_files[kind] = str(f)
     title = exp.report.title or f"safekey experiment {exp.name}"
     base_args = ["--baseline", exp.report.baseline] if exp.report.baseline and len(exp.seeds) == 1 else []

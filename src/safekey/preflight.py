@@ -23,6 +23,12 @@ class Finding:
     what: str
     detail: str
 
+    def __post_init__(self) -> None:  # a finding names endpoints and quotes server errors: no credentials
+        from .redact import redact_secrets
+
+        object.__setattr__(self, "what", redact_secrets(self.what))
+        object.__setattr__(self, "detail", redact_secrets(self.detail))
+
 
 def check_backend(spec: str, *, base_url: str | None = None, role: str = "model", probe: bool = True) -> list[Finding]:
     """A ``kind:model`` spec: the key in the environment, the endpoint answering, or the weights available."""

@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from .config import dump_yaml, fingerprint
+from .redact import redact_secrets
 from .types import Record, SafekeyError
 
 # the stages' default threshold: only a stage whose every input failed is an error (the largest float
@@ -279,8 +279,7 @@ class StageOutput:
                 if rid in self.done:
                     raise SafekeyError(f"{loc}: id {rid} appears twice in the output")
                 self.done[rid] = None
-        write_text_atomic(self.meta_path, json.dumps({"stage": self.stage, "fingerprint": self.fp, "config": self.config},
-                                                     indent=1, ensure_ascii=False, default=str) + "\n")
+        write_stats(self.meta_path, {"stage": self.stage, "fingerprint": self.fp, "config": self.config})
         dump_yaml(self.config, self.config_path)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -297,6 +296,7 @@ class StageOutput:
         self.n_written += 1
 
     def fail(self, failure: Failure) -> None:
+        failure.reason = redact_secrets(failure.reason)  # server error texts may quote a key; `raw` is model text
         self.failures.append(failure)
         self._ffh.write(json.dumps(failure.to_json(), ensure_ascii=False) + "\n")
         self._ffh.flush()
@@ -330,24 +330,9 @@ class StageOutput:
         self.close()
 
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@\"']+)@")
-_URL_SECRET_PARAM = re.compile(r"(?P<k>[?&](?:api[_-]?key|key|token|access[_-]?token|auth|sig|signature|password)=)"
-                               r"(?P<v>[^&\s\"'#]+)", re.IGNORECASE)
-
-
-def redact_secrets(text: str) -> str:
-    """Credentials inside URLs (``http://user:KEY@host``, ``?api_key=…``) → ``***``.
-
-    Why at the writing layer: every sidecar, run.json and config dump goes through
-    :func:`write_text_atomic`, so no config field that holds a URL can write a key to disk."""
-    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _URL_SECRET_PARAM.sub(lambda m: f"{m.group('k')}***", text)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Temp file + fsync + rename: a kill at any moment leaves the old file or the new one, never half.
-    Credentials in URLs are redacted (:func:`redact_secrets`)."""
-    text = redact_secrets(text)
+    Written as given: metadata writers redact (:func:`write_stats`), model text is never altered."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -358,8 +343,25 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """One writer per output file (reports, views, analyses): a second process is refused at once."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out.with_name(f".{out.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SafekeyError(f"{out} is being written by another process") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write_stats(path: Path, stats: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Stats, summaries, run.json: metadata, so credentials in URLs and error texts are redacted."""
+    write_text_atomic(path, redact_secrets(json.dumps(stats, indent=2, ensure_ascii=False, default=str)) + "\n")
 
 
 def merge_benchmarks(path: Path, summary: dict[str, Any], same: Sequence[str]) -> dict[str, Any]:
@@ -558,4 +560,4 @@ def log_warning(msg: str) -> None:
 
     from tqdm.auto import tqdm
 
-    tqdm.write(f"warning: {msg}", file=sys.stderr)
+    tqdm.write(f"warning: {redact_secrets(msg)}", file=sys.stderr)

@@ -56,11 +56,20 @@ def canonical(rec: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     return {k: v for k, v in out.items() if v is not None}, None
 
 
-def aha_inputs(run: str | Path) -> dict[str, tuple[Path, Path, collections.Counter[str]]]:
-    """Per benchmark: (annotator input file, where its labels go, reasons items have no thinking)."""
-    run = Path(run)
+def _benches(run: Path) -> list[str]:
+    """The run's benchmark names, each checked to be a plain folder name (a summary.json naming
+    ``../x`` must not move a read or a write out of the run)."""
+    from ..paths import safe_name
+
+    return [safe_name(b, what=f"{run}/summary.json: benchmark") for b in _run_summary(run)["benchmarks"]]
+
+
+def aha_inputs(run: str | Path, work: str | Path) -> dict[str, tuple[Path, Path, collections.Counter[str]]]:
+    """Per benchmark: (annotator input file, where its labels go, reasons items have no thinking).
+    Both files live under `work` (the analysis's own folder): the eval run is only read."""
+    run, work = Path(run), Path(work)
     out = {}
-    for bench in _run_summary(run)["benchmarks"]:
+    for bench in _benches(run):
         judged = _read(run / bench / "judged.jsonl")
         recs, reasons = [], collections.Counter()
         for r in judged:
@@ -69,22 +78,23 @@ def aha_inputs(run: str | Path) -> dict[str, tuple[Path, Path, collections.Count
                 reasons[why] += 1
             else:
                 recs.append(c)
-        write_records(run / bench / INPUT, recs)
-        out[bench] = (run / bench / INPUT, run / bench / LABELS, reasons)
+        write_records(work / bench / INPUT, recs)
+        out[bench] = (work / bench / INPUT, work / bench / LABELS, reasons)
     return out
 
 
-def aha_summary(run: str | Path, no_thinking: dict[str, collections.Counter[str]] | None = None) -> dict[str, Any]:
+def aha_summary(run: str | Path, work: str | Path,
+                no_thinking: dict[str, collections.Counter[str]] | None = None) -> dict[str, Any]:
     """Per benchmark: aha rate, harmful rate given aha / given no aha (Wilson intervals), and the
-    items without U/K by reason."""
-    run = Path(run)
+    items without U/K by reason (labels read from `work`, as written by :func:`aha_inputs`)."""
+    run, work = Path(run), Path(work)
     s = _run_summary(run)
     out: dict[str, Any] = {}
-    for bench in s["benchmarks"]:
+    for bench in _benches(run):
         judged = {str(r["id"]): r for r in _read(run / bench / "judged.jsonl")}
-        labels = {str(r["id"]): r for r in _read(run / bench / LABELS)}
+        labels = {str(r["id"]): r for r in _read(work / bench / LABELS)}
         reasons = collections.Counter((no_thinking or {}).get(bench, {}))
-        for f in _read(run / bench / "aha.uk.failures.jsonl"):
+        for f in _read(work / bench / "aha.uk.failures.jsonl"):
             reasons[str(f.get("reason", "?")).split(":")[0]] += 1
         aha = {i: bool(lab.get("k_is_safety")) for i, lab in labels.items() if i in judged}
         harmful = {i: judged[i]["metrics"]["harmful_rate"] for i in aha

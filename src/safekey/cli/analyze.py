@@ -6,9 +6,16 @@ from pathlib import Path
 
 import click
 
+from ..store import output_lock
 from ..types import SafekeyError
 
 MODEL_HELP = "Model to analyse: folder, alias or hf:PATH, optionally LABEL=… (repeatable)."
+
+
+def _guard(out: Path, inputs: list) -> None:
+    from ..paths import refuse_output_in_inputs
+
+    refuse_output_in_inputs(out, [Path(i) for i in inputs if i and Path(str(i)).exists()])
 
 
 def _models(values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -38,7 +45,10 @@ def attention(records, models, out, limit, max_tokens):
     """Attention mass from K tokens onto U vs onto the query (RECORDS need u_end, k_end)."""
     from ..analyze.attention import run_attention
 
-    res = run_attention(records, _models(models), out, limit=limit, max_tokens=max_tokens)
+    ms = _models(models)
+    _guard(out, [records, *[m for _, m in ms]])
+    with output_lock(out):
+        res = run_attention(records, ms, out, limit=limit, max_tokens=max_tokens)
     for label, m in res["models"].items():
         s = m["summary"]["all"]
         click.echo(f"{label:24s} n={s['n']:4d}  K→U {s['u']['mean']:.3f} [{s['u']['ci'][0]:.3f}, {s['u']['ci'][1]:.3f}]"
@@ -57,7 +67,10 @@ def probe(records, models, out, limit, folds, max_tokens):
     """Cross-validated AUROC of a linear probe for `unsafe` on the hidden state at the end of U."""
     from ..analyze.probe import run_probe
 
-    res = run_probe(records, _models(models), out, limit=limit, folds=folds, max_tokens=max_tokens)
+    ms = _models(models)
+    _guard(out, [records, *[m for _, m in ms]])
+    with output_lock(out):
+        res = run_probe(records, ms, out, limit=limit, folds=folds, max_tokens=max_tokens)
     for label, m in res["models"].items():
         click.echo(f"{label:24s} n={m['n']:4d}  AUROC last layer {m['last_layer']:.3f}  best {m['best']:.3f} (layer {m['best_layer']})")
     click.echo(f"→ {out}")
@@ -85,7 +98,9 @@ def kl(records, model_a, models_b, ks, field, only_unsafe, out, limit):
         raise SafekeyError("--ks needs non-negative integers")
     la, sa = parse_model_arg(model_a)
     pairs = [(la, sa, *parse_model_arg(b)) for b in models_b]
-    res = run_kl(records, pairs, out, ks=k_list, limit=limit, field=field, only_unsafe=only_unsafe)
+    _guard(out, [records])
+    with output_lock(out):
+        res = run_kl(records, pairs, out, ks=k_list, limit=limit, field=field, only_unsafe=only_unsafe)
     for p in res["pairs"]:
         row = "  ".join(f"k={k}: {v['mean']:.3f}" for k, v in p["per_k"].items() if v["n"])
         click.echo(f"KL({p['a']}‖{p['b']})  {row}")
@@ -110,14 +125,18 @@ def aha(runs, out):
     from ..metrics import fmt_rate
     from ..store import write_stats
 
+    _guard(out, list(runs))
+    # the labels live beside the output (OUT.work/NN-RUN/BENCH/…): the eval runs are only read
+    work = out.with_name(out.name + ".work")
     summaries = []
-    for run in runs:
-        prepared = aha_inputs(run)
-        for src, dst, _ in prepared.values():
-            annotate_file(src, dst, LabellerConfig(), overwrite=True, max_failure_share=None)
-        summaries.append(aha_summary(run, {b: p[2] for b, p in prepared.items()}))
-    rep = aha_report(summaries)
-    write_stats(out, rep)
+    with output_lock(out):
+        for i, run in enumerate(runs):
+            wdir = work / f"{i:02d}-{run.resolve().name}"
+            prepared = aha_inputs(run, wdir)
+            for src, dst, _ in prepared.values():
+                annotate_file(src, dst, LabellerConfig(), overwrite=True, max_failure_share=None)
+            summaries.append(aha_summary(run, wdir, {b: p[2] for b, p in prepared.items()}))
+        write_stats(out, aha_report(summaries))
     t = Table(title="safety aha moment (K voices a safety concern)")
     for col in ("model", "benchmark", "n", "with U/K", "aha rate", "harmful | aha", "harmful | no aha", "no U/K (why)"):
         t.add_column(col)

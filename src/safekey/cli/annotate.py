@@ -65,6 +65,9 @@ def annotate(records, out, config_file, overrides, labeller, model, base_url, ll
 
     cfg = load_config(LabellerConfig, config_file, overrides, labeller=labeller, model=model, base_url=base_url,
                       llm_safety=True if llm_safety else None, fallback=fallback)
+    from ..paths import refuse_output_in_inputs
+
+    refuse_output_in_inputs(out, [records])
     stats = annotate_file(records, out, cfg, skip_bad=skip_bad, overwrite=overwrite, progress=progress)
     if show_stats:
         _print_stats(stats)

@@ -10,6 +10,8 @@ import json
 
 import click
 
+from ..paths import refuse_output_in_inputs
+
 config_opt = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Data config YAML (configs/data/*.yaml).")
 set_opt = click.option("--set", "sets", multiple=True, help="Override, e.g. --set reason.teacher.max_tokens=512 (repeatable).")
 out_opt = click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
@@ -102,6 +104,7 @@ def dedup(inp, tests, out, config_file, sets, skip_bad, overwrite) -> None:
     """Self-dedup and decontaminate INP against --tests; writes OUT, OUT.removed.jsonl, OUT.stats.json."""
     from ..datamaking import dedup as d
 
+    refuse_output_in_inputs(out, [inp, tests])
     cfg = _cfg(config_file, sets)
     if not overwrite and _skip_complete(out, "data.dedup", cfg.dedup, [inp, tests]):
         return
@@ -125,6 +128,7 @@ def _llm_command(name: str, section: str, keys: tuple[str, ...], doc: str):
     def cmd(inp, out, config_file, sets, model, base_url, limit, max_new_tokens, overwrite, skip_bad):
         import importlib
 
+        refuse_output_in_inputs(out, [inp])
         mod = importlib.import_module(f"safekey.datamaking.{name}")
         cfg = _cfg(config_file, sets, [f"{section}.{k}" for k in keys], model, base_url, max_new_tokens)
         try:
@@ -157,6 +161,7 @@ def select_cmd(inp, out, config_file, sets, n, skip_bad, overwrite) -> None:
     """Keep all-10, non-Other items; balance sources × categories down to N (deterministic)."""
     from ..datamaking import select as s
 
+    refuse_output_in_inputs(out, [inp])
     cfg = _cfg(config_file, [*([f"select.n={n:d}"] if n else []), *sets])
     if not overwrite and _skip_complete(out, "data.select", cfg.select, [inp]):
         return
@@ -171,6 +176,7 @@ def benign_filter(inp, out) -> None:
     """Keep the all-5 benign look-alikes of INP (from `data benign`) as records with unsafe=0."""
     from ..datamaking import benign as b
 
+    refuse_output_in_inputs(out, [inp])
     st = b.finalize(inp, out)
     click.echo(json.dumps({k: st[k] for k in ("scored", "kept_all_5")}))
 

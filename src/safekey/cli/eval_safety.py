@@ -88,6 +88,9 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
         judge_batch_size=judge_batch_size, label=label,
     )
+    from ..paths import refuse_output_in_inputs
+
+    refuse_output_in_inputs(out_dir, [*cfg.bench_files, *cfg.bench_paths.values()])  # --overwrite clears the run folder
     from ..evals.judges import judge_registry
 
     defaults = judge_registry()[1]
@@ -175,7 +178,7 @@ def agree_cmd(runs, labels_file, as_json):
     from rich.console import Console
     from rich.table import Table
 
-    from ..evals.agreement import against_labels, agree
+    from ..evals.agreement import against_labels, agree, labels_file_name
 
     fmt = lambda v: "—" if v is None else f"{v:.3f}"
     con = Console(width=160)
@@ -183,8 +186,10 @@ def agree_cmd(runs, labels_file, as_json):
         res = [against_labels(r, labels_file) for r in runs]
         from ..store import write_stats
 
+        name = labels_file_name(labels_file)
         for r, d in zip(runs, res):
-            write_stats(r / "labels_agreement.json", d)  # the HTML report shows it
+            # beside the run so the HTML report shows it; atomic, named by the labels it came from
+            write_stats(r / name, d)
         if as_json:
             click.echo(json.dumps(res, indent=1))
             return

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except SafekeyError as e:
-        click.echo(f"error: {e}", err=True)
+        from ..redact import redact_secrets
+
+        click.echo(f"error: {redact_secrets(str(e))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted — rerun the same command to resume", err=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+GENERATOR = '<meta name="generator" content="safekey report">'  # marks a file this command may replace
+
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
@@ -19,6 +21,13 @@ import click
 def report(runs, out, title, examples_per_bench, fmt, baseline):
     """Build one self-contained HTML report from RUNS (eval run folders, training folders, analysis
     JSON files, or any folder above them — they are discovered), or the paper table alone."""
+    from ..paths import refuse_output_in_inputs
+    from ..store import output_lock
+
+    to_stdout = fmt != "html" and out.name == "report.html"  # the default -o with a table format: print it
+    if not to_stdout:
+        refuse_output_in_inputs(out, list(runs), own_marker=GENERATOR if fmt == "html" else None,
+                                own_suffixes={"md": (".md",), "latex": (".tex",), "csv": (".csv",)}.get(fmt, ()))
     if fmt != "html":
         from ..report.collect import collect
         from ..report.paper_table import paper_table, to_csv, to_latex, to_markdown
@@ -36,13 +45,17 @@ def report(runs, out, title, examples_per_bench, fmt, baseline):
             if study is not None and len(study.get("seeds") or []) > 1:
                 text += "\n\nAcross training seeds (mean ± sd; [pooled 95 % CI]; Δ vs " + str(study["baseline"]) + " in pp):\n\n"
                 text += seeds.to_markdown(study) + "\n"
-        if out.name == "report.html":  # the default -o: print the table
+        if to_stdout:
             click.echo(text, nl=False)
         else:
-            out.write_text(text, encoding="utf-8")
+            from ..store import write_text_atomic
+
+            with output_lock(out):
+                write_text_atomic(out, text)
             click.echo(f"table: {out}")
         return
     from ..report import build_report
 
-    path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench)
+    with output_lock(out):
+        path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench)
     click.echo(f"report: {path} ({path.stat().st_size // 1024} KiB)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -25,7 +24,7 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     from ..experiment import describe, load_experiment, plan_steps, presets
     from ..experiment import out_dir as default_out
     from ..steps import StepRunner
-    from ..store import write_text_atomic
+    from ..store import write_stats
     from ..types import SafekeyError
 
     if list_presets:
@@ -38,7 +37,7 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     if not experiment:
         raise SafekeyError("give an experiment file or preset name (safekey run --list shows the presets)")
     exp, here = load_experiment(experiment, overrides)
-    out = out_dir or default_out(exp)
+    out = (out_dir or default_out(exp, here)).resolve()
     from ..models import resolve_model
 
     # also for --dry-run: the LoRA layer targets are read from the resolved model's config
@@ -48,7 +47,7 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
         click.echo(describe(steps))
         return
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "experiment.json", json.dumps(manifest, indent=1))
+    write_stats(out / "experiment.json", manifest)
     click.echo(f"safekey run {exp.name} → {out}  ({len(steps)} steps: {len(manifest['models'])} models, "
                f"{len(exp.seeds)} seed(s))")
     StepRunner(out, echo=click.echo, what=f"safekey run {experiment}").run(steps)

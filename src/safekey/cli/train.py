@@ -39,14 +39,23 @@ def train() -> None:
 @click.option("--no-qmm", is_flag=True, help="Ablation: no Query-Mask Modeling.")
 @click.option("--qmm-unmasked", is_flag=True, help="Ablation: the QMM pass sees the query.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.")
+@click.option("--auto-resume", is_flag=True, help="Continue an interrupted run of the same config from its last complete "
+              "checkpoint; do nothing when OUT holds the finished run; start when OUT is empty (what `safekey run` uses).")
 @click.option("--overwrite", is_flag=True, help="Start OUT afresh when it holds a training run (its files are removed).")
 @click.option("--skip-bad", is_flag=True, help="Skip malformed input lines (kept in OUT/train.rejects.jsonl).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N records.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
 def run(records, model, mode, out, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked, resume,
-        overwrite, skip_bad, limit, trust_remote_code):
+        auto_resume, overwrite, skip_bad, limit, trust_remote_code):
     """Fine-tune MODEL on RECORDS; writes OUT/ (model, tokenizer, train_log.jsonl, train_config.yaml)."""
+    from pathlib import Path
+
+    from ..paths import refuse_output_in_inputs
     from ..train.run import train as do_train
+
+    refuse_output_in_inputs(out, [records])  # --overwrite clears the folder: the data must live elsewhere
+    if Path(out).exists() and not Path(out).is_dir():
+        raise SafekeyError(f"-o {out} is a file; training writes a folder")
 
     cfg = _cfg(
         config,
@@ -62,7 +71,10 @@ def run(records, model, mode, out, config, overrides, epochs, lora, max_length, 
         limit=limit,
         trust_remote_code=True if trust_remote_code else None,
     )
-    stats = do_train(cfg, records, out, resume=resume, overwrite=overwrite, skip_bad=skip_bad)
+    stats = do_train(cfg, records, out, resume=resume, overwrite=overwrite, skip_bad=skip_bad, auto_resume=auto_resume)
+    if stats.get("already_finished"):
+        click.echo(f"already trained with this config: {out} (use --overwrite to train again)")
+        return
     click.echo(
         f"trained {stats['examples']} examples ({stats['records']} records, dropped {stats['dropped'] or 0}), "
         f"{stats['global_step']} steps, final loss {stats['train_loss']:.4f} → {out}"

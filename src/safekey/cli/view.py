@@ -15,7 +15,11 @@ def view(runs, out, title):
     """Write a self-contained HTML page listing the judged items of RUNS (safety eval folders or any
     folder above them), filterable by model, benchmark, verdict, category, judge disagreement and
     model disagreement, with a text search. No server needed: open the file."""
+    from ..paths import refuse_output_in_inputs
     from ..report.viewer import build_viewer
+    from ..store import output_lock
 
-    path = build_viewer(list(runs), out, title=title)
+    refuse_output_in_inputs(out, list(runs), own_marker='<meta name="generator" content="safekey view">')
+    with output_lock(out):
+        path = build_viewer(list(runs), out, title=title)
     click.echo(f"viewer: {path} ({path.stat().st_size // 1024} KiB)")

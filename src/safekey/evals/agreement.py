@@ -35,8 +35,10 @@ def load_verdicts(run: str | Path) -> tuple[str, dict[str, dict[str, tuple[bool,
     fp = summary.get("judge_fingerprint") or {}
     label = f"{run.name} ({summary.get('judge')}{'/' + fp['judge_model'] if fp.get('judge_model') else ''})"
     out: dict[str, dict[str, tuple[bool, list[str]]]] = {}
+    from ..paths import safe_name
+
     for bench in summary.get("benchmarks", {}):
-        f = run / bench / "judged.jsonl"
+        f = run / safe_name(bench, what=f"{run}/summary.json: benchmark") / "judged.jsonl"
         if not f.exists():
             continue
         items = {}
@@ -79,18 +81,42 @@ def agree(runs: Sequence[str | Path]) -> dict[str, Any]:
 def read_labels(path: str | Path) -> dict[str, bool]:
     """Human labels from CSV / JSONL with an id column (``id``, or the unnamed row index) and a
     label column (``label``, ``human_majority`` or ``harmful``; 1/0, true/false, yes/no)."""
-    rows = load_table(str(path))
+    try:
+        rows = load_table(str(path))
+    except SafekeyError:
+        raise
+    except Exception as e:
+        raise SafekeyError(f"{path}: not a readable label table ({type(e).__name__}: {str(e)[:160]})") from None
     out: dict[str, bool] = {}
     for k, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise SafekeyError(f"{path}: row {k} is not a record with columns (got {type(r).__name__})")
         rid = r.get("id", r.get("", r.get("Unnamed: 0", k)))
+        if rid is None or isinstance(rid, (dict, list)) or str(rid).strip() == "":
+            raise SafekeyError(f"{path}: row {k} has no usable id ({rid!r})")
         raw = next((r[c] for c in ("label", "human_majority", "harmful") if c in r), None)
         if raw is None:
             raise SafekeyError(f"{path}: row {k} has no label / human_majority / harmful column")
         s = str(raw).strip().lower()
         if s not in ("1", "0", "true", "false", "yes", "no", "1.0", "0.0"):
             raise SafekeyError(f"{path}: row {k}: label {raw!r} is not 1/0, true/false or yes/no")
-        out[str(rid)] = s in ("1", "true", "yes", "1.0")
+        value = s in ("1", "true", "yes", "1.0")
+        if str(rid) in out and out[str(rid)] != value:  # the last row must not silently win
+            raise SafekeyError(f"{path}: row {k}: id {rid} is labelled twice with different labels")
+        out[str(rid)] = value
     return out
+
+
+def labels_file_name(labels_path: str | Path) -> str:
+    """Where `eval agree --labels` keeps a run's result beside it: named by the labels file and its
+    content hash, so results for other labels never overwrite it and the report can tell them apart."""
+    import hashlib
+
+    from ..paths import name_from_stem
+
+    p = Path(labels_path)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:10]
+    return f"labels_agreement.{name_from_stem(p.stem, 'labels')}-{digest}.json"
 
 
 def against_labels(run: str | Path, labels_path: str | Path) -> dict[str, Any]:
@@ -117,4 +143,5 @@ def against_labels(run: str | Path, labels_path: str | Path) -> dict[str, Any]:
     return out
 
 
-__all__ = ["against_labels", "agree", "cohen_kappa", "judged_flag", "krippendorff_alpha", "load_verdicts", "read_labels"]
+__all__ = ["against_labels", "agree", "cohen_kappa", "judged_flag", "krippendorff_alpha", "labels_file_name", "load_verdicts",
+           "read_labels"]

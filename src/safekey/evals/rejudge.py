@@ -42,8 +42,11 @@ def rejudge(run: str | Path, out: str | Path, *, judge: str, judge_model: str | 
             progress: bool = True) -> dict[str, Any]:
     """Judge RUN's generations with `judge` into OUT; returns OUT's summary."""
     run, out = Path(run), Path(out)
-    if run.resolve() == out.resolve():
-        raise SafekeyError("rejudge writes a new run folder: give another -o than RUN")
+    from ..paths import refuse_output_in_inputs, safe_name
+
+    if run.resolve() == out.resolve() or run.resolve() in out.resolve().parents or out.resolve() in run.resolve().parents:
+        raise SafekeyError("rejudge writes a new run folder: give an -o outside RUN (and RUN not inside it)")
+    refuse_output_in_inputs(out, [run])
     try:
         info = json.loads((run / "run.json").read_text())
         summary = json.loads((run / "summary.json").read_text())
@@ -55,6 +58,7 @@ def rejudge(run: str | Path, out: str | Path, *, judge: str, judge_model: str | 
                                            "judge_base_url": judge_base_url,
                                            "judge_part": judge_part or info["config"].get("judge_part", "answer")})
     for name in summary["benchmarks"]:
+        name = safe_name(name, what=f"{run}/summary.json: benchmark")
         src = run / name / "generations.jsonl"
         if not src.exists():
             raise SafekeyError(f"{run}: no {name}/generations.jsonl")

@@ -392,8 +392,10 @@ def load_bench_file(path: str | Path, *, limit: int | None = None) -> list[Recor
 
 
 def bench_file_name(path: str | Path) -> str:
-    """The run-folder name for a custom benchmark file: its stem, made path-safe."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "custom"
+    """The run-folder name for a custom benchmark file: its stem, made path-safe (never ``..``)."""
+    from ..paths import name_from_stem
+
+    return name_from_stem(Path(path).stem)
 
 
 def parse_bench_list(text: str | Sequence[str]) -> list[str]:

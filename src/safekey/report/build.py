@@ -218,11 +218,11 @@ def agreement_sections(safety: list[EvalRun]) -> list[dict[str, Any]]:
             rows.append([bench, str(len(ids)), fmt(alpha), kappas, str(dis)])
         out.append({"title": "Judge agreement on the same generations (" + ", ".join(r.label for r in runs) + ")",
                     "cols": ["benchmark", "n", "Krippendorff α", "Cohen κ", "disagreements"], "rows": rows})
-    for e in safety:
-        f = e.path / "labels_agreement.json"
-        if not f.exists():
-            continue
-        d = json.loads(f.read_text())
+    for f, e in [(f, run) for run in safety for f in sorted(run.path.glob("labels_agreement*.json"))]:
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SafekeyError(f"{f}: unreadable ({type(err).__name__}); rerun `safekey eval agree --labels`") from None
         rows = [[b, str(m["n"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["f1"]), fmt(m["kappa"])]
                 for b, m in d["benchmarks"].items()]
         out.append({"title": f"{e.label} vs human labels ({Path(d['labels']).name})",

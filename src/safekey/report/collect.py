@@ -95,8 +95,12 @@ def _load_eval(d: Path, label: str) -> EvalRun:
         raise SafekeyError(f"{d / 'summary.json'}: not valid JSON ({e.msg})") from None
     if not isinstance(summary.get("benchmarks"), dict):
         raise SafekeyError(f"{d / 'summary.json'}: no 'benchmarks' object; is this an eval run?")
+    refuse_stale_weights(d, summary)
     run = EvalRun(d, summary.get("label") or label, summary)
+    from ..paths import safe_name
+
     for bench in summary["benchmarks"]:
+        safe_name(bench, what=f"{d / 'summary.json'}: benchmark")
         items = {str(r["id"]): r for r in read_jsonl(d / bench / "judged.jsonl") if "id" in r}
         for r in read_jsonl(d / bench / "judged.uk.jsonl"):
             rid = str(r.get("id"))
@@ -104,6 +108,21 @@ def _load_eval(d: Path, label: str) -> EvalRun:
                 items[rid] = {**items[rid], "u_end": r["u_end"], "k_end": r["k_end"]}
         run.items[bench] = items
     return run
+
+
+def refuse_stale_weights(d: Path, summary: dict[str, Any]) -> None:
+    """An evaluation is shown only for the weights it measured: when its model folder has been
+    retrained since (the folder's weight fingerprint differs from the one the summary recorded),
+    the numbers belong to a model that no longer exists under that name."""
+    from ..llm.core import local_model_id
+
+    w = summary.get("weights")
+    if not isinstance(w, str) or "@" not in w:
+        return  # a hub / endpoint model: identified by its name only
+    folder = Path(w.rsplit("@", 1)[0])
+    if folder.is_dir() and local_model_id(folder) != w:
+        raise SafekeyError(f"{d}: evaluated other weights than {folder} now holds (retrained since?); rerun the eval "
+                           f"(safekey run reruns it) before reporting it")
 
 
 def _analysis_kind(p: Path) -> dict[str, Any] | None:

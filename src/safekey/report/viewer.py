@@ -81,7 +81,7 @@ def viewer_items(paths: list[str | Path]) -> list[dict[str, Any]]:
     return items
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="generator" content="safekey view"><title>{title}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <style>
 body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}} .bar{{display:flex;gap:.6em;flex-wrap:wrap;margin-bottom:1em}}

@@ -201,37 +201,92 @@ def last_complete_checkpoint(ckpts: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
-          overwrite: bool = False, skip_bad: bool = False) -> dict:
-    """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
-    train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
-    folder that holds a training run afresh; `skip_bad` puts malformed lines in train.rejects.jsonl."""
-    from ..config import dump_yaml, fingerprint
-    from .data import load_records
+def _decide(cfg: TrainConfig, out_dir: Path, *, resume: bool, overwrite: bool, auto_resume: bool) -> tuple[str, str | None]:
+    """What to do with OUT: ("start" | "fresh" | "resume" | "finished", checkpoint). Reads only, so
+    every rank of a launch decides the same (rank 0 alone deletes, later)."""
+    from ..config import fingerprint
 
-    out_dir = Path(out_dir)
-    ckpt = None
     cfg_path = out_dir / CONFIG_FILE
-    if resume and overwrite:
-        raise SafekeyError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
+    if sum((resume, overwrite, auto_resume)) > 1:
+        raise SafekeyError("--resume, --auto-resume and --overwrite contradict each other: pick one")
     if (out_dir / "summary.json").exists() or (out_dir / "run.json").exists():
         raise SafekeyError(f"{out_dir} holds an evaluation run; train into another -o")
     if overwrite:
-        clear_training_run(out_dir)
-    elif resume:
-        if not cfg_path.exists():
+        return "fresh", None
+    has_run = (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists() or cfg_path.exists()
+    if not (resume or auto_resume):
+        if has_run:
+            raise SafekeyError(f"{out_dir} already holds a training run; use --resume, --auto-resume, --overwrite or another -o")
+        return "start", None
+    if not cfg_path.exists():
+        if resume:
             raise SafekeyError(f"--resume: {out_dir} has no {CONFIG_FILE}; nothing to resume")
-        import yaml
+        return ("fresh" if has_run else "start"), None
+    import yaml
 
+    try:
         old = TrainConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
-        if fingerprint(old) != fingerprint(cfg):
-            raise SafekeyError(f"--resume: {out_dir} was trained with another config (see {cfg_path})")
-        ckpts = out_dir / "checkpoints"
-        ckpt = last_complete_checkpoint(ckpts)
-        if ckpt is None:
-            raise SafekeyError(f"--resume: no checkpoint under {ckpts}")
-    elif (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists():
-        raise SafekeyError(f"{out_dir} already holds a training run; use --resume, --overwrite or another -o")
+    except (yaml.YAMLError, ValueError, TypeError, OSError) as e:  # any unreadable config: one line
+        raise SafekeyError(f"{cfg_path}: unreadable training config ({type(e).__name__}); use --overwrite") from None
+    if fingerprint(old) != fingerprint(cfg):
+        raise SafekeyError(f"{out_dir} was trained with another config (see {cfg_path}); use --overwrite or another -o")
+    if auto_resume and (out_dir / STATS_FILE).exists():
+        return "finished", None
+    ckpt = last_complete_checkpoint(out_dir / "checkpoints")
+    if ckpt is None:
+        if resume:
+            raise SafekeyError(f"--resume: no checkpoint under {out_dir / 'checkpoints'}")
+        return "fresh", None  # killed before its first checkpoint: nothing to continue from
+    return "resume", ckpt
+
+
+def _lock_out(out_dir: Path):
+    """One training per output folder (rank 0 of a launch holds it): two runs into one -o
+    interleaved their train_log.jsonl and both "succeeded"."""
+    import os
+
+    from filelock import FileLock, Timeout
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / ".train.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SafekeyError(f"{out_dir} is being written by another training run") from None
+    return lock
+
+
+def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False, skip_bad: bool = False, auto_resume: bool = False) -> dict:
+    """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
+    train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
+    folder that holds a training run afresh; `auto_resume` continues an interrupted run of the same
+    config (or returns the finished run's stats); `skip_bad` puts malformed lines in train.rejects.jsonl."""
+    out_dir = Path(out_dir)
+    lock = _lock_out(out_dir)
+    try:
+        return _train_locked(cfg, records_path, out_dir, resume=resume, overwrite=overwrite, skip_bad=skip_bad,
+                             auto_resume=auto_resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, resume: bool, overwrite: bool,
+                  skip_bad: bool, auto_resume: bool) -> dict:
+    from ..config import dump_yaml
+    from .data import load_records
+
+    cfg_path = out_dir / CONFIG_FILE
+    action, ckpt = _decide(cfg, out_dir, resume=resume, overwrite=overwrite, auto_resume=auto_resume)
+    if action == "finished":
+        stats = json.loads((out_dir / STATS_FILE).read_text())
+        log.warning("%s: already trained with this config (%s); nothing to do", out_dir, STATS_FILE)
+        return {**stats, "already_finished": True}
+    if action == "fresh":
+        clear_training_run(out_dir)
     import os
 
     rejects = None
@@ -257,8 +312,10 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     from ..provenance import provenance
 
     stats.update({"global_step": trainer.state.global_step, "train_loss": result.training_loss, "provenance": provenance()})
-    if trainer.args.should_save:
-        (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
+    if trainer.args.should_save:  # written last, atomically: its presence means "finished"
+        from ..store import write_stats
+
+        write_stats(out_dir / STATS_FILE, stats)
     return stats
 
 

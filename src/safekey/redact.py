@@ -1,0 +1,54 @@
+"""Credentials never reach a file or the console: one redaction for everything safekey writes about
+a run (configs, stats, step logs, failure reasons, error lines).
+
+Why here and not in the generic file writer: a model's own text (a generation that happens to
+hold ``?key=`` or ``user:pass@``) is data, and rewriting it in a view or a report is a silent
+change of what the model said. So redaction is applied where secrets come from — configs,
+commands, server error texts, logs — and never to generations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@\"']+)@")
+_URL_SECRET_PARAM = re.compile(r"(?P<k>[?&](?:api[_-]?key|key|token|access[_-]?token|auth|sig|signature|password)=)"
+                               r"(?P<v>[^&\s\"'#]+)", re.IGNORECASE)
+_AUTH_HEADER = re.compile(r"(?P<k>\b(?:authorization|proxy-authorization|x-api-key|api-key)\b[\"']?\s*[:=]\s*[\"']?"
+                          r"(?:(?:basic|bearer|token)\s+)?)(?P<v>[^\s\"',}]+)", re.IGNORECASE)
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+_MIN_SECRET_LEN = 8  # shorter env values ("1", "true") would blank ordinary words
+
+
+def _env_secrets() -> list[str]:
+    """Values of environment variables named like secrets (OPENAI_API_KEY, HF_TOKEN …): a server
+    error that quotes the key ("Incorrect API key provided: sk-…") is redacted by value."""
+    vals = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= _MIN_SECRET_LEN}
+    return sorted(vals, key=len, reverse=True)
+
+
+def redact_secrets(text: str) -> str:
+    """URL credentials (``http://user:KEY@host``, ``?api_key=…``), Authorization headers and the
+    values of secret environment variables → ``***``."""
+    if not text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    text = _URL_SECRET_PARAM.sub(lambda m: f"{m.group('k')}***", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group('k')}***", text)
+    for v in _env_secrets():
+        if v in text:
+            text = text.replace(v, "***")
+    return text
+
+
+def redact_obj(obj: Any) -> Any:
+    """Every string inside a config / stats structure redacted (keys kept)."""
+    if isinstance(obj, str):
+        return redact_secrets(obj)
+    if isinstance(obj, dict):
+        return {k: redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj

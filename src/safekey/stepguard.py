@@ -1,0 +1,103 @@
+"""Run one command so that its whole process tree dies with the process that started it.
+
+Why: `safekey run` starts each step as a subprocess (a training under torchrun is three levels
+deep: launcher → ranks, each rank in a session of its own). Killing the runner — Ctrl-C, `kill`,
+`kill -9`, or its whole process group — used to leave the training running, writing into the log
+the rerun then truncated. A signal handler in the runner cannot help against SIGKILL, so the
+guard lives between the runner and the step:
+
+* it is started in a session of its own (a kill of the runner's process group does not reach it)
+  and asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), checking right after
+  that the parent is still the one that started it (the race the man page warns about);
+* it is a child subreaper (``PR_SET_CHILD_SUBREAPER``): descendants that leave their parent or
+  their session (torchrun's ranks do both) are reparented to the guard, so walking its children
+  finds every one of them;
+* on SIGTERM / SIGINT / SIGHUP, and after the step's own exit, every remaining descendant gets
+  SIGTERM, then SIGKILL after a grace period. The guard exits with the step's status.
+
+Usage: ``python -m safekey.stepguard PARENT_PID -- CMD …`` (Linux; elsewhere it just runs CMD).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_S = 10.0  # SIGTERM → SIGKILL: time for a launcher to stop its ranks and for a rank to exit
+
+
+def _prctl(option: int, arg: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def kill_tree(grace_s: float = GRACE_S) -> int:
+    """SIGTERM every descendant of this process, SIGKILL those alive after `grace_s`; how many."""
+    import psutil
+
+    me = psutil.Process()
+    procs = me.children(recursive=True)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            continue  # already gone
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    # a launcher may have started more while it was stopping: sweep once more
+    alive += [p for p in me.children(recursive=True) if p not in alive]
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+    return len(procs)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: python -m safekey.stepguard PARENT_PID -- CMD …", file=sys.stderr)
+        return 2
+    parent, cmd = int(argv[0]), argv[2:]
+    linux = sys.platform.startswith("linux")
+    if linux:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the runner died before PDEATHSIG was armed
+        return 143
+    stopping = False
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            kill_tree()
+            os._exit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, stop)
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            rc = proc.wait()
+            break
+        except InterruptedError:
+            continue
+    if linux:
+        # descendants that outlived the step (reparented to us): not left behind
+        t0 = time.time()
+        kill_tree(grace_s=max(1.0, GRACE_S - (time.time() - t0)))
+    return rc if rc >= 0 else 128 - rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
