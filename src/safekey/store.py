@@ -69,6 +69,23 @@ def _format_validation(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def max_record_bytes() -> int:
+    """The largest JSONL line a stage reads (default 16 MB; ``SAFEKEY_MAX_RECORD_MB``): a 50 MB
+    record made `annotate` run minutes at 6 GB before anything could fail."""
+    raw = os.environ.get("SAFEKEY_MAX_RECORD_MB", "16")
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise SafekeyError(f"SAFEKEY_MAX_RECORD_MB={raw!r} is not a number") from None
+    return int(mb * 1_000_000)
+
+
+def _json_problem(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e).split(";")[0][:120]
+
+
 def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     """Yield (location, object, error) for each item of a .jsonl or .json file.
 
@@ -78,7 +95,13 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     path = Path(path)
     if not path.exists():
         raise SafekeyError(f"input file not found: {path}")
+    if path.is_dir():
+        raise SafekeyError(f"{path} is a folder; give the JSONL file inside it")
+    cap = max_record_bytes()
     if path.suffix == ".json":
+        if path.stat().st_size > 64 * cap:
+            raise SafekeyError(f"{path}: {path.stat().st_size / 1e6:.0f} MB is over the JSON-file cap of "
+                               f"{64 * cap / 1e6:.0f} MB (64 × SAFEKEY_MAX_RECORD_MB); use JSONL")
         raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")
@@ -89,6 +112,8 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str | None]]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SafekeyError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+        except (ValueError, RecursionError) as e:  # integers over 4,300 digits; nesting deeper than the parser goes
+            raise SafekeyError(f"{path}: not readable JSON ({_json_problem(e)})") from None
         if isinstance(data, dict):
             data = data.get("data", data.get("records"))
         if not isinstance(data, list):
@@ -106,10 +131,16 @@ def iter_json_objects(path: Path) -> Iterator[tuple[str, Any, str | None]]:
                 continue
             if not line.strip():
                 continue
+            if len(braw) > cap:
+                yield (f"{path}:{lineno}", line[:200] + "…",
+                       f"record of {len(braw) / 1e6:.1f} MB is over the {cap / 1e6:.0f} MB cap (SAFEKEY_MAX_RECORD_MB)")
+                continue
             try:
                 yield f"{path}:{lineno}", json.loads(line), None
             except json.JSONDecodeError as e:
                 yield f"{path}:{lineno}", line.rstrip("\n"), f"not valid JSON ({e.msg} at column {e.colno})"
+            except (ValueError, RecursionError) as e:
+                yield f"{path}:{lineno}", line[:200].rstrip("\n"), f"not readable JSON ({_json_problem(e)})"
 
 
 def read_records(

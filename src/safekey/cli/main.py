@@ -74,6 +74,15 @@ def main(argv: list[str] | None = None) -> None:
 
         click.echo(f"error: {redact_secrets(str(e))}", err=True)
         sys.exit(2)
+    except OSError as e:  # an unwritable -o, an output whose parent is a file, a folder given as a file …
+        from ..redact import redact_secrets
+
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"error: {redact_secrets(where + (e.strerror or str(e)))}", err=True)
+        sys.exit(2)
+    except RecursionError:
+        click.echo("error: an input is nested too deeply to read", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted — rerun the same command to resume", err=True)
         sys.exit(130)

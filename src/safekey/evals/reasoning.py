@@ -27,6 +27,7 @@ from ..metrics import rate, truncation_shares
 from ..store import Failure, iter_json_objects, merge_benchmarks, read_records, run_stage, write_stats
 from ..types import Record, SafekeyError, truncation
 from . import grading, sandbox
+from .code_verdict import run_many_humaneval
 from .reasoning_benchmarks import (
     PROMPT_VERSION,
     get_benchmark,
@@ -134,7 +135,7 @@ def grade_record(rec: Record, kind: str) -> Record:
 def _grade_code_batch(records: list[Record], sb: SandboxConfig) -> list[Record | Failure]:
     limits = sandbox.Limits(timeout_s=sb.timeout_s, memory_mb=sb.memory_mb, max_procs=sb.max_procs)
     extractions = []
-    programs: list[str] = []
+    jobs: list[tuple[str, str, str, str]] = []
     idx: list[int] = []
     for i, r in enumerate(records):
         x = r.model_extra or {}
@@ -142,8 +143,9 @@ def _grade_code_batch(records: list[Record], sb: SandboxConfig) -> list[Record |
         extractions.append(ex)
         if ex.answer is not None:
             idx.append(i)
-            programs.append(grading.humaneval_program(ex.answer, x["test"], x["entry_point"]))
-    results = sandbox.run_many(programs, limits=limits, isolation=sb.isolation, workers=sb.workers)
+            jobs.append((ex.answer, x["code_prompt"], x["test"], x["entry_point"]))
+    # the verdict comes from a checker process the model's code cannot reach (code_verdict)
+    results = run_many_humaneval(jobs, limits=limits, isolation=sb.isolation, workers=sb.workers)
     by_i = dict(zip(idx, results))
     out: list[Record | Failure] = []
     for i, r in enumerate(records):

@@ -85,15 +85,31 @@ del _sbx_hook, _sbx_sys
 '''
 
 
+MIN_PROCESS_MB = 32  # an interpreter needs about this much address space to start
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits for one program. ``cpu_s`` defaults to the wall timeout + 1 s."""
+    """Resource limits for one program. ``cpu_s`` defaults to the wall timeout + 1 s.
+
+    `memory_mb` bounds the whole sandbox, not one process: RLIMIT_AS is per process, so five
+    children of 500 MB each passed a 1 GB per-process limit. Each process may map
+    ``memory_mb / max_procs`` (:meth:`per_process_mb`) and at most `max_procs` run (RLIMIT_NPROC),
+    so their sum never exceeds `memory_mb`."""
 
     timeout_s: float = 10.0
     memory_mb: int = 2048
     cpu_s: int | None = None
     max_procs: int = 16
     max_file_mb: int = 16
+
+    def __post_init__(self) -> None:
+        if self.max_procs < 1 or self.memory_mb // self.max_procs < MIN_PROCESS_MB:
+            raise ValueError(f"sandbox limits: {self.memory_mb} MB over {self.max_procs} processes leaves under "
+                             f"{MIN_PROCESS_MB} MB each; raise memory_mb or lower max_procs")
+
+    def per_process_mb(self) -> int:
+        return self.memory_mb // self.max_procs
 
 
 @dataclass
@@ -255,7 +271,7 @@ def _next_uid() -> int:
 
 
 def _preexec(limits: Limits) -> Callable[[], None]:
-    mem = limits.memory_mb * 1024 * 1024
+    mem = limits.per_process_mb() * 1024 * 1024
     cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s + 1)
     fsize = limits.max_file_mb * 1024 * 1024
     nproc = limits.max_procs
@@ -299,89 +315,122 @@ def _exception_line(stderr: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+@dataclass
+class Spawned:
+    """A started sandboxed program, its output files and the throw-away uid it runs as."""
+
+    proc: subprocess.Popen
+    out_path: Path
+    err_path: Path
+    uid: int | None
+    mode: str
+    prefix: list[str]
+
+    def wait(self, timeout: float) -> tuple[int, bool]:
+        """(return code, timed out); the whole group is killed either way."""
+        timed_out = False
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(self.proc.pid)
+            rc = self.proc.wait()
+        finally:
+            self.kill()
+        return rc, timed_out
+
+    def kill(self) -> None:
+        _kill_group(self.proc.pid)  # stragglers that stayed in the group after the leader exited
+        if self.uid is not None and self.mode == "audit":
+            _kill_uid(self.uid)  # no PID namespace here: also catch children that left the group (setsid)
+
+
+def spawn(tmp: Path, files: dict[str, str], script: str, fds: tuple[int, ...], *, limits: Limits,
+          isolation: Isolation = "auto", file_args: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()) -> Spawned:
+    """Start `script` (one of `files`, written to `tmp`) under the isolation and limits: argv is
+    ``script FD… FILE… EXTRA…`` with FILE the in-sandbox paths of `file_args`. Raises OSError /
+    SubprocessError when the sandbox itself cannot start."""
+    mode, prefix, py = isolation_mode(isolation)
+    tmp.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, text in files.items():
+        paths[name] = tmp / name
+        paths[name].write_text(text, encoding="utf-8")
+    out_path, err_path = tmp / "stdout.txt", tmp / "stderr.txt"
+    kwargs: dict[str, Any] = {}
+    cmd = list(prefix)
+    uid: int | None = None
+    if os.geteuid() == 0:
+        uid = _next_uid()
+        for f in (tmp, *paths.values()):
+            os.chown(f, uid, uid)
+        if mode == "netns":
+            cmd += ["--setuid", str(uid), "--setgid", str(uid)]
+        else:
+            kwargs.update(user=uid, group=uid, extra_groups=[])
+    fd_args = [str(fd) for fd in fds]
+    if mode == "bwrap":
+        binds = [a for name, f in paths.items() for a in ("--ro-bind", str(f), f"/sandbox/{name}")]
+        cmd += [*_bwrap_args(py), *binds, py, "-I", f"/sandbox/{script}", *fd_args,
+                *[f"/sandbox/{n}" for n in file_args], *extra_args]
+        cwd = "/"
+    else:
+        cmd += (["--"] if prefix else []) + [py, "-I", str(paths[script]), *fd_args, *[str(paths[n]) for n in file_args],
+                                             *extra_args]
+        cwd = str(tmp)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C.UTF-8"}
+    with out_path.open("wb") as out_f, err_path.open("wb") as err_f:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f, cwd=cwd, env=env,
+                                start_new_session=True, preexec_fn=_preexec(limits), close_fds=True, pass_fds=fds,
+                                **kwargs)
+    return Spawned(proc, out_path, err_path, uid, mode, prefix)
+
+
+def signal_reason(rc: int, prefix: list[str]) -> tuple[str, str] | None:
+    """(status, reason) when `rc` says the program was killed by a signal, else None."""
+    sig = -rc if rc < 0 else (rc - 128 if prefix and rc > 128 else 0)
+    if not sig:
+        return None
+    try:
+        name = _SIGNAL_REASONS.get(signal.Signals(sig), f"killed by {signal.Signals(sig).name}")
+    except ValueError:
+        name = f"killed by signal {sig}"
+    return ("timeout" if sig == signal.SIGXCPU else "failed"), name
+
+
 def run_python(source: str, *, limits: Limits = Limits(), isolation: Isolation = "auto") -> SandboxResult:
     """Run `source` as a script in a contained child. Never raises for anything the program does.
 
     "passed" means the program ran to its last statement (the harness's proof came back), not
-    merely exit status 0."""
-    mode, prefix, py = isolation_mode(isolation)
+    merely exit status 0. Code in the same interpreter can reach that proof, so this is no verdict
+    against hostile code: HumanEval verdicts come from :mod:`safekey.evals.code_verdict`."""
+    mode = isolation_mode(isolation)[0]
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="safekey-sbx-"))
     secret = secrets.token_hex(16).encode()
     r_in, w_in = os.pipe()
     r_out, w_out = os.pipe()
     try:
-        prog = tmp / "program.py"
-        prog.write_text(source, encoding="utf-8")
-        harness = tmp / "harness.py"
-        harness.write_text((AUDIT_PRELUDE if mode == "audit" else "") + HARNESS, encoding="utf-8")
+        harness = (AUDIT_PRELUDE if mode == "audit" else "") + HARNESS
         os.write(w_in, secret)
         os.close(w_in)
         w_in = -1
-        out_path, err_path = tmp / "stdout.txt", tmp / "stderr.txt"
-        kwargs: dict[str, Any] = {}
-        cmd = list(prefix)
-        uid: int | None = None
-        if os.geteuid() == 0:
-            uid = _next_uid()
-            for f in (tmp, prog, harness):
-                os.chown(f, uid, uid)
-            if mode == "netns":
-                cmd += ["--setuid", str(uid), "--setgid", str(uid)]
-            else:
-                kwargs.update(user=uid, group=uid, extra_groups=[])
-        fds = [str(r_in), str(w_out)]
-        if mode == "bwrap":
-            cmd += [*_bwrap_args(py), "--ro-bind", str(prog), "/sandbox/program.py", "--ro-bind", str(harness),
-                    "/sandbox/harness.py", py, "-I", "/sandbox/harness.py", *fds, "/sandbox/program.py"]
-            cwd = "/"
-        else:
-            cmd += (["--"] if prefix else []) + [py, "-I", str(harness), *fds, str(prog)]
-            cwd = str(tmp)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C.UTF-8"}
-        with out_path.open("wb") as out_f, err_path.open("wb") as err_f:
-            try:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_f,
-                    stderr=err_f,
-                    cwd=cwd,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=_preexec(limits),
-                    close_fds=True,
-                    pass_fds=(r_in, w_out),
-                    **kwargs,
-                )
-            except (OSError, subprocess.SubprocessError) as e:
-                return SandboxResult("error", f"could not start sandbox: {e}", None, time.monotonic() - t0, mode)
-            os.close(w_out)  # the child holds the only write end now
-            w_out = -1
-            timed_out = False
-            try:
-                rc = proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc.pid)
-                rc = proc.wait()
-            finally:
-                _kill_group(proc.pid)  # stragglers that stayed in the group after the leader exited
-                if uid is not None and mode == "audit":
-                    _kill_uid(uid)  # no PID namespace here: also catch children that left the group (setsid)
+        try:
+            sp = spawn(tmp, {"program.py": source, "harness.py": harness}, "harness.py", (r_in, w_out), limits=limits,
+                       isolation=isolation, file_args=("program.py",))
+        except (OSError, subprocess.SubprocessError) as e:
+            return SandboxResult("error", f"could not start sandbox: {e}", None, time.monotonic() - t0, mode)
+        os.close(w_out)  # the child holds the only write end now
+        w_out = -1
+        rc, timed_out = sp.wait(limits.timeout_s)
         proof = _read_available(r_out)
         dur = time.monotonic() - t0
-        stdout, stderr = _tail(out_path), _tail(err_path)
+        stdout, stderr = _tail(sp.out_path), _tail(sp.err_path)
         if timed_out:
             return SandboxResult("timeout", f"timeout after {limits.timeout_s:g}s (process group killed)", rc, dur, mode, stdout, stderr)
-        sig = -rc if rc < 0 else (rc - 128 if prefix and rc > 128 else 0)
-        if sig:
-            try:
-                name = _SIGNAL_REASONS.get(signal.Signals(sig), f"killed by {signal.Signals(sig).name}")
-            except ValueError:
-                name = f"killed by signal {sig}"
-            status = "timeout" if sig == signal.SIGXCPU else "failed"
-            return SandboxResult(status, name, rc, dur, mode, stdout, stderr)
+        killed = signal_reason(rc, sp.prefix)
+        if killed:
+            return SandboxResult(killed[0], killed[1], rc, dur, mode, stdout, stderr)
         if rc == 0 and proof == secret:
             return SandboxResult("passed", "ok", rc, dur, mode, stdout, stderr)
         if rc == 0:
@@ -446,4 +495,5 @@ def run_many(
     return [r for r in results if r is not None]
 
 
-__all__ = ["AUDIT_PRELUDE", "Limits", "SandboxResult", "isolation_mode", "run_many", "run_python"]
+__all__ = ["AUDIT_PRELUDE", "Limits", "SandboxResult", "Spawned", "isolation_mode", "run_many", "run_python", "signal_reason",
+           "spawn"]

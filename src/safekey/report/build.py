@@ -116,7 +116,9 @@ PLAIN = {"harmful_rate": "harmful compliance", "refusal_rate": "refusal", "compl
          "harmful_reasoning_rate": "harmful reasoning", "partial_refusal_rate": "partial refusal"}
 
 
-def plain(metric: str) -> str:
+def plain(metric: str | None) -> str:
+    if not metric:  # a benchmark none of whose items was judged has no headline metric
+        return "no judged items"
     return PLAIN.get(metric, metric.replace("_rate", "").replace("_", " "))
 
 

@@ -122,15 +122,33 @@ def to_markdown(t: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"_{f}_  " for f in t["footer"]) + "\n"
 
 
+_LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$", "%": r"\%", "&": r"\&",
+          "_": r"\_", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}", "\n": " ", "\r": " "}
+
+
+def latex_escape(text: str) -> str:
+    """Every LaTeX special character of a cell escaped: a label like ``\\input{…}`` or ``\\write18``
+    is printed, never executed, in the paper that includes the table."""
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def csv_cell(v: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) gets a leading
+    quote (OWASP's CSV-injection rule); numbers stay numbers."""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
+
+
 def to_latex(t: dict[str, Any]) -> str:
-    esc = lambda s: s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+    esc = latex_escape
     cols = "l" + "c" * len(t["cols"])
     arrows = {"↓": r"$\downarrow$", "↑": r"$\uparrow$"}
     head = " & ".join(["model"] + [f"{esc(c['bench'])} {esc(c['metric'])} {arrows[c['arrow']]}" for c in t["cols"]]) + r" \\"
     body = [" & ".join([esc(r["label"]) + (" (baseline)" if r["baseline"] else "")]
                        + [_fmt(c, col["metric"], latex=True) for c, col in zip(r["cells"], t["cols"])]) + r" \\"
             for r in t["rows"]]
-    foot = "\n".join(f"% {f}" for f in t["footer"])
+    foot = "\n".join("% " + str(f).replace("\n", " ").replace("\r", " ") for f in t["footer"])
     return "\n".join([r"\begin{tabular}{" + cols + "}", r"\toprule", head, r"\midrule", *body, r"\bottomrule",
                       r"\end{tabular}", foot]) + "\n"
 
@@ -145,8 +163,9 @@ def to_csv(t: dict[str, Any]) -> str:
             if c.get("value") is None:
                 continue
             d = c.get("delta") or {}
-            w.writerow([r["label"], col["bench"], col["metric"], col["arrow"], c["value"], c["ci"][0], c["ci"][1], c["n"],
-                        d.get("delta", ""), (d.get("ci") or ["", ""])[0], (d.get("ci") or ["", ""])[1]])
+            w.writerow([csv_cell(v) for v in (r["label"], col["bench"], col["metric"], col["arrow"], c["value"], c["ci"][0],
+                                              c["ci"][1], c["n"], d.get("delta", ""), (d.get("ci") or ["", ""])[0],
+                                              (d.get("ci") or ["", ""])[1])])
     return buf.getvalue()
 
 
@@ -156,4 +175,4 @@ def html_cells(t: dict[str, Any]) -> list[dict[str, Any]]:
              "cells": [_fmt(c, col["metric"]) for c, col in zip(r["cells"], t["cols"])]} for r in t["rows"]]
 
 
-__all__ = ["html_cells", "paper_table", "to_csv", "to_latex", "to_markdown", "what_this_shows"]
+__all__ = ["csv_cell", "html_cells", "latex_escape", "paper_table", "to_csv", "to_latex", "to_markdown", "what_this_shows"]

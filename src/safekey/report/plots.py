@@ -18,6 +18,9 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
+    # labels come from run folders and model names: "$\\foo$" is a name, not mathtext (it crashed the report)
+    matplotlib.rcParams["text.parse_math"] = False
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt
