@@ -142,6 +142,8 @@ def _alive(pid: int | None, created: float | None) -> bool:
         return False
     try:
         p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its (new) parent
+            return False
         return created is None or abs(p.create_time() - created) < 1.0
     except psutil.Error:
         return False

@@ -242,6 +242,11 @@ class SafetyRun:
         self._backend = backend
         self._own_backend = backend is None  # close only what we opened
         self._own_judge = judge is None
+        if isinstance(cfg.limit, dict):  # `--limit nosuch=2` silently evaluated everything in full
+            names = [b.lower() for b in cfg.benches] + [bench_file_name(f).lower() for f in cfg.bench_files]
+            unknown = [k for k in cfg.limit if k.lower() not in names]
+            if unknown:
+                raise SafekeyError(f"--limit names {unknown[0]!r}, not a benchmark of this run ({', '.join(names)})")
         self.judge = judge or make_judge(cfg.judge, judge_model=cfg.judge_model, base_url=cfg.judge_base_url,
                                          max_tokens=cfg.judge_max_tokens, ensemble_rule=cfg.judge_ensemble)
 
@@ -276,7 +281,7 @@ class SafetyRun:
 
     def _limit(self, name: str) -> int | None:
         lim = self.cfg.limit
-        return lim.get(name) if isinstance(lim, dict) else lim
+        return {k.lower(): v for k, v in lim.items()}.get(name.lower()) if isinstance(lim, dict) else lim
 
     # -- stages -----------------------------------------------------------------------------------
     def _generate(self, batch: list[Record]) -> list[Record | Failure]:

@@ -302,6 +302,7 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, cfg_path)
         if ckpt is not None:  # the curve after the checkpoint is re-logged: cut what came after it
+            print(f"resuming from {ckpt}", file=sys.stderr, flush=True)
             step = int(Path(ckpt).name.split("-")[-1])
             lp = out_dir / LOG_FILE
             if lp.exists():

@@ -1,0 +1,181 @@
+"""The step runner's promises (issue #23 A): a step is done only for the inputs it ran on (a changed
+input reruns it and every step after it), an interrupted step continues, killing the runner — by
+pid or by process group, with SIGKILL — leaves no process of its step behind, one runner per folder,
+and no credentials in steps.json or the step logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from filelock import FileLock
+
+from safekey.cli.main import main
+from safekey.steps import Step, StepRunner
+from safekey.types import SafekeyError
+
+
+def _py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def _chain(tmp: Path) -> tuple[list[Step], Path, Path, Path]:
+    """one: src → mid (records its extra argv); two: mid → end (counts its runs)."""
+    src, mid, end, runs = tmp / "src.txt", tmp / "mid.txt", tmp / "end.txt", tmp / "runs.txt"
+    one = Step("one", _py(f"import sys; open({str(mid)!r}, 'w').write(open({str(src)!r}).read() + '|' + ' '.join(sys.argv[1:]))"),
+               [mid], 1, inputs=[src], fresh_args=["FRESH"], resume_args=["RESUME"])
+    two = Step("two", _py(f"import sys; open({str(end)!r}, 'w').write(open({str(mid)!r}).read()); "
+                          f"open({str(runs)!r}, 'a').write(' '.join(sys.argv[1:]) + ';')"),
+               [end], 1, inputs=[mid], after=["one"], fresh_args=["FRESH"])
+    return [one, two], src, end, runs
+
+
+def test_changed_input_reruns_the_step_and_everything_after(tmp_path):
+    steps, src, end, runs = _chain(tmp_path)
+    src.write_text("a")
+    StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    assert end.read_text() == "a|RESUME" and runs.read_text() == ";"
+    log: list[str] = []
+    StepRunner(tmp_path / "out", echo=log.append).run(steps)
+    assert runs.read_text() == ";" and any("2 of 2 steps already done" in x for x in log)
+    src.write_text("b")  # edited in place: same command line, other content
+    log = []
+    StepRunner(tmp_path / "out", echo=log.append).run(steps)
+    assert end.read_text() == "b|FRESH"  # redone from scratch, and the step after it too
+    assert runs.read_text() == ";FRESH;"
+    assert sum("its inputs changed" in x for x in log) == 2
+
+
+def test_changed_command_or_environment_reruns(tmp_path, monkeypatch):
+    steps, src, end, runs = _chain(tmp_path)
+    src.write_text("a")
+    StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    monkeypatch.setenv("SAFEKEY_DATA_DIR", str(tmp_path))  # changes what a stage would read
+    StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    assert runs.read_text() == ";FRESH;"
+
+
+def test_interrupted_step_is_continued_with_resume_args(tmp_path):
+    flag = tmp_path / "ok"
+    seen = tmp_path / "argv.txt"
+    step = Step("s", _py(f"import os, sys; open({str(seen)!r}, 'a').write(' '.join(sys.argv[1:]) + ';'); "
+                         f"sys.exit(0 if os.path.exists({str(flag)!r}) else 3)"), [], 1,
+                resume_args=["--auto-resume"], fresh_args=["--overwrite"])
+    with pytest.raises(SafekeyError, match=r"step s failed \(exit 3\)"):
+        StepRunner(tmp_path / "out", echo=lambda _: None).run([step])
+    assert json.loads((tmp_path / "out" / "steps.json").read_text())["s"]["status"] == "running"
+    flag.write_text("")
+    StepRunner(tmp_path / "out", echo=lambda _: None).run([step])
+    assert seen.read_text() == "--auto-resume;--auto-resume;"  # same inputs: continued, never started over
+
+
+@pytest.mark.parametrize("content, why", [("", "unreadable"), ("{not json", "unreadable"), ("[1, 2]", "not a steps file"),
+                                          ('{"a": 3}', "not a steps file")])
+def test_bad_steps_file_is_one_line(tmp_path, capsys, content, why):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "steps.json").write_text(content)
+    with pytest.raises(SafekeyError, match=why):
+        StepRunner(out)
+    spec = tmp_path / "e.yaml"
+    spec.write_text("name: t\ntrain_data: '{starter}/train.jsonl'\nvariants: [{name: s, mode: sft}]\nmodel: /nonexistent\n")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(spec), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_steps_file_is_written_atomically(tmp_path):
+    steps, src, _, _ = _chain(tmp_path)
+    src.write_text("a")
+    StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    assert not list((tmp_path / "out").glob("steps.json*.tmp"))
+    assert set(json.loads((tmp_path / "out" / "steps.json").read_text())) == {"one", "two"}
+
+
+def test_second_runner_on_the_same_folder_is_refused(tmp_path):
+    steps, src, _, runs = _chain(tmp_path)
+    src.write_text("a")
+    (tmp_path / "out").mkdir()
+    with FileLock(str(tmp_path / "out" / ".runner.lock")):
+        with pytest.raises(SafekeyError, match="being run by another process"):
+            StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    assert not runs.exists()
+
+
+def test_runner_refuses_while_a_killed_runs_step_is_alive(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        (out / "running.json").write_text(json.dumps({"step": "train-sft", "guard_pid": live.pid,
+                                                      "guard_created": psutil.Process(live.pid).create_time()}))
+        with pytest.raises(SafekeyError, match=rf"step train-sft of an earlier run is still running \(pid {live.pid}\)"):
+            StepRunner(out, echo=lambda _: None).run([])
+    finally:
+        live.kill()
+        live.wait()
+    StepRunner(out, echo=lambda _: None).run([])  # gone (or a recycled pid): no refusal
+
+
+# a runner whose step starts a grandchild in a session of its own (as torchrun starts its ranks)
+RUNNER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from safekey.steps import Step, StepRunner
+    out, pids = Path(sys.argv[1]), sys.argv[2]
+    step_code = (
+        "import os, subprocess, sys, time\\n"
+        "g = subprocess.Popen(['sleep', '300'], start_new_session=True)\\n"
+        f"open({pids!r}, 'w').write(f'{{os.getpid()}} {{g.pid}}')\\n"
+        "time.sleep(300)\\n")
+    StepRunner(out, echo=print).run([Step("long", [sys.executable, "-c", step_code], [], 1)])
+""")
+
+
+@pytest.mark.parametrize("how", ["kill -9 the runner", "kill -9 its process group"])
+def test_killing_the_runner_leaves_no_orphans(tmp_path, how):
+    pids = tmp_path / "pids.txt"
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    runner = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), str(pids)], start_new_session=True)
+    deadline = time.time() + 60
+    while not pids.exists() or len(pids.read_text().split()) < 2:
+        assert time.time() < deadline and runner.poll() is None, "the step never started"
+        time.sleep(0.2)
+    step_pid, grandchild = map(int, pids.read_text().split())
+    rec = json.loads((tmp_path / "out" / "running.json").read_text())
+    assert rec["step"] == "long" and rec["step_pid"] == step_pid
+    if how == "kill -9 the runner":
+        os.kill(runner.pid, signal.SIGKILL)
+    else:
+        os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    deadline = time.time() + 20
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+              for p in (step_pid, grandchild, rec["guard_pid"])):
+        assert time.time() < deadline, "a process of the killed runner's step is still running"
+        time.sleep(0.2)
+    # nothing left alive: a rerun is not refused
+    StepRunner(tmp_path / "out", echo=lambda _: None).run([])
+
+
+def test_no_credentials_in_steps_file_or_logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_API_KEY", "sk-env-secret-7788")
+    url = "http://alice:hunter2pw@127.0.0.1:9/v1?api_key=QUERYSECRET"
+    code = ("import os; print('calling', " + repr(url) + "); print('echo: Authorization: Basic YWxpY2U6aHVudGVy'); "
+            "print('server said: bad key', os.environ['MY_SERVICE_API_KEY'])")
+    step = Step("s", [*_py(code), "--base-url", url], [], 1)
+    StepRunner(tmp_path / "out", echo=lambda _: None).run([step])
+    written = (tmp_path / "out" / "steps.json").read_text() + (tmp_path / "out" / "logs" / "s.log").read_text()
+    for secret in ("hunter2pw", "QUERYSECRET", "YWxpY2U6aHVudGVy", "sk-env-secret-7788"):
+        assert secret not in written
+    assert "calling http://***@127.0.0.1:9/v1?api_key=***" in written
