@@ -32,7 +32,9 @@ def safety_tables(evals: list[EvalRun]) -> dict[str, Any]:
                 benches.append(b)
     heads = []
     for b in benches:
-        metric = next((plots.headline_metric(e.summary["benchmarks"][b]) for e in evals if b in e.summary["benchmarks"]), None)
+        # the first run that judged anything on b names the metric (a run whose every item failed has none)
+        metric = next((m for e in evals if b in e.summary["benchmarks"] and (m := plots.headline_metric(e.summary["benchmarks"][b]))),
+                      None)
         heads.append({"bench": b, "metric": metric})
     pivot = []
     for e in evals:

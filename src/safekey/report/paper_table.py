@@ -37,7 +37,9 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
         benches += [b for b in e.summary["benchmarks"] if b not in benches]
     cols = []
     for b in benches:
-        metric = next((plots.headline_metric(e.summary["benchmarks"][b]) for e in evals if b in e.summary["benchmarks"]), None)
+        # the first run that judged anything on b names the metric (a run whose every item failed has none)
+        metric = next((m for e in evals if b in e.summary["benchmarks"] and (m := plots.headline_metric(e.summary["benchmarks"][b]))),
+                      None)
         if metric:
             cols.append({"bench": b, "metric": metric, "arrow": _arrow(metric)})
     base = next((e for e in evals if e.label == baseline), None)
