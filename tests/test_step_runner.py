@@ -55,7 +55,7 @@ def test_changed_input_reruns_the_step_and_everything_after(tmp_path):
 
 
 def test_changed_command_or_environment_reruns(tmp_path, monkeypatch):
-    steps, src, end, runs = _chain(tmp_path)
+    steps, src, _, runs = _chain(tmp_path)
     src.write_text("a")
     StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
     monkeypatch.setenv("SAFEKEY_DATA_DIR", str(tmp_path))  # changes what a stage would read
@@ -105,9 +105,8 @@ def test_second_runner_on_the_same_folder_is_refused(tmp_path):
     steps, src, _, runs = _chain(tmp_path)
     src.write_text("a")
     (tmp_path / "out").mkdir()
-    with FileLock(str(tmp_path / "out" / ".runner.lock")):
-        with pytest.raises(SafekeyError, match="being run by another process"):
-            StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    with FileLock(str(tmp_path / "out" / ".runner.lock")), pytest.raises(SafekeyError, match="being run by another process"):
+        StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
     assert not runs.exists()
 
 
