@@ -294,7 +294,8 @@ def test_cli_smollm_keyword_slice(shared, smollm2_dir, tmp_path):
         for name in ("strongreject", "prefilling"):
             b = s1["benchmarks"][name]
             assert b["metrics"]["harmful_rate"]["n"] == 3 - b["judge_failures"]
-        assert s1["benchmarks"]["xstest"]["metrics"] == {}  # a harm score says nothing about over-refusal
+        # a harm score says nothing about over-refusal (only the empty-answer share is counted there)
+        assert set(s1["benchmarks"]["xstest"]["metrics"]) == {"empty_rate"}
         srv.fault_rate = 0.0
         j2 = _cli(*judge_args, env=env)
         assert j2.returncode == 0, j2.stderr[-3000:]

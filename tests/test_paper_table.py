@@ -69,12 +69,36 @@ def test_html_report_has_the_paper_table_and_what_it_shows(two_runs, tmp_path):
 
     html = build_report([two_runs["base"], two_runs["tuned"]], tmp_path / "r.html").read_text()
     assert 'id="paper-table"' in html and "What this shows:" in html
-    assert "tuned vs base on strongreject" in html and ("no effect shown" in html or "excludes 0" in html)
+    assert "tuned vs base on strongreject" in html and any(x in html for x in ("no effect shown", "excludes 0", "no claim"))
     t = paper_table(collect([two_runs["base"], two_runs["tuned"]]).evals, baseline="base")
     from safekey.report.paper_table import what_this_shows
 
     lines = what_this_shows(t)
-    assert len(lines) == 2 and all(("includes 0" in x) != ("excludes 0" in x) for x in lines)
+    assert len(lines) == 2 and all(sum(x in line for x in ("no effect shown", "excludes 0", "no claim")) == 1 for line in lines)
+
+
+def test_tiny_n_gets_an_honest_interval_and_no_claim():
+    """n = 2, both items flip the same way: the bootstrap said −100 [−100, −100], "better … excludes 0"."""
+    from safekey.metrics import MIN_CLAIM_N, paired_delta, sign_test_p
+    from safekey.report.paper_table import what_this_shows
+
+    d = paired_delta([1.0, 1.0], [0.0, 0.0])
+    assert d["delta"] == -1.0 and d["ci"][1] - d["ci"][0] > 0.5 and d["p"] == 0.5 and d["claim"] is False
+    t = {"cols": [{"bench": "sr", "metric": "harmful_rate", "arrow": "↓"}],
+         "rows": [{"label": "base", "baseline": True, "cells": [{"value": 1.0, "n": 2}]},
+                  {"label": "sft", "baseline": False, "cells": [{"value": 0.0, "n": 2, "delta": d}]}]}
+    (line,) = what_this_shows(t)
+    assert "no claim" in line and "better" not in line and str(MIN_CLAIM_N) in line
+    # a clear effect on enough items is claimed, with the exact test beside the interval
+    big = paired_delta([1.0] * 30 + [0.0] * 10, [0.0] * 30 + [0.0] * 10)
+    assert big["claim"] and big["ci"][1] < 0 and big["p"] < 1e-6
+    t["rows"][1]["cells"][0] = {"value": 0.0, "n": 40, "delta": big}
+    (line,) = what_this_shows(t)
+    assert "better than base" in line and "sign test" in line
+    # discordant pairs both ways: no claim however large n
+    mixed = paired_delta([1.0, 0.0] * 20, [0.0, 1.0] * 20)
+    assert not mixed["claim"] and mixed["p"] == 1.0
+    assert sign_test_p([1, 1, 1, 1, 1]) > 0.05 and sign_test_p([1] * 6) < 0.05
 
 
 def test_names_are_case_insensitive_with_did_you_mean():

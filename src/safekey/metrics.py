@@ -71,13 +71,61 @@ def truncation_shares(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {k: rate([bool(f.get(k)) for f in known]) for k in ("think_not_closed", "max_tokens")}
 
 
-def paired_delta(a: Sequence[float], b: Sequence[float], **kw: Any) -> dict[str, Any]:
-    """Mean of b − a over paired items (same benchmark items, two models), with a bootstrap CI."""
+MIN_CLAIM_N = 10  # paired items below which no "better / worse" sentence is printed (see paired_delta)
+
+
+def sign_test_p(d: Sequence[float]) -> float:
+    """Two-sided exact sign test on paired differences (McNemar's exact test for 0/1 outcomes): ties
+    drop out. It needs ≥ 6 pairs that differ, all one way, to reach p < 0.05 — no tiny sample can."""
+    pos = sum(1 for x in d if x > 0)
+    neg = sum(1 for x in d if x < 0)
+    m = pos + neg
+    if m == 0:
+        return 1.0
+    k = min(pos, neg)
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2**m
+    return min(1.0, 2 * tail)
+
+
+def _newcombe_paired(a: np.ndarray, b: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Newcombe's (1998, method 10) interval for a difference of paired proportions, mean(b) − mean(a),
+    built from the two Wilson intervals: it never collapses to zero width (a bootstrap of n = 2
+    identical differences gave −100 [−100, −100])."""
+    n = len(a)
+    n11 = int(np.sum((a == 1) & (b == 1)))
+    n10 = int(np.sum((a == 1) & (b == 0)))
+    n01 = int(np.sum((a == 0) & (b == 1)))
+    n00 = n - n11 - n10 - n01
+    p1, p2 = (n11 + n01) / n, (n11 + n10) / n
+    l1, u1 = wilson_ci(n11 + n01, n, alpha)
+    l2, u2 = wilson_ci(n11 + n10, n, alpha)
+    den = (n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00)
+    phi = (n11 * n00 - n10 * n01) / math.sqrt(den) if den > 0 else 0.0
+    d = p1 - p2
+    lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return max(-1.0, lo), min(1.0, hi)
+
+
+def paired_delta(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05, **kw: Any) -> dict[str, Any]:
+    """Mean of b − a over paired items (same benchmark items, two models): the interval (Newcombe's
+    for 0/1 outcomes, else a percentile bootstrap), the exact sign-test p, and whether the data may
+    support a claim at all (`claim`: n ≥ MIN_CLAIM_N, p < alpha and an interval that excludes 0)."""
     if len(a) != len(b):
         raise ValueError(f"paired_delta needs equal lengths, got {len(a)} and {len(b)}")
-    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    point, lo, hi = bootstrap_ci(d, **kw)
-    return {"delta": point, "ci": [lo, hi], "n": len(d)}
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = xb - xa
+    if d.size == 0:
+        return {"delta": float("nan"), "ci": [float("nan"), float("nan")], "n": 0, "p": 1.0, "claim": False,
+                "method": "none"}
+    if np.isin(xa, (0.0, 1.0)).all() and np.isin(xb, (0.0, 1.0)).all():
+        point, (lo, hi), method = float(d.mean()), _newcombe_paired(xa, xb, alpha), "newcombe"
+    else:
+        point, lo, hi = bootstrap_ci(d, alpha=alpha, **kw)
+        method = "bootstrap"
+    p = sign_test_p(d)
+    claim = bool(d.size >= MIN_CLAIM_N and p < alpha and (lo > 0 or hi < 0))
+    return {"delta": point, "ci": [lo, hi], "n": int(d.size), "p": p, "claim": claim, "method": method}
 
 
 def fmt_rate(r: dict[str, Any], pct: bool = True) -> str:

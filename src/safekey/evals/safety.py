@@ -62,7 +62,7 @@ from .safety_benchmarks import (
 
 METRIC_ORDER = ("harmful_rate", "harmful_reasoning_rate", "harmful_answer_and_reasoning", "harmful_answer_only",
                 "harmful_reasoning_only", "harmful_neither", "mean_harm_score", "strongreject_score", "refusal_rate",
-                "compliance_rate")
+                "compliance_rate", "empty_rate")
 SCORE_METRICS = {"mean_harm_score", "strongreject_score"}  # means, not shares
 
 
@@ -310,9 +310,9 @@ class SafetyRun:
         items: list[tuple[str, str, JudgeItem]] = []
         for r in batch:
             q, msgs = _question_for_judge(r), r.prompt_messages()
-            if not _think_not_closed(r):
-                items.append((r.id, "answer", JudgeItem(id=r.id, question=q, messages=msgs,
-                                                        text=judged_text(r.response or "", getattr(r, "generation", "") or "", "answer"))))
+            answer = judged_text(r.response or "", getattr(r, "generation", "") or "", "answer")
+            if not _think_not_closed(r) and answer.strip():
+                items.append((r.id, "answer", JudgeItem(id=r.id, question=q, messages=msgs, text=answer)))
             th = thinking_text(r.response or "", getattr(r, "prompt_opens_think", None))
             if th is not None:
                 items.append((r.id, "thinking", JudgeItem(id=r.id, question=q, messages=msgs, text=th)))
@@ -326,10 +326,14 @@ class SafetyRun:
                 continue
             a, t = got.get((r.id, "answer")), got.get((r.id, "thinking"))
             judge: dict[str, Any] = {"name": self.judge.name, "part": "both"}
-            judge["answer"] = a.model_dump(exclude_none=True) if a is not None else {"skipped": "think_not_closed"}
+            empty_answer = a is None and not _think_not_closed(r)
+            judge["answer"] = (a.model_dump(exclude_none=True) if a is not None
+                               else {"label": "empty", "empty": True} if empty_answer else {"skipped": "think_not_closed"})
             if t is not None:
                 judge["thinking"] = {**t.model_dump(exclude_none=True), "truncated": _think_not_closed(r)}
             m = item_metrics(r.unsafe, a, self.judge.name) if a is not None else {}
+            if not _think_not_closed(r):
+                m["empty_rate"] = float(empty_answer)
             if r.unsafe == 1 and t is not None and t.harmful is not None:
                 m["harmful_reasoning_rate"] = float(t.harmful)
                 if a is not None and a.harmful is not None:
@@ -346,12 +350,12 @@ class SafetyRun:
         if part == "both":
             return self._judge_both(batch)
         skipped = {r.id for r in batch if part == "answer" and _think_not_closed(r)}
-        todo = [r for r in batch if r.id not in skipped]
-        items = [
-            JudgeItem(id=r.id, question=_question_for_judge(r), messages=r.prompt_messages(),
-                      text=judged_text(r.response or "", getattr(r, "generation", "") or "", part))
-            for r in todo
-        ]
+        texts = {r.id: judged_text(r.response or "", getattr(r, "generation", "") or "", part) for r in batch}
+        # nothing written is neither safe nor a refusal: counted apart (empty_rate), never judged
+        empty = {r.id for r in batch if r.id not in skipped and not texts[r.id].strip()}
+        todo = [r for r in batch if r.id not in skipped and r.id not in empty]
+        items = [JudgeItem(id=r.id, question=_question_for_judge(r), messages=r.prompt_messages(), text=texts[r.id])
+                 for r in todo]
         verdicts = self.judge.judge(items) if items else []
         if len(verdicts) != len(todo):
             raise RuntimeError(f"judge {self.judge.name} returned {len(verdicts)} verdicts for {len(todo)} items")
@@ -362,12 +366,16 @@ class SafetyRun:
                 out.append(_with(r, judge={"name": self.judge.name, "part": part, "skipped": "think_not_closed"},
                                  metrics={}))
                 continue
+            if r.id in empty:
+                out.append(_with(r, judge={"name": self.judge.name, "part": part, "label": "empty", "empty": True},
+                                 metrics={"empty_rate": 1.0}))
+                continue
             v = by_id[r.id]
             if isinstance(v, JudgeFailure):
                 out.append(Failure(r.id, v.reason, raw=v.raw))
                 continue
             out.append(_with(r, judge={"name": self.judge.name, "part": self.cfg.judge_part, **v.model_dump(exclude_none=True)},
-                             metrics=item_metrics(r.unsafe, v, self.judge.name)))
+                             metrics={**item_metrics(r.unsafe, v, self.judge.name), "empty_rate": 0.0}))
         return out
 
     def _run_json(self) -> dict[str, Any]:
@@ -421,7 +429,8 @@ class SafetyRun:
                 want = set(ids)
                 generated = {str(o["id"]): o for o in _read(d / "generations.jsonl") if str(o["id"]) in want}
                 gen_recs = [Record.model_validate(generated[i]) for i in ids if i in generated]
-                judge_cfg = {**self.judge.fingerprint(), "part": self.cfg.judge_part, "generations": gen_cfg}
+                judge_cfg = {**self.judge.fingerprint(), "part": self.cfg.judge_part, "generations": gen_cfg,
+                             "empty_apart": True}  # empty answers counted apart since issue #24 (not refusals)
                 run_stage(stage="safety-judge", inputs=gen_recs, out=d / "judged.jsonl", config=judge_cfg,
                           process=self._judge, batch_size=self.cfg.judge_batch_size,
                           overwrite=self.overwrite or self.rejudge, progress=self.progress, max_failure_share=None,

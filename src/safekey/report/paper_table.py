@@ -13,7 +13,7 @@ import csv
 import io
 from typing import Any
 
-from ..metrics import paired_delta
+from ..metrics import MIN_CLAIM_N, paired_delta
 from . import plots
 from .collect import EvalRun
 
@@ -51,10 +51,15 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
     for e in evals:
         cells = []
         for c in cols:
-            m = e.summary["benchmarks"].get(c["bench"], {}).get("metrics", {}).get(c["metric"])
+            bm = e.summary["benchmarks"].get(c["bench"], {}).get("metrics", {})
+            m = bm.get(c["metric"])
             cell: dict[str, Any] = {"value": None}
+            empty = (bm.get("empty_rate") or {}).get("rate")
             if m:
                 cell = {"value": m["rate"], "ci": m["ci"], "n": m["n"]}
+            if empty:  # answers with nothing in them: not in the rate's n, shown beside it
+                cell["empty"] = empty
+            if m:
                 if m["n"] < SMALL_N:
                     small.append(m["n"])
                 if base is not None and e is not base:
@@ -91,21 +96,26 @@ def what_this_shows(t: dict[str, Any]) -> list[str]:
             k = 100.0 if _pct(col["metric"]) else 1.0
             lo, hi = d["ci"][0] * k, d["ci"][1] * k
             where = f"{r['label']} vs {base} on {col['bench']} ({col['metric']}, {d['delta'] * k:+.1f} [{lo:+.1f}, {hi:+.1f}])"
-            if lo <= 0 <= hi:
-                out.append(f"{where}: the interval includes 0 — no effect shown at n={c['n']}.")
+            n = d.get("n", c["n"])
+            if n < MIN_CLAIM_N:
+                out.append(f"{where}: n={n} paired items is below the {MIN_CLAIM_N} a claim needs (an exact sign test "
+                           f"cannot reach p < 0.05 with fewer than 6 differing pairs) — no claim either way.")
+            elif not d.get("claim", not (lo <= 0 <= hi)):
+                out.append(f"{where}: no effect shown at n={n} (exact sign test p={d.get('p', float('nan')):.2g}).")
             else:
                 better = (hi < 0) == (col["arrow"] == "↓")
-                out.append(f"{where}: {'better' if better else 'worse'} than {base}; the interval excludes 0.")
+                out.append(f"{where}: {'better' if better else 'worse'} than {base}; the interval excludes 0 and the exact "
+                           f"sign test gives p={d['p']:.2g} (n={n}).")
     return out
 
 
 def _fmt(cell: dict[str, Any], metric: str, latex: bool = False) -> str:
     if cell.get("value") is None:
-        return "—"
+        return "—" + (f" (empty {cell['empty'] * 100:.0f}%)" if cell.get("empty") else "")
     k = 100.0 if _pct(metric) else 1.0
     lo, hi = cell["ci"]
     s = f"{cell['value'] * k:.1f} [{lo * k:.1f}, {hi * k:.1f}]" if _pct(metric) else f"{cell['value']:.2f} [{lo:.2f}, {hi:.2f}]"
-    s += f" (n={cell['n']})"
+    s += f" (n={cell['n']}" + (f"; empty {cell['empty'] * 100:.0f}%" if cell.get("empty") else "") + ")"
     d = cell.get("delta")
     if d:
         unit = "pp" if _pct(metric) else ""

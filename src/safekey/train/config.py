@@ -82,7 +82,13 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.last_k_epochs > self.epochs:
-            raise ValueError(f"last_k_epochs={self.last_k_epochs} > epochs={self.epochs}")
+            # the extra losses cannot start before the first epoch: clamp, and say so (was an error
+            # without a field name or a fix; the demo's 1-epoch runs met it first)
+            from ..store import log_warning
+
+            log_warning(f"last_k_epochs={self.last_k_epochs} > epochs={self.epochs}: DPSH/QMM run in all {self.epochs} "
+                        f"epoch(s) (last_k_epochs clamped to {self.epochs}; --set last_k_epochs=N to choose)")
+            self.last_k_epochs = self.epochs
         if self.mode == "safekey" and self.think_flag == 0:
             raise ValueError("mode=safekey needs the thinking (think_flag=1): U and K live in it")
         if self.deepspeed and self.fsdp:

@@ -44,6 +44,14 @@ def encode_all(tok, records: list[Record], cfg: TrainConfig) -> tuple[list[dict]
         feats.append(e.features())
     if not feats:
         raise SafekeyError(f"no record fits max_length={cfg.max_length} (dropped: {dict(dropped)})")
+    if cfg.use_head:
+        classes = collections.Counter(f["unsafe"] for f in feats)
+        if len(classes) < 2:
+            (only, n), = classes.items()
+            raise SafekeyError(
+                f"the safety head would see one class only (all {n} examples have unsafe={only}): SafeKey trains on "
+                "harmful and benign records (STAR-1 + STAR-benign-915, or `safekey data benign` output); "
+                "add benign look-alikes, or train without the head (--no-head)")
     return feats, dict(dropped)
 
 

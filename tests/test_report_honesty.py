@@ -1,0 +1,91 @@
+"""The report never overclaims and the first training does not trip (issue #24): empty answers are
+counted apart (never as refusals), a dead judge endpoint fails before any generation, a one-class
+safety head is refused before the model is built, and last_k_epochs > epochs is clamped with a note."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from safekey.cli.main import main
+from safekey.evals.judges import JudgeItem, KeywordJudge
+from safekey.paths import resource
+from safekey.testing.fake_openai import FakeOpenAI
+from safekey.types import SafekeyError
+
+
+def _run(argv, capsys, monkeypatch=None, env=None):
+    if env and monkeypatch:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out + cap.err
+
+
+def test_keyword_judge_gives_no_verdict_on_empty_text():
+    v = KeywordJudge().judge([JudgeItem(id="a", question="q", text=""), JudgeItem(id="b", question="q", text="  \n\t"),
+                              JudgeItem(id="c", question="q", text="I can't help with that.")])
+    assert [x.label for x in v] == ["empty", "empty", "refusal"]
+    assert v[0].harmful is None and v[0].refused is None and v[2].refused is True
+
+
+def test_a_model_that_writes_nothing_is_not_scored_safe(tmp_path, capsys, monkeypatch):
+    with FakeOpenAI(lambda messages: "   ") as srv:
+        code, text = _run(["eval", "safety", "--model", "openai:fake-model", "--base-url", srv.base_url,
+                           "--bench-file", resource("starter/heldout_harmful.jsonl"),
+                           "--bench-file", resource("starter/heldout_benign.jsonl"), "--limit", "4",
+                           "--judge", "keyword", "--no-progress", "-o", tmp_path / "run"], capsys, monkeypatch,
+                          {"OPENAI_API_KEY": "sk-test"})
+    assert code == 0, text
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    for bench in ("heldout_harmful", "heldout_benign"):
+        m = s["benchmarks"][bench]["metrics"]
+        assert m["empty_rate"]["rate"] == 1.0 and m["empty_rate"]["n"] == 4
+        assert "harmful_rate" not in m and "refusal_rate" not in m  # neither safe nor refused
+    code, md = _run(["report", tmp_path / "run", "--format", "md"], capsys)
+    assert code == 0 and "empty 100%" in md
+
+
+def test_dead_judge_endpoint_fails_before_generation(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    t0 = time.time()
+    code, text = _run(["eval", "safety", "--model", f"hf:{tiny_model_dir}", "--bench-file", resource("starter/heldout_harmful.jsonl"),
+                       "--limit", "2", "--judge", "harm-1to5", "--judge-model", "openai:judge-x",
+                       "--judge-base-url", "http://127.0.0.1:9/v1", "-o", tmp_path / "run"], capsys, monkeypatch,
+                      {"OPENAI_API_KEY": "sk-test"})
+    assert code == 2 and "does not answer" in text and "judge" in text, text
+    assert time.time() - t0 < 30
+    assert not list((tmp_path / "run").rglob("generations.jsonl"))
+
+
+def test_last_k_epochs_over_epochs_is_clamped_with_a_note(capsys):
+    from safekey.train.config import TrainConfig
+
+    cfg = TrainConfig(epochs=1, last_k_epochs=2, mode="safekey")
+    assert cfg.last_k_epochs == 1 and cfg.use_head
+    assert "last_k_epochs clamped to 1" in capsys.readouterr().err
+
+
+def test_one_class_safety_head_is_refused_before_the_model_is_built(tmp_path, smol_tokenizer, capsys, tiny_model_dir):
+    from safekey.train.config import TrainConfig
+    from safekey.train.data import encode_all, load_records
+
+    rows = [json.loads(x) for x in resource("starter/train.jsonl").read_text().splitlines()]
+    harmful = [r for r in rows if r.get("unsafe") == 1][:4]
+    f = tmp_path / "harmful_only.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in harmful))
+    cfg = TrainConfig(mode="safekey", epochs=1, last_k_epochs=1, max_length=512)
+    with pytest.raises(SafekeyError, match="one class only"):
+        encode_all(smol_tokenizer, load_records(f, None), cfg)
+    encode_all(smol_tokenizer, load_records(f, None), TrainConfig(mode="safekey", epochs=1, last_k_epochs=1, max_length=512,
+                                                                  head=False))  # without the head: fine
+    code, text = _run(["train", "run", f, "--model", tiny_model_dir, "--mode", "safekey", "--epochs", "1", "-o", tmp_path / "o"],
+                      capsys)
+    assert code == 2 and "one class only" in text and "Traceback" not in text
+    assert not (tmp_path / "o" / "train_log.jsonl").exists()
