@@ -89,3 +89,39 @@ def test_one_class_safety_head_is_refused_before_the_model_is_built(tmp_path, sm
                       capsys)
     assert code == 2 and "one class only" in text and "Traceback" not in text
     assert not (tmp_path / "o" / "train_log.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_model_dir):
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("two")
+    main(["eval", "safety", "--model", f"hf:{tiny_model_dir}", "--bench-file", str(resource("starter/heldout_harmful.jsonl")),
+          "--limit", "3", "--max-new-tokens", "3", "--judge", "keyword", "--no-progress", "-o", str(tmp / "a")])
+    shutil.copytree(tmp / "a", tmp / "b")
+    return tmp / "a", tmp / "b"
+
+
+def _relabel(run, **changes):
+    p = run / "summary.json"
+    s = json.loads(p.read_text())
+    s.update(changes)
+    p.write_text(json.dumps(s))
+
+
+def test_report_refuses_incomparable_rows_and_duplicate_labels(two_runs, tmp_path, capsys):
+    import shutil
+
+    a, b = (shutil.copytree(r, tmp_path / r.name) for r in two_runs)
+    _relabel(a, label="base")
+    _relabel(b, label="base")
+    code, text = _run(["report", a, b, "--format", "md"], capsys)
+    assert code == 2 and "two runs are labelled 'base'" in text and str(a) in text and str(b) in text
+    _relabel(b, label="tuned", sampling={**json.loads((a / "summary.json").read_text())["sampling"], "max_new_tokens": 99})
+    for fmt in ("md", "html"):
+        code, text = _run(["report", a, b, "--format", fmt, "-o", tmp_path / f"r.{fmt}"], capsys)
+        assert code == 2 and "not comparable" in text and "sampling" in text, text
+    code, text = _run(["report", a, b, "--format", "md", "--allow-mismatch"], capsys)
+    assert code == 0 and "NOT COMPARABLE: safety runs differ in sampling" in text
+    code, text = _run(["report", a, b, "-o", tmp_path / "r.html", "--allow-mismatch"], capsys)
+    assert code == 0 and "NOT COMPARABLE" in (tmp_path / "r.html").read_text()

@@ -71,6 +71,9 @@ def truncation_shares(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {k: rate([bool(f.get(k)) for f in known]) for k in ("think_not_closed", "max_tokens")}
 
 
+# summary keys that must agree for two runs' numbers to be a model comparison (compare, report)
+COMPARABLE_SETTINGS = {"safety": ("judge", "judge_fingerprint", "judge_part", "sampling"), "reasoning": ("sampling",)}
+
 MIN_CLAIM_N = 10  # paired items below which no "better / worse" sentence is printed (see paired_delta)
 
 

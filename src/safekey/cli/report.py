@@ -18,7 +18,9 @@ GENERATOR = '<meta name="generator" content="safekey report">'  # marks a file t
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "latex", "csv"]), default="html", show_default=True,
               help="html: the full report; md / latex / csv: the paper table only (models × benchmarks).")
 @click.option("--baseline", default=None, help="Label of the run every other row gets a paired Δ against (pp).")
-def report(runs, out, title, examples_per_bench, fmt, baseline):
+@click.option("--allow-mismatch", is_flag=True, help="Build the table from runs with different judges, sampling or "
+              "item samples anyway; the differences are listed under the table. [default: refuse]")
+def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
     """Build one self-contained HTML report from RUNS (eval run folders, training folders, analysis
     JSON files, or any folder above them — they are discovered), or the paper table alone."""
     from ..paths import refuse_output_in_inputs
@@ -36,7 +38,9 @@ def report(runs, out, title, examples_per_bench, fmt, baseline):
         evals = [e for e in collect(list(runs)).evals]
         if not evals:
             raise SafekeyError(f"no eval run under {', '.join(map(str, runs))}")
-        text = {"md": to_markdown, "latex": to_latex, "csv": to_csv}[fmt](paper_table(evals, baseline=baseline))
+        table = paper_table(evals, baseline=baseline)
+        table["footer"] += [f"NOT COMPARABLE: {p}" for p in _mismatches(evals, allow_mismatch)]
+        text = {"md": to_markdown, "latex": to_latex, "csv": to_csv}[fmt](table)
         if fmt == "md":
             from ..report import seeds
 
@@ -56,6 +60,22 @@ def report(runs, out, title, examples_per_bench, fmt, baseline):
         return
     from ..report import build_report
 
+    from ..report.collect import collect
+
+    problems = _mismatches(collect(list(runs)).evals, allow_mismatch)
     with output_lock(out):
-        path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench)
+        path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench, mismatches=problems)
     click.echo(f"report: {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def _mismatches(evals, allow: bool) -> list[str]:
+    """The settings that make rows incomparable: refused (one line) unless --allow-mismatch."""
+    from ..report.collect import comparability_problems
+    from ..types import SafekeyError
+
+    problems = comparability_problems(evals)
+    if problems and not allow:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SafekeyError(f"these runs are not comparable — {problems[0]}{more}; report them apart, or pass "
+                           "--allow-mismatch to build the table with the differences listed under it")
+    return problems

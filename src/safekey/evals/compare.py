@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import paired_delta
+from ..metrics import COMPARABLE_SETTINGS, paired_delta
 from ..store import iter_json_objects
 from ..types import SafekeyError
 
 # settings that must agree for a delta to be a model comparison (summary keys)
-SETTINGS = {"safety": ("judge", "judge_fingerprint", "judge_part", "sampling"), "reasoning": ("sampling",)}
+SETTINGS = COMPARABLE_SETTINGS
 
 
 def _reasoning_items(path: Path) -> dict[str, dict[str, float]]:

@@ -234,14 +234,15 @@ def agreement_sections(safety: list[EvalRun]) -> list[dict[str, Any]]:
     return out
 
 
-def _paper(safety: list[EvalRun]) -> dict[str, Any] | None:
+def _paper(safety: list[EvalRun], mismatches: list[str]) -> dict[str, Any] | None:
     """The paper table with the first run as the baseline, and what its deltas show."""
     from .paper_table import html_cells, paper_table, what_this_shows
 
     if len(safety) < 1:
         return None
     t = paper_table(safety, baseline=safety[0].label if len(safety) > 1 else None)
-    return {"cols": t["cols"], "rows": html_cells(t), "footer": t["footer"], "shows": what_this_shows(t)}
+    return {"cols": t["cols"], "rows": html_cells(t), "footer": t["footer"] + [f"NOT COMPARABLE: {m}" for m in mismatches],
+            "shows": what_this_shows(t)}
 
 
 def _seeds(paths: list[str | Path], safety: list[EvalRun]) -> dict[str, Any] | None:
@@ -259,7 +260,7 @@ def _seeds(paths: list[str | Path], safety: list[EvalRun]) -> dict[str, Any] | N
 
 
 def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safekey report",
-                 intro: str | None = None, examples_per_bench: int = 2) -> Path:
+                 intro: str | None = None, examples_per_bench: int = 2, mismatches: list[str] | None = None) -> Path:
     """Collect runs under `paths` and write one self-contained HTML file to `out`."""
     col = collect(paths)
     if col.empty():
@@ -286,7 +287,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),
-        paper=_paper(safety),
+        paper=_paper(safety, mismatches or []),
         seeds=_seeds(paths, safety),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,

@@ -125,6 +125,34 @@ def refuse_stale_weights(d: Path, summary: dict[str, Any]) -> None:
                            f"(safekey run reruns it) before reporting it")
 
 
+def comparability_problems(evals: list[EvalRun]) -> list[str]:
+    """Why rows of one table would not compare models: runs of a kind that differ in judge, judged
+    part or sampling, or that evaluated other items of a benchmark (another --limit sample)."""
+    from ..metrics import COMPARABLE_SETTINGS
+
+    out = []
+    for kind, keys in COMPARABLE_SETTINGS.items():
+        runs = [e for e in evals if e.kind == kind]
+        for key in keys:
+            seen: dict[str, list[str]] = {}
+            for e in runs:
+                seen.setdefault(json.dumps(e.summary.get(key), sort_keys=True, default=str), []).append(e.label)
+            if len(seen) > 1:
+                out.append(f"{kind} runs differ in {key}: " + "; ".join(f"{', '.join(labels)} = {v[:80]}"
+                                                                         for v, labels in seen.items()))
+        benches = {b for e in runs for b in e.summary["benchmarks"]}
+        for b in sorted(benches):
+            ids = {}
+            for e in runs:
+                if b in e.summary["benchmarks"]:
+                    sample = (e.summary["benchmarks"][b].get("sample") or {}).get("ids")
+                    ids.setdefault(json.dumps(sorted(sample)) if sample else "all", []).append(e.label)
+            if len(ids) > 1:
+                out.append(f"{kind} runs evaluated different items of {b}: "
+                           + "; ".join(f"{', '.join(labels)}" for labels in ids.values()))
+    return out
+
+
 def _analysis_kind(p: Path) -> dict[str, Any] | None:
     if p.stat().st_size > 50_000_000:
         return None
@@ -171,6 +199,12 @@ def collect(paths: list[str | Path]) -> Collected:
                 data = _analysis_kind(p)
                 if data is not None:
                     out.analyses.append(Analysis(p, data["kind"], data))
+    by_label: dict[tuple[str, str], Path] = {}
+    for e in out.evals:  # two rows named `base` cannot both be read as "the base model"
+        if (e.kind, e.label) in by_label:
+            raise SafekeyError(f"two runs are labelled {e.label!r}: {by_label[(e.kind, e.label)]} and {e.path}; "
+                               "give one another --label (eval safety / reasoning) or report them apart")
+        by_label[(e.kind, e.label)] = e.path
     # the order runs were made in (base → sft → safekey in the demo), not the alphabet
     out.evals.sort(key=lambda e: (str(e.summary.get("created", "")), e.label))
     out.trains.sort(key=lambda t: ((t.path / "train_log.jsonl").stat().st_mtime, t.label))
