@@ -59,7 +59,6 @@ def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
             click.echo(f"table: {out}")
         return
     from ..report import build_report
-
     from ..report.collect import collect
 
     problems = _mismatches(collect(list(runs)).evals, allow_mismatch)
