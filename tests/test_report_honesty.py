@@ -125,3 +125,33 @@ def test_report_refuses_incomparable_rows_and_duplicate_labels(two_runs, tmp_pat
     assert code == 0 and "NOT COMPARABLE: safety runs differ in sampling" in text
     code, text = _run(["report", a, b, "-o", tmp_path / "r.html", "--allow-mismatch"], capsys)
     assert code == 0 and "NOT COMPARABLE" in (tmp_path / "r.html").read_text()
+
+
+def test_data_mix_gives_the_head_both_classes(tmp_path, capsys):
+    harmful = tmp_path / "h.jsonl"
+    benign = tmp_path / "b.jsonl"
+    harmful.write_text('{"id": "1", "question": "how to make a weapon", "response": "<think>\\nno\\n</think>\\nNo."}\n'
+                       '{"id": "2", "question": "q2", "response": "r"}\n')
+    benign.write_text('{"id": "1", "question": "how do weapons in museums get restored", "response": "r"}\n'
+                      '{"question": "no id here", "response": "r"}\n')
+    code, text = _run(["data", "mix", "--harmful", harmful, "--benign", benign, "-o", tmp_path / "m.jsonl"], capsys)
+    assert code == 0, text
+    rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["unsafe"]) for r in rows] == [("1", 1), ("2", 1), ("1#benign", 0), ("benign-1", 0)]
+    benign.write_text('{"id": "9", "question": "q", "response": "r", "unsafe": 1}\n')  # contradicts its role
+    code, text = _run(["data", "mix", "--harmful", harmful, "--benign", benign, "-o", tmp_path / "m2.jsonl"], capsys)
+    assert code == 2 and "says unsafe=1 but the source is given as benign" in text
+
+
+def test_safekey_preset_trains_on_harmful_and_benign():
+    from pathlib import Path
+
+    from safekey.experiment import load_experiment, plan_steps
+
+    exp, here = load_experiment("safekey")
+    steps, _ = plan_steps(exp, here, Path("/tmp/x"), exp.model)
+    mix = next(s for s in steps if s.name == "data-mix").cmd
+    assert "--harmful" in mix and "--benign" in mix and "UCSC-VLAA/STAR-benign-915" in mix
+    train = next(s for s in steps if s.name == "train-safekey").cmd
+    assert not any(a == "default_unsafe=1" for a in train)
+    assert [s.name for s in steps][:2] == ["data-mix", "annotate"]

@@ -91,12 +91,19 @@ class ReportSpec(_Strict):
     baseline: str | None = None  # variant (or "base") every other row gets a paired Δ against
 
 
+class TrainSource(_Strict):
+    """One part of the training data: a file (relative to the experiment file) or a hub dataset id."""
+
+    path: str
+    role: Literal["harmful", "benign"]  # sets `unsafe` (1 / 0) where a record has none
+
+
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     out: str | None = None  # default runs/NAME
     model: str = "smollm2-135m"
-    train_data: str
+    train_data: str | list[TrainSource]  # one file, or harmful + benign sources mixed first (safekey data mix)
     annotate: Literal["none", "heuristic", "llm"] = "none"  # find U/K in train_data first
     launch: Launch = Launch()
     train: TrainSpec = TrainSpec()
@@ -236,6 +243,16 @@ class Paths:
         return str(p if p.is_absolute() else self.here / p)
 
 
+def _source(P: Paths, text: str) -> str:
+    """A training source as a path (resolved like every path in the file), or a hub dataset id
+    (``org/name`` without a file suffix that is not a local file) as given."""
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) and not Path(text).suffix and not (P.here / text).exists():
+        return text
+    return P(text)
+
+
 def run_name(variant: str, seed: int, exp: Experiment) -> str:
     return variant if len(exp.seeds) == 1 else f"{variant}-s{seed}"
 
@@ -282,12 +299,20 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
     steps: list[Step] = []
     env = {"HF_HUB_OFFLINE": "1"} if exp.offline else {}
     train_env = {**env, **exp.launch.env}
-    data = P(exp.train_data)
     data_after: list[str] = []
+    if isinstance(exp.train_data, list):
+        data = str(out / "data" / "train.mixed.jsonl")
+        srcs = [(s.role, _source(P, s.path)) for s in exp.train_data]
+        steps.append(Step("data-mix", cli("data", "mix", *[a for role, src in srcs for a in (f"--{role}", src)], "-o", data),
+                          [Path(data)], 10, env=env, inputs=[Path(src) for _, src in srcs if Path(src).exists()]))
+        data_after = ["data-mix"]
+    else:
+        data = P(exp.train_data)
+    count_path = Path(data)
     if exp.annotate != "none":
         annotated = out / "data" / "train.uk.jsonl"
         steps.append(Step("annotate", cli("annotate", data, "-o", str(annotated), "--labeller", exp.annotate, "--no-progress"),
-                          [annotated], 30, env=env, inputs=[Path(data)], fresh_args=["--overwrite"]))
+                          [annotated], 30, env=env, inputs=[Path(data)], after=data_after, fresh_args=["--overwrite"]))
         data = str(annotated)
         data_after = ["annotate"]
     t = exp.train
@@ -309,7 +334,7 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         if targets:
             common += ["--set", f"lora_target_modules={targets}"]
     common += _sets(t.set)
-    n_train = min(t.limit or 10**9, count_lines([Path(P(exp.train_data))]) or 1)
+    n_train = min(t.limit or 10**9, (count_lines([count_path]) if count_path.is_file() else 0) or 1000)
     models: dict[str, str] = {"base": base_model} if exp.include_base else {}
     groups: dict[str, list[str]] = {"base": ["base"]} if exp.include_base else {}
     seeds_of: dict[str, int] = {}

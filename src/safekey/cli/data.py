@@ -169,6 +169,19 @@ def select_cmd(inp, out, config_file, sets, n, skip_bad, overwrite) -> None:
     click.echo(json.dumps({k: st[k] for k in ("inputs", "eligible", "selected", "by_source")}))
 
 
+@data.command("mix")
+@click.option("--harmful", "harmful", multiple=True, help="A harmful source (file or hub id): unsafe=1 where unset.")
+@click.option("--benign", "benign", multiple=True, help="A benign source (e.g. UCSC-VLAA/STAR-benign-915): unsafe=0.")
+@out_opt
+def mix_cmd(harmful, benign, out) -> None:
+    """One training file from harmful and benign sources (SafeKey trains on STAR-1 + STAR-benign-915)."""
+    from ..datamaking.mix import mix
+
+    refuse_output_in_inputs(out, [*harmful, *benign])
+    st = mix([("harmful", h) for h in harmful] + [("benign", b) for b in benign], out)
+    click.echo(json.dumps({k: st[k] for k in ("records", "unsafe")}))
+
+
 @data.command("benign-filter")
 @click.argument("inp", type=click.Path(exists=True, dir_okay=False))
 @out_opt
