@@ -73,6 +73,7 @@ def test_eval_limit_must_name_a_benchmark(tmp_path, capsys):
 def test_relative_paths_resolve_against_the_experiment_file(tmp_path, tiny_model_dir, capsys, monkeypatch):
     spec = _write(tmp_path / "sub" / "e.yaml", {**_spec(tiny_model_dir), "out": "results",
                                                 "launch": {"kind": "accelerate", "accelerate_config": "acc.yaml"}})
+    (tmp_path / "sub" / "acc.yaml").write_text("distributed_type: MULTI_GPU\nnum_processes: 1\n")
     monkeypatch.chdir(tmp_path)
     code, text = _run(["run", str(spec), "--dry-run"], capsys)
     assert code == 0, text
@@ -203,3 +204,28 @@ def test_kill_process_group_under_torchrun_then_rerun_resumes(tmp_path, tiny_mod
     assert "resuming from" in (out / "logs" / "train-sft.log").read_text()
     stats = json.loads((out / "train" / "sft" / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["global_step"] == 36
+
+
+def test_launcher_world_size_must_match(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    spec = _write(tmp_path / "e.yaml", {**_spec(tiny_model_dir), "launch": {"kind": "accelerate", "nproc": 2,
+                                                                           "accelerate_config": "acc.yaml"}})
+    (tmp_path / "acc.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 8\n")
+    code, text = _run(["run", str(spec), "--dry-run"], capsys)
+    assert code == 2 and "launch.nproc=2 but" in text and "num_processes: 8" in text
+    # `accelerate launch` MULTI_CPU without mpirun: the rendezvous is set, one process starts → refused
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    code, text = _run(["train", "run", str(resource("starter/train.jsonl")), "--model", str(tiny_model_dir), "--limit", "2",
+                       "-o", str(tmp_path / "t")], capsys)
+    assert code == 2 and "started one" in text and "torchrun" in text
+
+
+def test_presets_dry_run_checks_the_vllm_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SAFEKEY_VLLM_PYTHON", str(tmp_path / "nope" / "python"))
+    code, text = _run(["run", "star1-sft", "--dry-run", "-o", str(tmp_path / "o")], capsys)
+    assert code == 0 and f"{tmp_path / 'nope' / 'python'} -m safekey.cli.main eval safety" in text
+    assert "check: safety.python:" in text and "does not exist" in text
+    monkeypatch.setenv("SAFEKEY_VLLM_PYTHON", sys.executable)  # exists, but has no vllm here
+    code, text = _run(["run", "star1-sft", "--dry-run", "-o", str(tmp_path / "o")], capsys)
+    assert "cannot import vllm" in text or "check:" not in text  # (where vllm is installed there is nothing to say)

@@ -57,6 +57,9 @@ class Variant(_Strict):
 
 class SafetySpec(_Strict):
     backend: Literal["hf", "vllm"] = "hf"  # how the evaluated models generate (vllm: offline engine, GPU)
+    # the interpreter that runs these evals: "vllm-env" = $SAFEKEY_VLLM_PYTHON, else ./.venv-vllm/bin/python
+    # (vLLM pins its own torch/transformers, so it lives in its own environment; docs/gpu.md)
+    python: str | None = None
     benches: list[str] = []
     bench_files: list[str] = []
     limit: str | int | None = None  # N, or BENCH=N,…
@@ -71,6 +74,7 @@ class SafetySpec(_Strict):
 
 class ReasoningSpec(_Strict):
     backend: Literal["hf", "vllm"] = "hf"
+    python: str | None = None  # as SafetySpec.python
     benches: list[str]
     limit: str | int | None = None
     max_new_tokens: int | None = Field(None, ge=1)
@@ -253,6 +257,45 @@ def _source(P: Paths, text: str) -> str:
     return P(text)
 
 
+VLLM_ENV = "vllm-env"
+
+
+def eval_python(spec: str | None, here: Path) -> str:
+    """The interpreter of an eval step: this one, the vLLM environment, or a given path."""
+    import os
+
+    if not spec:
+        return sys.executable
+    if spec == VLLM_ENV:
+        return os.environ.get("SAFEKEY_VLLM_PYTHON") or str(Path.cwd() / ".venv-vllm" / "bin" / "python")
+    return Paths(here)(spec)
+
+
+def check_eval_pythons(exp: Experiment, here: Path) -> list[str]:
+    """Problems with the eval interpreters (missing, or without vllm / safekey): checked by
+    --dry-run and before a real run's first step."""
+    import subprocess
+
+    problems = []
+    for key, spec in (("safety", exp.safety), ("reasoning", exp.reasoning)):
+        if spec is None or not spec.python:
+            continue
+        py = eval_python(spec.python, here)
+        mods = "vllm, safekey" if spec.backend == "vllm" else "safekey"
+        if not Path(py).exists():
+            problems.append(f"{key}.python: {py} does not exist (set SAFEKEY_VLLM_PYTHON or create it: docs/gpu.md)")
+            continue
+        try:
+            r = subprocess.run([py, "-c", f"import {mods}"], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            problems.append(f"{key}.python: {py} does not run ({type(e).__name__})")
+            continue
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["?"])[-1]
+            problems.append(f"{key}.python: {py} cannot import {mods} ({last[:120]})")
+    return problems
+
+
 def run_name(variant: str, seed: int, exp: Experiment) -> str:
     return variant if len(exp.seeds) == 1 else f"{variant}-s{seed}"
 
@@ -265,9 +308,26 @@ def out_dir(exp: Experiment, here: Path | None = None, cwd: Path | None = None) 
     return (cwd or Path.cwd()) / "runs" / exp.name
 
 
+def _check_accelerate_config(path: str, nproc: int) -> None:
+    """The launcher's world size must be the experiment's: a config for 8 processes launched as 2
+    (or the reverse) trains with another effective batch than the file says."""
+    p = Path(path)
+    if not p.is_file():
+        raise SafekeyError(f"launch.accelerate_config: {p} not found")
+    try:
+        cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise SafekeyError(f"launch.accelerate_config: {p} is not valid YAML") from None
+    n = cfg.get("num_processes") if isinstance(cfg, dict) else None
+    if n is not None and int(n) != nproc:
+        raise SafekeyError(f"launch.nproc={nproc} but {p} says num_processes: {n}; make them agree")
+
+
 def _train_cmd(exp: Experiment, args: list[str], here: Path) -> list[str]:
     """`safekey train run …` under the experiment's launcher."""
     la = exp.launch
+    if la.kind == "accelerate":
+        _check_accelerate_config(Paths(here)(str(la.accelerate_config)), la.nproc)
     if la.kind == "torchrun":
         # --standalone: a local rendezvous on a free port (two experiments on one host do not collide)
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(la.nproc),
@@ -387,15 +447,17 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             steps.append(trains[name])
         if safety_args is not None:
             folder = out / "eval" / name
-            steps.append(Step(f"eval-{name}", cli("eval", "safety", "--model", f"{exp.safety.backend}:{model}", *safety_args, "--label", name,
-                                                  "-o", str(folder)), [folder / "summary.json"], 120, env=env,
+            steps.append(Step(f"eval-{name}", [eval_python(exp.safety.python, here), *cli("eval", "safety", "--model",
+                                                  f"{exp.safety.backend}:{model}", *safety_args, "--label", name,
+                                                  "-o", str(folder))[1:]], [folder / "summary.json"], 120, env=env,
                               inputs=[*model_inputs, *bench_inputs], after=after, fresh_args=["--overwrite"]))
             evals[name] = str(folder)
             eval_steps.append(f"eval-{name}")
         if reasoning_args is not None:
             folder = out / "reasoning" / name
-            steps.append(Step(f"reasoning-{name}", cli("eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
-                                                       "--label", name, "-o", str(folder)), [folder / "summary.json"], 120,
+            steps.append(Step(f"reasoning-{name}", [eval_python(exp.reasoning.python, here), *cli(
+                                  "eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
+                                  "--label", name, "-o", str(folder))[1:]], [folder / "summary.json"], 120,
                               env=env, inputs=model_inputs, after=after, fresh_args=["--overwrite"]))
     a = exp.analyses
     analysis_files: dict[str, str] = {}

@@ -43,9 +43,16 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     # also for --dry-run: the LoRA layer targets are read from the resolved model's config
     base = resolve_model(exp.model)
     steps, manifest = plan_steps(exp, here, out, base)
+    from ..experiment import check_eval_pythons
+
+    problems = check_eval_pythons(exp, here)
     if dry_run:
         click.echo(describe(steps))
+        for p in problems:
+            click.echo(f"check: {p}", err=True)
         return
+    if problems:
+        raise SafekeyError(problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
     out.mkdir(parents=True, exist_ok=True)
     write_stats(out / "experiment.json", manifest)
     click.echo(f"safekey run {exp.name} → {out}  ({len(steps)} steps: {len(manifest['models'])} models, "

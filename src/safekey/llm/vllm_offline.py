@@ -31,7 +31,7 @@ def _import_vllm() -> Any:
         raise SafekeyError(
             "the vllm backend needs the vllm package, which is not installed here. Install it in its own "
             "environment (pip install 'safekey[vllm]'; it pins its own transformers), or run `vllm serve MODEL` "
-            "and use the openai backend: --model openai:MODEL --set base_url=http://host:8000/v1"
+            "and use the openai backend: --model openai:MODEL --base-url http://host:8000/v1"
         ) from None
     return vllm
 

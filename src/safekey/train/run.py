@@ -53,6 +53,12 @@ def _training_args(cfg: TrainConfig, out_dir: Path):
     from transformers import TrainingArguments
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("MASTER_ADDR") and "WORLD_SIZE" not in os.environ and not any(
+            k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
+        # `accelerate launch` with a MULTI_CPU config and num_processes > 1 but no mpirun: it sets the
+        # rendezvous address and then starts this ONE process, which would train alone, silently
+        raise SafekeyError("accelerate launch asked for several CPU processes but started one (MULTI_CPU needs mpirun); "
+                           "on one machine use torchrun --standalone --nproc_per_node N -m safekey.cli.main train run …")
     per_step = cfg.per_device_batch * world
     ga = max(1, round(cfg.effective_batch / per_step))
     if ga * per_step != cfg.effective_batch:
