@@ -225,7 +225,18 @@ def test_presets_dry_run_checks_the_vllm_environment(tmp_path, capsys, monkeypat
     monkeypatch.setenv("SAFEKEY_VLLM_PYTHON", str(tmp_path / "nope" / "python"))
     code, text = _run(["run", "star1-sft", "--dry-run", "-o", str(tmp_path / "o")], capsys)
     assert code == 0 and f"{tmp_path / 'nope' / 'python'} -m safekey.cli.main eval safety" in text
-    assert "check: safety.python:" in text and "does not exist" in text
+    assert "check: error: vllm env: safety.python:" in text and "does not exist" in text
     monkeypatch.setenv("SAFEKEY_VLLM_PYTHON", sys.executable)  # exists, but has no vllm here
     code, text = _run(["run", "star1-sft", "--dry-run", "-o", str(tmp_path / "o")], capsys)
     assert "cannot import vllm" in text or "check:" not in text  # (where vllm is installed there is nothing to say)
+
+
+def test_doctor_reads_an_experiment_file(tmp_path, tiny_model_dir, capsys):
+    spec = _write(tmp_path / "e.yaml", {**_spec(tiny_model_dir), "launch": {"kind": "torchrun", "nproc": 2},
+                                        "safety": {"benches": ["strongreject"], "judge": "llama-guard", "python": "vllm-env",
+                                                   "backend": "vllm"}})
+    for argv in (["doctor", str(spec)], ["doctor", "--config", str(spec)]):
+        code, text = _run(argv, capsys)
+        assert "Extra inputs" not in text
+        assert "launch" in text and "torchrun" in text and "vllm env" in text and "Llama-Guard-3-8B" in text
+        assert code == 2  # the vLLM environment is missing here

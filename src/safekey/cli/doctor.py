@@ -7,14 +7,81 @@ from pathlib import Path
 import click
 
 
+GATED = ("meta-llama/", "google/")  # hub orgs whose models need an accepted licence and HF_TOKEN
+
+
+def experiment_findings(spec: str) -> list:
+    """What an experiment file (or preset) needs: GPUs for its launcher, bf16 / flash-attention when
+    it asks for them, the vLLM environment of its evals, HF_TOKEN for gated hub models, the judge's
+    key or weights and its endpoint. Shared with `safekey run --dry-run`."""
+    import os
+
+    from ..evals.judges import judge_registry
+    from ..experiment import check_eval_pythons, load_experiment
+    from ..preflight import Finding, check_backend
+
+    exp, here = load_experiment(spec)
+    out: list = []
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        gpus = 0
+    la = exp.launch
+    if la.kind != "python":
+        if gpus and la.nproc > gpus:
+            out.append(Finding("error", "launch", f"{la.kind} with {la.nproc} processes but {gpus} GPU(s) here"))
+        elif not gpus:
+            out.append(Finding("warn", "launch", f"{la.kind} × {la.nproc} on CPU ranks (gloo): fine for a trial, "
+                                                 "the papers' setup needs GPUs"))
+        else:
+            out.append(Finding("ok", "launch", f"{la.kind} × {la.nproc} on {gpus} GPU(s)"))
+    sets = dict(exp.train.set)
+    for variant in exp.variants:
+        sets.update(variant.set)
+    if str(sets.get("attn_implementation", "")).startswith("flash_attention"):
+        try:
+            import flash_attn  # noqa: F401
+
+            out.append(Finding("ok", "flash-attention", "installed (asked for by the experiment)"))
+        except ImportError:
+            out.append(Finding("error", "flash-attention", "the experiment sets attn_implementation=flash_attention_2 "
+                                                           "but flash-attn is not installed"))
+    if sets.get("bf16") is True and not gpus:
+        out.append(Finding("error", "bf16", "the experiment sets bf16: true but no GPU is here"))
+    for p in check_eval_pythons(exp, here):
+        out.append(Finding("error", "vllm env", p))
+    hub = [exp.model] + [s.path for s in exp.train_data] if isinstance(exp.train_data, list) else [exp.model]
+    judge_specs = []
+    if exp.safety is not None:
+        defaults = judge_registry()[1]
+        for name in exp.safety.judge.split(","):
+            m = exp.safety.judge_model or defaults.get(name.strip())
+            if m:
+                judge_specs.append((name.strip(), m))
+                hub.append(m.split(":", 1)[-1])
+    for h in hub:
+        if any(h.startswith(g) for g in GATED):
+            have = bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
+            out.append(Finding("ok" if have else "error", "hub access", f"{h} is gated: " + (
+                "HF_TOKEN set (the licence must be accepted on the hub)" if have else "set HF_TOKEN and accept its licence")))
+    for name, m in judge_specs:
+        out += check_backend(m, base_url=None, role=f"judge {name}")
+    return out
+
+
 @click.command()
+@click.argument("experiment", required=False)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A safety-eval YAML (as for `eval safety --config`): its model, judge and size are checked.")
 @click.option("--check", "specs", multiple=True, help="A kind:model spec to check (repeatable).")
 @click.option("--base-url", default=None, help="Endpoint for --check openai:… specs.")
-def doctor(config_file, specs, base_url):
+def doctor(experiment, config_file, specs, base_url):
     """Keys present, endpoints answering, weights local or cached, GPU / bf16 / flash-attention,
-    sandbox, disk, and the size of the run. Exit 2 when anything a run needs is missing."""
+    sandbox, disk, and the size of the run. EXPERIMENT (a `safekey run` file or preset) adds what its
+    plan needs: GPUs for the launcher, the vLLM environment, hub access, judge keys and endpoints.
+    Exit 2 when anything a run needs is missing."""
     from rich.console import Console
     from rich.table import Table
 
@@ -22,6 +89,14 @@ def doctor(config_file, specs, base_url):
     from ..types import SafekeyError
 
     rows = environment()
+    if config_file is not None and experiment is None:
+        import yaml
+
+        loaded = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict) and "variants" in loaded:  # an experiment file given as --config
+            experiment, config_file = str(config_file), None
+    if experiment:
+        rows += experiment_findings(experiment)
     for s in specs:
         rows += check_backend(s, base_url=base_url)
     if config_file is not None:

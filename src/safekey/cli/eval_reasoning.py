@@ -36,7 +36,8 @@ def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--canonical", is_flag=True, help="Grade each benchmark's reference answers (grader self-check; no model).")
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run folder (RUN/<bench>/generations.jsonl, graded.jsonl, RUN/summary.json).")
-@click.option("--limit", default=None, help="First N items of each benchmark, or per benchmark: math500=20,humaneval=10.")
+@click.option("--limit", default=None, help="N items of each benchmark (a seeded sample stratified by subject), or per "
+              "benchmark: math500=20,humaneval=10.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="[default: 8192]")
 @click.option("--temperature", type=click.FloatRange(0), default=None, help="[default: 0, greedy]")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="[default: 1.0]")

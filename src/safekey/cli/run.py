@@ -48,8 +48,11 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     problems = check_eval_pythons(exp, here)
     if dry_run:
         click.echo(describe(steps))
-        for p in problems:
-            click.echo(f"check: {p}", err=True)
+        from .doctor import experiment_findings
+
+        for f in experiment_findings(experiment):  # the same checks as `safekey doctor EXPERIMENT`
+            if f.level != "ok":
+                click.echo(f"check: {f.level}: {f.what}: {f.detail}", err=True)
         return
     if problems:
         raise SafekeyError(problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))

@@ -102,7 +102,8 @@ TEST_SETS: tuple[SourceSpec, ...] = (
                note="all behaviours: the multi-turn jailbreak set is built from HarmBench objectives"),
     SourceSpec("prefilling", f"{RAW}/eric-ai-lab/SafeKey/main/benchmark/safe_benchmark/datasets/advbench_prefilling/harmful_r1_8b_gptjudge.csv",
                "goal", shared="prefilling/harmful_r1_8b_gptjudge.csv"),
-    SourceSpec("wildchat", "", "question", note="STAR-1's WildChat toxic first turns: no public copy, local file only"),
+    SourceSpec("wildchat", "", "question", note="STAR-1's WildChat subset has no public copy: give a local file (collect.overrides.wildchat); "
+                                               "`eval safety --bench wildchat` builds a similar set from allenai/WildChat-1M (gated)"),
 )
 
 SOURCES_BY_NAME = {s.name: s for s in TRAIN_SOURCES}

@@ -1,0 +1,99 @@
+"""The README cannot rot (issue #24 D11): every `safekey …` line of its code blocks names a command
+that exists and only options that command has; every `safekey run … --dry-run` line runs; the
+statements that were found wrong once stay right."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+from safekey.cli.main import cli, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "gpu.md", ROOT / "CONTRIBUTING.md"]
+
+
+def _command_lines(text: str) -> list[str]:
+    """`safekey …` lines of the ```bash blocks, continuations joined, comments dropped."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split("  #")[0].strip()
+            for part in re.split(r"\s*(?:&&|;)\s*", line):
+                part = re.sub(r"^(?:\w+=\S+\s+)+", "", part.strip())  # leading VAR=value
+                if part.startswith("safekey "):
+                    out.append(part)
+    return out
+
+
+LINES = [(doc.name, line) for doc in DOCS if doc.exists() for line in _command_lines(doc.read_text(encoding="utf-8"))]
+
+
+def _resolve(tokens: list[str]) -> tuple[click.Command, list[str]]:
+    cmd: click.Command = cli
+    rest = tokens[1:]
+    ctx = click.Context(cli)
+    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
+        sub = cmd.get_command(ctx, rest[0])
+        assert sub is not None, f"no command {rest[0]!r} under {cmd.name!r}"
+        cmd, rest = sub, rest[1:]
+    return cmd, rest
+
+
+def test_the_tour_has_lines():
+    assert len(LINES) > 30, LINES
+
+
+@pytest.mark.parametrize("doc, line", LINES, ids=[f"{d}:{i}" for i, (d, _) in enumerate(LINES)])
+def test_every_command_and_option_exists(doc, line):
+    tokens = shlex.split(line)
+    cmd, rest = _resolve(tokens)
+    known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help", "-h", "--version"}
+    for t in rest:
+        if t.startswith("-") and t != "-" and not re.fullmatch(r"-\d+(\.\d+)?", t):
+            assert t.split("=", 1)[0] in known, f"{doc}: `{line}` uses {t}, which `{cmd.name}` does not have"
+
+
+DRY = [(d, line) for d, line in LINES if line.startswith("safekey run ") and "--dry-run" in line]
+
+
+@pytest.mark.parametrize("doc, line", DRY)
+def test_dry_run_lines_run(doc, line, capsys, tmp_path):
+    args = shlex.split(line)[1:] + ["-o", str(tmp_path / "o")]
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "[1/" in out.out
+
+
+def test_statements_found_wrong_once_stay_right():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--baseline eval-base" not in readme  # labels drop the eval- prefix
+    assert "ShieldGemma is not supported" not in readme + (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+    assert "SPEC §" not in readme  # the spec is not in this repository
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert len(quick.strip().splitlines()) <= 40
+    for name in ("keyword", "llama-guard", "shieldgemma", "qwen3guard", "wildguard", "harm-1to5"):
+        assert name in quick
+    from safekey.cli.eval_safety import safety
+
+    judge_help = next(p.help for p in safety.params if p.name == "judge")
+    from safekey.evals.judges import judge_registry
+
+    for name in judge_registry()[0]:
+        if not name.startswith("llama-guard-3"):
+            assert name.replace("llama-guard", "llama-guard(-3)") in judge_help or name in judge_help, name
+    assert not (ROOT / "configs" / "accelerate" / "cpu_2proc.yaml").exists()
+    for cfg in (ROOT / "configs").rglob("*.yaml"):
+        for ref in re.findall(r"configs/[\w./-]+", cfg.read_text()):
+            assert (ROOT / ref).exists(), f"{cfg.name} points to missing {ref}"
