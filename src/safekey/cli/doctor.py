@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-
 GATED = ("meta-llama/", "google/")  # hub orgs whose models need an accepted licence and HF_TOKEN
 
 
