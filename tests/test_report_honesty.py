@@ -155,3 +155,37 @@ def test_safekey_preset_trains_on_harmful_and_benign():
     train = next(s for s in steps if s.name == "train-safekey").cmd
     assert not any(a == "default_unsafe=1" for a in train)
     assert [s.name for s in steps][:2] == ["data-mix", "annotate"]
+
+
+def test_html_report_shows_what_a_reader_needs_and_no_machine_paths(two_runs, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "study"
+    a, b = (shutil.copytree(r, root / "eval" / name) for r, name in zip(two_runs, ("base", "sft")))
+    _relabel(a, label="base")
+    _relabel(b, label="sft")
+    t = root / "train" / "sft"
+    t.mkdir(parents=True)
+    (t / "train_log.jsonl").write_text('{"step": 1, "epoch": 1.0, "loss": 2.5}\n')
+    (t / "train_config.yaml").write_text("mode: sft\nseed: 7\nepochs: 1\nlr: 0.001\n")
+    code, text = _run(["report", root, "-o", tmp_path / "r.html", "--baseline", "sft"], capsys)
+    assert code == 0, text
+    html = (tmp_path / "r.html").read_text()
+    assert "Δ vs sft, paired" in html  # the configured baseline, not the first row
+    assert "temperature=0.0" in html and "{&#39;temperature" not in html and "{'temperature" not in html
+    assert "mode=sft, seed=7, epochs=1, lr=0.001" in html
+    assert "weights " in html
+    assert str(tmp_path) not in html  # nothing of this machine's layout
+    assert "min-width: 0" in html  # example cards wrap inside their grid cell
+
+
+def test_every_bar_says_its_n():
+    from safekey.report.plots import _plt, grouped_bars
+
+    plt = _plt()
+    fig, ax = plt.subplots()
+    grouped_bars(ax, ["a", "b"], {"m1": [{"rate": 0.5, "ci": [0.3, 0.7], "n": 24}, None],
+                                  "m2": [{"rate": 0.1, "ci": [0.0, 0.3], "n": 23}, {"rate": 0.9, "ci": [0.8, 1.0], "n": 7}]},
+                 ylabel="x")
+    assert sorted(t.get_text() for t in ax.texts) == ["n=23", "n=24", "n=7"]
+    plt.close(fig)

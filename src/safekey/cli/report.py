@@ -63,7 +63,8 @@ def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
 
     problems = _mismatches(collect(list(runs)).evals, allow_mismatch)
     with output_lock(out):
-        path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench, mismatches=problems)
+        path = build_report(list(runs), out, title=title, examples_per_bench=examples_per_bench, mismatches=problems,
+                            baseline=baseline)
     click.echo(f"report: {path} ({path.stat().st_size // 1024} KiB)")
 
 

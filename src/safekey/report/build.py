@@ -107,7 +107,7 @@ def pick_examples(evals: list[EvalRun], per_bench: int = 2) -> list[dict[str, An
     return out
 
 
-TRAIN_COLUMNS = [("steps", "steps"), ("epochs", "epochs"), ("loss", "total loss"), ("lm_loss", "language-model loss"),
+TRAIN_COLUMNS = [("settings", "settings (train_config.yaml)"), ("steps", "steps"), ("epochs", "epochs"), ("loss", "total loss"), ("lm_loss", "language-model loss"),
                  ("qmm_loss", "query-mask loss (on K)"), ("head_loss", "safety-head loss"),
                  ("head_acc_u", "safety-head accuracy at U"), ("qmm_k_acc", "K-token accuracy without the query")]
 
@@ -126,7 +126,7 @@ def plain(metric: str | None) -> str:
 
 def train_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The columns some run has a value in: an SFT-only report shows no QMM / head columns."""
-    return [(k, h) for k, h in TRAIN_COLUMNS if k in ("steps", "epochs") or any(r.get(k) not in (None, "—") for r in rows)]
+    return [(k, h) for k, h in TRAIN_COLUMNS if k in ("settings", "steps", "epochs") or any(r.get(k) not in (None, "—") for r in rows)]
 
 
 def train_table(col: Collected) -> list[dict[str, Any]]:
@@ -138,7 +138,17 @@ def train_table(col: Collected) -> list[dict[str, Any]]:
             vals = [t.value(r, key) for r in t.rows if t.value(r, key) is not None]
             return f"{vals[-1]:.4g}" if vals else "—"
 
-        rows.append({"label": t.label, "steps": last.get("step", 0), "epochs": last.get("epoch", 0),
+        cfg: dict[str, Any] = {}
+        if t.config:
+            import yaml
+
+            try:
+                cfg = yaml.safe_load(t.config) or {}
+            except yaml.YAMLError:
+                cfg = {}
+        settings = ", ".join(f"{k}={cfg[k]}" for k in ("mode", "seed", "epochs", "lr", "effective_batch", "lora",
+                                                       "last_k_epochs") if isinstance(cfg, dict) and k in cfg) or "—"
+        rows.append({"label": t.label, "settings": settings, "steps": last.get("step", 0), "epochs": last.get("epoch", 0),
                      "loss": last_of("loss"), "lm_loss": last_of("lm_loss"), "qmm_loss": last_of("qmm_loss"),
                      "head_loss": last_of("head_loss"), "head_acc_u": last_of("head_acc_u"),
                      "qmm_k_acc": last_of("qmm_k_acc")})
@@ -162,7 +172,7 @@ def analysis_sections(col: Collected) -> list[dict[str, Any]]:
                                  "that lands on the understanding U and on the user's query. SafeKey's query-mask modelling "
                                  "should shift K's attention towards U.",
                          "cols": ["model", "items", "n", "K→U", "K→query"], "rows": rows, "img": plots.attention_plot(d),
-                         "source": str(a.path)})
+                         "source": a.path.name})
         elif a.kind == "analysis-probe":
             rows = [[label, m["n"], m["n_unsafe"], f"{m['last_layer']:.3f}", f"{m['best']:.3f} (layer {m['best_layer']})"]
                     for label, m in d["models"].items()]
@@ -170,7 +180,7 @@ def analysis_sections(col: Collected) -> list[dict[str, Any]]:
                          "note": f"Logistic regression on the hidden state of the last U token, {d.get('folds')}-fold "
                                  "cross-validated AUROC for harmful vs benign (per layer).",
                          "cols": ["model", "n", "unsafe", "AUROC last layer", "AUROC best layer"], "rows": rows,
-                         "img": plots.probe_plot(d), "source": str(a.path)})
+                         "img": plots.probe_plot(d), "source": a.path.name})
         elif a.kind == "analysis-kl":
             ks = [str(k) for k in d.get("ks", [])]
             rows = [[f"KL({p['a']} ‖ {p['b']})"] + [f"{p['per_k'][k]['mean']:.3f}" if p["per_k"][k]["n"] else "—" for k in ks]
@@ -179,7 +189,7 @@ def analysis_sections(col: Collected) -> list[dict[str, Any]]:
                          "note": f"KL between next-token distributions, teacher-forced on the `{d.get('field')}` text "
                                  f"of {d.get('records')}, after k of its tokens.",
                          "cols": ["pair"] + [f"k={k}" for k in ks], "rows": rows, "img": plots.kl_plot(d),
-                         "source": str(a.path)})
+                         "source": a.path.name})
         elif a.kind == "analysis-aha":
             rows = [[label, b, m["n"], m["with_uk"], fmt_rate(m["aha_rate"]), fmt_rate(m["harmful_given_aha"]),
                      fmt_rate(m["harmful_given_no_aha"]), ", ".join(f"{k} {v}" for k, v in m["no_uk"].items()) or "—"]
@@ -189,7 +199,7 @@ def analysis_sections(col: Collected) -> list[dict[str, Any]]:
                                  "voice a safety concern, and the harmful rate of items with and without that aha moment. "
                                  "SafeKey predicts more aha moments and less harm after them.",
                          "cols": ["model", "benchmark", "n", "with U/K", "aha rate", "harmful | aha", "harmful | no aha",
-                                  "no U/K"], "rows": rows, "img": None, "source": str(a.path)})
+                                  "no U/K"], "rows": rows, "img": None, "source": a.path.name})
     return secs
 
 
@@ -234,15 +244,31 @@ def agreement_sections(safety: list[EvalRun]) -> list[dict[str, Any]]:
     return out
 
 
-def _paper(safety: list[EvalRun], mismatches: list[str]) -> dict[str, Any] | None:
+def _baseline(paths: list[str | Path], safety: list[EvalRun], given: str | None) -> str | None:
+    """The row every Δ is against: --baseline, else the experiment's `report.baseline` (when that
+    label is a row), else the first run."""
+    if given:
+        return given
+    from . import seeds
+
+    manifest = seeds.find_manifest(paths)
+    if manifest is not None:
+        b = json.loads(manifest.read_text(encoding="utf-8")).get("baseline")
+        if b and any(e.label == b for e in safety):
+            return b
+    return safety[0].label if safety else None
+
+
+def _paper(safety: list[EvalRun], mismatches: list[str], baseline: str | None) -> dict[str, Any] | None:
     """The paper table with the first run as the baseline, and what its deltas show."""
     from .paper_table import html_cells, paper_table, what_this_shows
 
     if len(safety) < 1:
         return None
-    t = paper_table(safety, baseline=safety[0].label if len(safety) > 1 else None)
+    base = baseline if len(safety) > 1 else None
+    t = paper_table(safety, baseline=base)
     return {"cols": t["cols"], "rows": html_cells(t), "footer": t["footer"] + [f"NOT COMPARABLE: {m}" for m in mismatches],
-            "shows": what_this_shows(t)}
+            "shows": what_this_shows(t), "baseline": base}
 
 
 def _seeds(paths: list[str | Path], safety: list[EvalRun]) -> dict[str, Any] | None:
@@ -259,8 +285,48 @@ def _seeds(paths: list[str | Path], safety: list[EvalRun]) -> dict[str, Any] | N
     return {"head": head, "rows": rows, "shows": seeds.what_this_shows(study), "img": plots.to_data_uri(seeds.figure(study))}
 
 
+def sampling_text(sampling: Any) -> str:
+    """``temperature=0.0, top_p=1.0, max_new_tokens=96`` (a dict printed as a dict read as code)."""
+    if not isinstance(sampling, dict):
+        return "—" if sampling is None else str(sampling)
+    return ", ".join(f"{k}={v}" for k, v in sampling.items() if v is not None)
+
+
+class PathScrub:
+    """Paths as the reader needs them: relative to the reported folder, ``$SAFEKEY_HOME/…`` or
+    ``~/…`` — never the absolute layout of the machine that built the report."""
+
+    def __init__(self, roots: list[Path]):
+        from ..paths import home
+
+        self.subs = sorted({(str(r.resolve()), r.name or ".") for r in roots if r.exists()}, key=lambda t: -len(t[0]))
+        self.subs += [(str(home()), "$SAFEKEY_HOME"), (str(Path.home()), "~")]
+
+    def __call__(self, text: Any) -> str:
+        t = "" if text is None else str(text)
+        for prefix, name in self.subs:
+            t = t.replace(prefix, name)
+        return t
+
+
+def _run_settings(e: EvalRun) -> str:
+    """Seed and weights fingerprint of an evaluated model folder (train_config.yaml beside it)."""
+    w = e.summary.get("weights")
+    fp = w.rsplit("@", 1)[1][:12] if isinstance(w, str) and "@" in w else "—"
+    folder = Path(w.rsplit("@", 1)[0]) if isinstance(w, str) and "@" in w else None
+    bits = [f"weights {fp}"]
+    cfg = folder / "train_config.yaml" if folder else None
+    if cfg is not None and cfg.is_file():
+        import yaml
+
+        c = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+        bits += [f"{k}={c[k]}" for k in ("mode", "seed", "epochs", "lr", "lora", "effective_batch", "last_k_epochs") if k in c]
+    return ", ".join(bits)
+
+
 def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safekey report",
-                 intro: str | None = None, examples_per_bench: int = 2, mismatches: list[str] | None = None) -> Path:
+                 intro: str | None = None, examples_per_bench: int = 2, mismatches: list[str] | None = None,
+                 baseline: str | None = None) -> Path:
     """Collect runs under `paths` and write one self-contained HTML file to `out`."""
     col = collect(paths)
     if col.empty():
@@ -274,7 +340,10 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         title=title,
         intro=intro,
         created=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-        sources=[str(p) for p in paths],
+        sources=[Path(p).name for p in paths],
+        scrub=PathScrub([Path(p) for p in paths]),
+        sampling_text=sampling_text,
+        run_settings=_run_settings,
         evals=col.evals,
         safety=safety_tables(safety) if safety else None,
         proxy=any(e.summary.get("judge") == "keyword" for e in safety),
@@ -287,7 +356,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),
-        paper=_paper(safety, mismatches or []),
+        paper=_paper(safety, mismatches or [], _baseline(paths, safety, baseline)),
         seeds=_seeds(paths, safety),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,

@@ -49,8 +49,12 @@ def grouped_bars(ax: Any, groups: list[str], series: dict[str, list[dict[str, An
     for i, (name, vals) in enumerate(series.items()):
         heights = [v["rate"] * k if v else np.nan for v in vals]
         errs = np.array([[e * k for e in _err(v)] if v else [0, 0] for v in vals]).T
-        ax.bar(x + (i - (n - 1) / 2) * width, heights, width, yerr=errs, capsize=3, label=name,
-               color=COLORS[i % len(COLORS)], edgecolor="white")
+        xs = x + (i - (n - 1) / 2) * width
+        ax.bar(xs, heights, width, yerr=errs, capsize=3, label=name, color=COLORS[i % len(COLORS)], edgecolor="white")
+        for xi, v in zip(xs, vals):  # every bar says how many items it stands on
+            if v and v.get("n") is not None:
+                ax.text(xi, 1.5 if pct else 0.0, f"n={v['n']}", ha="center", va="bottom", fontsize=6, rotation=90,
+                        color="white" if (v["rate"] * k) > 12 else "#333")
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=20 if max((len(g) for g in groups), default=0) > 12 else 0, ha="right")
     ax.set_ylabel(ylabel)
