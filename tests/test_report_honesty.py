@@ -13,7 +13,6 @@ from safekey.cli.main import main
 from safekey.evals.judges import JudgeItem, KeywordJudge
 from safekey.paths import resource
 from safekey.testing.fake_openai import FakeOpenAI
-from safekey.types import SafekeyError
 
 
 def _run(argv, capsys, monkeypatch=None, env=None):
@@ -72,23 +71,20 @@ def test_last_k_epochs_over_epochs_is_clamped_with_a_note(capsys):
     assert "last_k_epochs clamped to 1" in capsys.readouterr().err
 
 
-def test_one_class_safety_head_is_refused_before_the_model_is_built(tmp_path, smol_tokenizer, capsys, tiny_model_dir):
-    from safekey.train.config import TrainConfig
-    from safekey.train.data import encode_all, load_records
-
+def test_one_class_safety_head_is_refused_before_the_model_is_built(tmp_path, capsys, tiny_model_dir):
     rows = [json.loads(x) for x in resource("starter/train.jsonl").read_text().splitlines()]
     harmful = [r for r in rows if r.get("unsafe") == 1][:4]
     f = tmp_path / "harmful_only.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in harmful))
-    cfg = TrainConfig(mode="safekey", epochs=1, last_k_epochs=1, max_length=512)
-    with pytest.raises(SafekeyError, match="one class only"):
-        encode_all(smol_tokenizer, load_records(f, None), cfg)
-    encode_all(smol_tokenizer, load_records(f, None), TrainConfig(mode="safekey", epochs=1, last_k_epochs=1, max_length=512,
-                                                                  head=False))  # without the head: fine
     code, text = _run(["train", "run", f, "--model", tiny_model_dir, "--mode", "safekey", "--epochs", "1", "-o", tmp_path / "o"],
                       capsys)
     assert code == 2 and "one class only" in text and "Traceback" not in text
     assert not (tmp_path / "o" / "train_log.jsonl").exists()
+    from safekey.train.config import TrainConfig
+    from safekey.train.data import load_records, refuse_one_class_head
+
+    refuse_one_class_head(load_records(f, None), TrainConfig(mode="safekey", head=False))  # without the head: fine
+    refuse_one_class_head(load_records(f, None), TrainConfig(mode="sft"))
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +185,21 @@ def test_every_bar_says_its_n():
                  ylabel="x")
     assert sorted(t.get_text() for t in ax.texts) == ["n=23", "n=24", "n=7"]
     plt.close(fig)
+
+
+def test_training_shows_progress_and_checks_report_to(tmp_path, tiny_model_dir, capfd):
+    from safekey.cli.main import main as cli_main
+
+    data = resource("starter/train.jsonl")
+    try:
+        cli_main(["train", "run", str(data), "--model", str(tiny_model_dir), "--mode", "sft", "--limit", "4", "--epochs", "1",
+                  "--set", "effective_batch=2", "--set", "per_device_batch=2", "--set", "last_k_epochs=0",
+                  "-o", str(tmp_path / "t")])
+    except SystemExit as e:
+        assert not e.code
+    err = capfd.readouterr().err
+    assert "train:" in err and "2/2" in err  # the bar: steps done of total, with tqdm's ETA
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "run", str(data), "--model", str(tiny_model_dir), "--limit", "4", "--set", "report_to=[nosuch]",
+                  "-o", str(tmp_path / "t2")])
+    assert e.value.code == 2 and "report_to: 'nosuch'" in capfd.readouterr().err

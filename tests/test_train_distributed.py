@@ -143,10 +143,13 @@ def test_fsdp_config_on_cpu_is_refused_not_run_twice(shared, tiny_model_dir, tmp
     cfg = yaml.safe_load((REPO / "configs/accelerate/fsdp.yaml").read_text())
     cfg.update(num_processes=2, use_cpu=True, mixed_precision="no")
     (tmp_path / "fsdp_cpu.yaml").write_text(yaml.safe_dump(cfg))
-    row = json.loads(shared("star1/STAR-1.json").read_text())[0]
-    u, k = first_sentence_spans(row["response"])
-    (tmp_path / "d.jsonl").write_text(json.dumps({**{x: row[x] for x in ("id", "question", "response")},
-                                                  "u_end": u, "k_end": k, "unsafe": 1}) + "\n")
+    rows = json.loads(shared("star1/STAR-1.json").read_text())[:2]
+    lines = []
+    for i, row in enumerate(rows):  # both classes: the refusal under test is FSDP's, not the head's
+        u, k = first_sentence_spans(row["response"])
+        lines.append(json.dumps({**{x: row[x] for x in ("id", "question", "response")}, "u_end": u, "k_end": k,
+                                 "unsafe": 1 - i}) + "\n")
+    (tmp_path / "d.jsonl").write_text("".join(lines))
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "fsdp_cpu.yaml"),
         "--main_process_port", str(_free_port()), "-m", "safekey.cli.main", "train", "run", str(tmp_path / "d.jsonl"),

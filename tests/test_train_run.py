@@ -75,14 +75,17 @@ def test_saved_model_loads_plain_without_heads(safekey_run):
     assert (out / "checkpoints" / "checkpoint-6" / "safekey_heads.safetensors").exists()
 
 
-def test_resume_gives_the_same_curve(safekey_run, records_file, tiny_model_dir, tmp_path):
+def test_resume_gives_the_same_curve(safekey_run, records_file, tiny_model_dir, tmp_path, capfd):
     out, _ = safekey_run
     cut = tmp_path / "cut"
     shutil.copytree(out, cut)
     shutil.rmtree(cut / "checkpoints" / "checkpoint-6")  # "killed" after step 4 (inside the extra-loss phase)
     with pytest.raises(SafekeyError, match="another config"):
         train(_cfg(tiny_model_dir, lr=2e-3), records_file, cut, resume=True)
+    capfd.readouterr()
     train(_cfg(tiny_model_dir), records_file, cut, resume=True)
+    err = capfd.readouterr().err
+    assert "resuming from" in err and "missing keys" not in err  # the heads are restored, not missing
     a, b = _log(out), _log(cut)
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
     for x, y in zip(a[4:], b[4:]):

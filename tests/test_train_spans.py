@@ -38,12 +38,16 @@ def first_sentence_spans(response: str) -> tuple[int, int]:
     return 8 + u, 8 + k
 
 
-def star1_records(shared, n: int | None = None, unsafe: int | None = 1) -> list[Record]:
+def star1_records(shared, n: int | None = None, unsafe: int | str | None = "alternate") -> list[Record]:
+    """STAR-1 rows with first-sentence U/K spans. unsafe="alternate" labels them 1, 0, 1, … so the
+    safety head sees both classes (a SafeKey training on one class is refused)."""
     data = json.loads(Path(shared("star1/STAR-1.json")).read_text())[:n]
     out = []
-    for d in data:
+    for i, d in enumerate(data):
         d["u_end"], d["k_end"] = first_sentence_spans(d["response"])
-        if unsafe is not None:
+        if unsafe == "alternate":
+            d["unsafe"] = 1 - i % 2
+        elif unsafe is not None:
             d["unsafe"] = unsafe
         out.append(Record.model_validate(d))
     return out

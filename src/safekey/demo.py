@@ -113,7 +113,7 @@ class Demo:
         ]
         for mode in ("sft", "safekey"):
             out.append(Step(f"train-{mode}", self.cli("train", "run", str(d / "train.jsonl"), "--model", base_model, "--mode", mode,
-                                                       "-o", str(o / f"train-{mode}"), *p.train_args(n_layers)),
+                                                       "-o", str(o / f"train-{mode}"), "--no-progress", *p.train_args(n_layers)),
                             [o / f"train-{mode}" / "train_stats.json", o / f"train-{mode}" / "config.json"],
                             train_s + (extra_s if mode == "safekey" else 0), train_watch(o / f"train-{mode}"),
                             inputs=[d / "train.jsonl", Path(base_model)], resume_args=["--auto-resume"], fresh_args=["--overwrite"]))

@@ -403,7 +403,7 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         for v in exp.variants:
             name = run_name(v.name, seed, exp)
             folder = out / "train" / name
-            args = ["train", "run", data, "--mode", v.mode, "-o", str(folder), *common, *_sets(v.set),
+            args = ["train", "run", data, "--mode", v.mode, "-o", str(folder), "--no-progress", *common, *_sets(v.set),
                     "--set", f"seed={seed}"]
             # train_stats.json is written last: its presence means the model was exported whole
             trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],

@@ -45,8 +45,9 @@ def train() -> None:
 @click.option("--skip-bad", is_flag=True, help="Skip malformed input lines (kept in OUT/train.rejects.jsonl).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N records.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs and pipelines).")
 def run(records, model, mode, out, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked, resume,
-        auto_resume, overwrite, skip_bad, limit, trust_remote_code):
+        auto_resume, overwrite, skip_bad, limit, trust_remote_code, no_progress):
     """Fine-tune MODEL on RECORDS; writes OUT/ (model, tokenizer, train_log.jsonl, train_config.yaml)."""
     from pathlib import Path
 
@@ -71,7 +72,8 @@ def run(records, model, mode, out, config, overrides, epochs, lora, max_length, 
         limit=limit,
         trust_remote_code=True if trust_remote_code else None,
     )
-    stats = do_train(cfg, records, out, resume=resume, overwrite=overwrite, skip_bad=skip_bad, auto_resume=auto_resume)
+    stats = do_train(cfg, records, out, resume=resume, overwrite=overwrite, skip_bad=skip_bad, auto_resume=auto_resume,
+                     progress=not no_progress)
     if stats.get("already_finished"):
         click.echo(f"already trained with this config: {out} (use --overwrite to train again)")
         return

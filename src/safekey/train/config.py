@@ -75,6 +75,7 @@ class TrainConfig(BaseModel):
     lora_target_modules: str | list[str] = "all-linear"
 
     logging_steps: int = 1
+    report_to: list[str] = []  # transformers integrations, e.g. [tensorboard] or [wandb] (installed apart)
     save_steps: int | None = None  # None = save once per epoch
     save_total_limit: int | None = 2
     limit: int | None = None

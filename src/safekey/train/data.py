@@ -44,15 +44,22 @@ def encode_all(tok, records: list[Record], cfg: TrainConfig) -> tuple[list[dict]
         feats.append(e.features())
     if not feats:
         raise SafekeyError(f"no record fits max_length={cfg.max_length} (dropped: {dict(dropped)})")
-    if cfg.use_head:
-        classes = collections.Counter(f["unsafe"] for f in feats)
-        if len(classes) < 2:
-            (only, n), = classes.items()
-            raise SafekeyError(
-                f"the safety head would see one class only (all {n} examples have unsafe={only}): SafeKey trains on "
-                "harmful and benign records (STAR-1 + STAR-benign-915, or `safekey data benign` output); "
-                "add benign look-alikes, or train without the head (--no-head)")
     return feats, dict(dropped)
+
+
+def refuse_one_class_head(records: list[Record], cfg: TrainConfig) -> None:
+    """The Dual-Path Safety Head learns harmful vs benign: trained on one class (STAR-1 alone, every
+    record unsafe=1) it learns nothing, silently. Refused before the model is built."""
+    if not cfg.use_head:
+        return
+    labels = collections.Counter(r.unsafe if r.unsafe is not None else cfg.default_unsafe for r in records)
+    labels.pop(None, None)  # a missing label is refused per record by the encoder, naming it
+    if len(labels) == 1:
+        ((only, n),) = labels.items()
+        raise SafekeyError(
+            f"the safety head would see one class only (all {n} records have unsafe={only}): SafeKey trains on "
+            "harmful and benign records (STAR-1 + STAR-benign-915: `safekey data mix --harmful … --benign …`); "
+            "add benign look-alikes, or train without the head (--no-head)")
 
 
 class Collator:

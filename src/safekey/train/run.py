@@ -40,6 +40,21 @@ def _fsdp_config(spec: str | dict) -> dict:
     return data
 
 
+def _report_to(cfg: TrainConfig) -> list[str] | str:
+    """The Trainer's integrations, each checked to be installed (a typo or a missing package is one
+    line here, not a traceback after the model is loaded)."""
+    import importlib.util
+
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+             "trackio": ("trackio",), "comet_ml": ("comet_ml",)}
+    for name in cfg.report_to:
+        if name not in needs:
+            raise SafekeyError(f"report_to: {name!r} is not one of {', '.join(needs)}")
+        if not any(importlib.util.find_spec(m) for m in needs[name]):
+            raise SafekeyError(f"report_to: {name} is not installed (pip install {needs[name][0]})")
+    return list(cfg.report_to) or "none"
+
+
 def _bf16(cfg: TrainConfig) -> bool:
     if cfg.bf16 == "auto":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -101,7 +116,7 @@ def _training_args(cfg: TrainConfig, out_dir: Path):
         save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         remove_unused_columns=False,
-        report_to="none",
+        report_to=_report_to(cfg),
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
@@ -265,7 +280,7 @@ def _lock_out(out_dir: Path):
 
 
 def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, resume: bool = False,
-          overwrite: bool = False, skip_bad: bool = False, auto_resume: bool = False) -> dict:
+          overwrite: bool = False, skip_bad: bool = False, auto_resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune and write OUT_DIR: model + tokenizer (plain AutoModelForCausalLM), train_log.jsonl,
     train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
     folder that holds a training run afresh; `auto_resume` continues an interrupted run of the same
@@ -274,16 +289,16 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     lock = _lock_out(out_dir)
     try:
         return _train_locked(cfg, records_path, out_dir, resume=resume, overwrite=overwrite, skip_bad=skip_bad,
-                             auto_resume=auto_resume)
+                             auto_resume=auto_resume, progress=progress)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, resume: bool, overwrite: bool,
-                  skip_bad: bool, auto_resume: bool) -> dict:
+                  skip_bad: bool, auto_resume: bool, progress: bool) -> dict:
     from ..config import dump_yaml
-    from .data import load_records
+    from .data import load_records, refuse_one_class_head
 
     cfg_path = out_dir / CONFIG_FILE
     action, ckpt = _decide(cfg, out_dir, resume=resume, overwrite=overwrite, auto_resume=auto_resume)
@@ -300,7 +315,10 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
         out_dir.mkdir(parents=True, exist_ok=True)
         rejects = out_dir / "train.rejects.jsonl"
     records = load_records(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
-    trainer, tok, stats = build_trainer(cfg, records, out_dir)
+    refuse_one_class_head(records, cfg)
+    from .trainer import TrainProgress
+
+    trainer, tok, stats = build_trainer(cfg, records, out_dir, extra_callbacks=[TrainProgress()] if progress else ())
     if trainer.args.should_save:
         import sys
 

@@ -53,6 +53,43 @@ class TrainLogWriter(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+class TrainProgress(TrainerCallback):
+    """A progress bar like the evals': steps, loss, tokens/s and an ETA (rank 0 only)."""
+
+    def __init__(self):
+        self.bar = None
+        self.tokens = 0
+        self.t0 = 0.0
+
+    def on_train_begin(self, args, state, control, **kw):
+        if not state.is_world_process_zero:
+            return
+        import time
+
+        from tqdm.auto import tqdm
+
+        self.t0 = time.time()
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.bar is None or not logs or "loss" not in logs:
+            return
+        import time
+
+        self.tokens = int(state.num_input_tokens_seen or 0) or self.tokens
+        rate = f", {self.tokens / max(time.time() - self.t0, 1e-9):.0f} tok/s" if self.tokens else ""
+        self.bar.set_postfix_str(f"loss {logs['loss']:.4f}{rate}")
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def loss_scales(world: int, average_tokens_across_devices: bool) -> tuple[int, int]:
     """(LM scale, head/QMM scale) that undo the gradient averaging of DDP / FSDP / ZeRO over `world` ranks.
 
@@ -263,6 +300,15 @@ class SafeKeyTrainer(Trainer):
 
             save_file(heads, str(output_dir / HEADS_FILE))
 
+    def _issue_warnings_after_load(self, load_result):
+        """The heads are saved apart (HEADS_FILE) and restored right after the model's weights: their
+        keys missing from model.safetensors are expected, not a warning (it said the opposite)."""
+        from types import SimpleNamespace
+
+        missing = [k for k in load_result.missing_keys if not k.split(".", 1)[0] == HEADS_ATTR and f".{HEADS_ATTR}." not in k]
+        return super()._issue_warnings_after_load(SimpleNamespace(missing_keys=missing,
+                                                                  unexpected_keys=list(load_result.unexpected_keys)))
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         heads = self.heads()
@@ -276,3 +322,4 @@ class SafeKeyTrainer(Trainer):
         from safetensors.torch import load_file
 
         heads.load_state_dict(load_file(str(p)))
+        log.info("resume: restored the safety heads from %s", p)
