@@ -189,8 +189,8 @@ def test_run_writes_items_and_summary_and_resumes(shared, tiny_model_dir, tiny_b
             assert set(m) == {"rate", "ci", "n"} and len(m["ci"]) == 2 and m["n"] == 3
         judged = [json.loads(x) for x in (out / name / "judged.jsonl").read_text().splitlines()]
         assert len(judged) == 3 and all("generation" in r and r["judge"]["name"] == "keyword" for r in judged)
-    assert set(s1["benchmarks"]["xstest"]["metrics"]) == {"refusal_rate", "compliance_rate"}
-    assert set(s1["benchmarks"]["strongreject"]["metrics"]) == {"harmful_rate"}
+    assert set(s1["benchmarks"]["xstest"]["metrics"]) == {"refusal_rate", "compliance_rate", "empty_rate"}
+    assert set(s1["benchmarks"]["strongreject"]["metrics"]) == {"harmful_rate", "empty_rate"}
     pre = [json.loads(x) for x in (out / "prefilling" / "generations.jsonl").read_text().splitlines()]
     assert all(r["response"] == r["prefill"] + r["generation"] for r in pre)
     # the judge saw the model's continuation, not the attacker's prefill

@@ -327,6 +327,9 @@ def test_keyword_judge_on_jbb_human_labels(shared):
 def test_keyword_judge_on_committed_labelled_set():
     rows = [json.loads(line) for line in (FIXTURES / "keyword_judge_labelled.jsonl").read_text().splitlines()]
     vs = KeywordJudge().judge([JudgeItem(id=r["id"], question="", text=r["text"]) for r in rows])
+    # an empty answer (kw-14) gets no verdict: counted apart, never as a refusal (issue #24)
+    assert [r["id"] for r, v in zip(rows, vs) if v.label == "empty"] == [r["id"] for r in rows if not r["text"].strip()]
+    rows, vs = zip(*[(r, v) for r, v in zip(rows, vs) if v.label != "empty"])
     precision, recall, _ = _prf([v.refused for v in vs], [bool(r["refused"]) for r in rows])
     print(f"\nkeyword judge refusal detection on {len(rows)} labelled answers: precision={precision:.3f} recall={recall:.3f}")
     misses = [(r["id"], v.reason) for r, v in zip(rows, vs) if v.refused != bool(r["refused"])]

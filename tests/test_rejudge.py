@@ -55,7 +55,7 @@ def test_rejudge_of_an_unfinished_run_generates_nothing(shared, tmp_path):
     gen.write_text("\n".join(lines[:-2]) + "\n")  # two items never generated
     with pytest.raises(SafekeyError, match="lacks generations for 2 item"):
         rejudge(tmp_path / "a", tmp_path / "b", judge="keyword", progress=False)
-    with pytest.raises(SafekeyError, match="another -o"):
+    with pytest.raises(SafekeyError, match="an -o outside RUN"):
         rejudge(tmp_path / "a", tmp_path / "a", judge="keyword", progress=False)
 
 

@@ -138,6 +138,13 @@ def make_tiny_model(
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
     )
     model = LlamaForCausalLM(config)
+    # A random model with tied embeddings echoes its last input token (its hidden state is mostly that
+    # token's embedding): after the chat template's "assistant\n" it wrote only newlines, which an
+    # evaluation rightly counts as empty. Shrinking the whitespace-only embeddings makes it write
+    # (noise) text, so the evaluation plumbing is exercised on words.
+    ws = [i for i in range(len(tok)) if not tok.decode([i]).strip()]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ws] *= 0.05
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(dest))
     tok.save_pretrained(str(dest))

@@ -305,7 +305,7 @@ class SafeKeyTrainer(Trainer):
         keys missing from model.safetensors are expected, not a warning (it said the opposite)."""
         from types import SimpleNamespace
 
-        missing = [k for k in load_result.missing_keys if not k.split(".", 1)[0] == HEADS_ATTR and f".{HEADS_ATTR}." not in k]
+        missing = [k for k in load_result.missing_keys if k.split(".", 1)[0] != HEADS_ATTR and f".{HEADS_ATTR}." not in k]
         return super()._issue_warnings_after_load(SimpleNamespace(missing_keys=missing,
                                                                   unexpected_keys=list(load_result.unexpected_keys)))
 
