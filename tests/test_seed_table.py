@@ -96,7 +96,7 @@ def test_delta_interval_carries_the_seed_spread():
 
 
 def test_no_significant_difference_is_said(tmp_path):
-    same = [1, 0, 1, 0, 1, 0, 1, 0]
+    same = [1, 0] * 6  # 12 prompts: enough for a claim to be possible (issue #24: none below 10)
     runs = [_run("sft-s1", same), _run("sft-s2", same), _run("sk-s1", same[::-1]), _run("sk-s2", same)]
     (tmp_path / "experiment.json").write_text(json.dumps({"seeds": [1, 2], "baseline": "sft",
                                                           "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
@@ -105,3 +105,11 @@ def test_no_significant_difference_is_said(tmp_path):
     assert line.startswith("sk vs sft on sr (harmful rate): no significant difference, +0.0 pp [")
     fig = seeds.figure(s)
     assert len(fig.axes) == 1
+
+
+def test_no_claim_below_the_minimum_n(tmp_path):
+    runs = [_run("sft-s1", [1, 1]), _run("sft-s2", [1, 1]), _run("sk-s1", [0, 0]), _run("sk-s2", [0, 0])]
+    (tmp_path / "experiment.json").write_text(json.dumps({"seeds": [1, 2], "baseline": "sft",
+                                                          "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
+    (line,) = seeds.what_this_shows(seeds.seed_study(tmp_path / "experiment.json", runs))
+    assert "no claim" in line and "lower" not in line and "n=2" in line

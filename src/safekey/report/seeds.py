@@ -214,7 +214,12 @@ def what_this_shows(study: dict[str, Any]) -> list[str]:
                 continue
             lo, hi = 100 * d["ci"][0], 100 * d["ci"][1]
             what = c["metric"].replace("_rate", "").replace("_", " ")
-            if lo > 0 or hi < 0:
+            from ..metrics import MIN_CLAIM_N
+
+            if d.get("n", 0) < MIN_CLAIM_N:  # a bootstrap over a handful of prompts can collapse: no claim
+                out.append(f"{r['variant']} vs {base} on {c['bench']} ({what} rate): {100 * d['delta']:+.1f} pp on "
+                           f"n={d.get('n', 0)} prompts, below the {MIN_CLAIM_N} a claim needs — no claim either way")
+            elif lo > 0 or hi < 0:
                 word = "lower" if hi < 0 else "higher"
                 out.append(f"{r['variant']} vs {base} on {c['bench']}: {what} rate {word} by {abs(100 * d['delta']):.1f} pp "
                            f"[{lo:+.1f}, {hi:+.1f}] — the interval excludes 0")
