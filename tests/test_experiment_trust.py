@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from cli_helpers import run_cli
 
-from safekey.cli.main import main
 from safekey.experiment import load_experiment, plan_steps
 from safekey.paths import resource
 from safekey.types import SafekeyError
@@ -30,14 +30,7 @@ def _write(path: Path, data: dict) -> Path:
     return path
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
+_run = run_cli
 
 
 def _spec(model: Path, **kw) -> dict:

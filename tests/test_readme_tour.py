@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_helpers import run_cli
 
-from safekey.cli.main import cli, main
+from safekey.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "gpu.md", ROOT / "CONTRIBUTING.md"]
@@ -64,15 +65,9 @@ DRY = [(d, line) for d, line in LINES if line.startswith("safekey run ") and "--
 
 @pytest.mark.parametrize("doc, line", DRY)
 def test_dry_run_lines_run(doc, line, capsys, tmp_path):
-    args = shlex.split(line)[1:] + ["-o", str(tmp_path / "o")]
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert "[1/" in out.out
+    code, text = run_cli(shlex.split(line)[1:] + ["-o", str(tmp_path / "o")], capsys)
+    assert code == 0, text
+    assert "[1/" in text
 
 
 def test_statements_found_wrong_once_stay_right():

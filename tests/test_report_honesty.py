@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from cli_helpers import run_cli
 
 from safekey.cli.main import main
 from safekey.evals.judges import JudgeItem, KeywordJudge
@@ -16,16 +17,9 @@ from safekey.testing.fake_openai import FakeOpenAI
 
 
 def _run(argv, capsys, monkeypatch=None, env=None):
-    if env and monkeypatch:
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
+    for k, v in (env or {}).items():
+        monkeypatch.setenv(k, v)
+    return run_cli(argv, capsys)
 
 
 def test_keyword_judge_gives_no_verdict_on_empty_text():

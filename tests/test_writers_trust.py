@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 from filelock import FileLock
 
 from safekey.cli.main import main
@@ -16,15 +17,7 @@ from safekey.paths import resource
 from safekey.store import Failure, StageOutput, read_records
 from safekey.types import SafekeyError
 
-
-def _run(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
+_run = run_cli
 
 
 def _one_line_error(code: int, text: str, needle: str) -> None:
