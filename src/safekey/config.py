@@ -92,8 +92,8 @@ def fingerprint(obj: Any) -> str:
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> Path:
+    from .atomic import write_text_atomic
     from .redact import redact_obj
-    from .store import write_text_atomic
 
     path = Path(path)
     write_text_atomic(path, yaml.safe_dump(redact_obj(to_plain(cfg)), sort_keys=False, allow_unicode=True))

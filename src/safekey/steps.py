@@ -214,7 +214,7 @@ class StepRunner:
         return self.status(step, self.fingerprint(step)) == "done"
 
     def _save(self) -> None:
-        from .store import write_text_atomic
+        from .atomic import write_text_atomic
 
         write_text_atomic(self.state_path, redact_secrets(json.dumps(self.state, indent=1)))
         self.digests.save()
@@ -285,7 +285,7 @@ class StepRunner:
     def _write_pids(self, s: Step, guard: int) -> None:
         import psutil
 
-        from .store import write_text_atomic
+        from .atomic import write_text_atomic
 
         step_pid = None
         for _ in range(20):  # the guard starts the step within milliseconds

@@ -30,6 +30,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
+from .atomic import write_text_atomic
 from .config import dump_yaml, fingerprint
 from .redact import redact_secrets
 from .types import Record, SafekeyError
@@ -359,19 +360,6 @@ class StageOutput:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file + fsync + rename: a kill at any moment leaves the old file or the new one, never half.
-    Written as given: metadata writers redact (:func:`write_stats`), model text is never altered."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
         if to_stdout:
             click.echo(text, nl=False)
         else:
-            from ..store import write_text_atomic
+            from ..atomic import write_text_atomic
 
             with output_lock(out):
                 write_text_atomic(out, text)

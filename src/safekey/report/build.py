@@ -10,8 +10,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..atomic import write_text_atomic
 from ..metrics import fmt_rate
-from ..store import write_text_atomic
 from ..types import SafekeyError
 from . import plots
 from .collect import Collected, EvalRun, collect

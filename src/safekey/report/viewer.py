@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text_atomic
 from ..metrics import judged_flag
-from ..store import write_text_atomic
 from ..types import SafekeyError, final_answer, thinking_text
 from .collect import collect
 
