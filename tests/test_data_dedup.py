@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import safekey.datamaking.dedup as dd
 from safekey.datamaking.dedup import (
     DedupConfig,
     Embedder,
@@ -16,6 +15,7 @@ from safekey.datamaking.dedup import (
     ThreadGovernor,
     UnionFind,
     dedup,
+    neighbours,
     self_ngram_clusters,
     tfidf_pairs,
 )
@@ -49,11 +49,11 @@ def test_self_ngram_chain_goes_to_earliest():
     assert self_ngram_clusters([words(a), words(c)], 4) == [0, 1]
 
 
-@pytest.mark.parametrize("gather_bytes", [dd._GATHER_BYTES, 1])  # 1: many 256-pair slices per chunk
+@pytest.mark.parametrize("gather_bytes", [neighbours._GATHER_BYTES, 1])  # 1: many 256-pair slices per chunk
 def test_tfidf_pairs_exact_vs_dense(real, monkeypatch, gather_bytes):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    monkeypatch.setattr(dd, "_GATHER_BYTES", gather_bytes)
+    monkeypatch.setattr(neighbours, "_GATHER_BYTES", gather_bytes)
     star, tests = real
     texts = [r["question"] for r in star[:600]] + [t.text for t in tests[:300]]
     X = TfidfVectorizer(dtype=np.float32).fit_transform(texts).tocsr()
