@@ -85,9 +85,8 @@ def test_statements_found_wrong_once_stay_right():
     judge_help = next(p.help for p in safety.params if p.name == "judge")
     from safekey.evals.judges import judge_registry
 
-    for name in judge_registry()[0]:
-        if not name.startswith("llama-guard-3"):
-            assert name.replace("llama-guard", "llama-guard(-3)") in judge_help or name in judge_help, name
+    for name in judge_registry()[0]:  # the help is generated from the registry
+        assert name in judge_help, name
     assert not (ROOT / "configs" / "accelerate" / "cpu_2proc.yaml").exists()
     for cfg in (ROOT / "configs").rglob("*.yaml"):
         for ref in re.findall(r"configs/[\w./-]+", cfg.read_text()):

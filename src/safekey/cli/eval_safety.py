@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..evals.judges.registry import judge_help
+
 
 def _kv(values: tuple[str, ...]) -> dict[str, str]:
     from ..types import SafekeyError
@@ -26,9 +28,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--bench-file", "bench_files", multiple=True, type=click.Path(path_type=Path),
               help="Custom JSONL benchmark: id, question|messages, unsafe 1/0, [category], [prefill]. Repeatable.")
 @click.option("--bench-path", "bench_paths", multiple=True, help="NAME=PATH: read a registry benchmark from a local file.")
-@click.option("--judge", default=None, help="keyword | harm-1to5 | refusal-3class | strongreject | llama-guard(-3) | "
-              "llama-guard-4 | qwen3guard | qwen3guard-strict | wildguard | shieldgemma, or several joined by commas "
-              "(an ensemble) [default: keyword].")
+@click.option("--judge", default=None, help=judge_help())
 @click.option("--judge-model", default=None, help="kind:model of an LLM judge (default: the papers' judge model).")
 @click.option("--judge-ensemble", type=click.Choice(["majority", "any", "all"]), default=None,
               help="With --judge a,b[,c]: how the members' verdicts combine [default: majority; a tie is no verdict].")

@@ -139,16 +139,22 @@ class SafetyEvalConfig(BaseModel):
 # per-item metrics
 
 
-def item_metrics(unsafe: int | None, verdict: Verdict, judge_name: str) -> dict[str, float]:
-    """The metric values one verdict contributes (see the module docstring)."""
+def item_metrics(unsafe: int | None, verdict: Verdict, judge: Judge | str) -> dict[str, float]:
+    """The metric values one verdict contributes (see the module docstring); a score counts where the
+    judge declares which metric it feeds (`Judge.score_metric`), never by the judge's name."""
+    from .judges import REGISTRY
+
+    if isinstance(judge, str):
+        spec = REGISTRY.get(judge)
+        score_metric = spec.cls.score_metric if spec else None
+    else:
+        score_metric = getattr(judge, "score_metric", None)
     m: dict[str, float] = {}
     if unsafe == 1:
         if verdict.harmful is not None:
             m["harmful_rate"] = float(verdict.harmful)
-        if verdict.score is not None and judge_name == "harm-1to5":
-            m["mean_harm_score"] = verdict.score
-        if verdict.score is not None and judge_name == "strongreject":
-            m["strongreject_score"] = verdict.score
+        if verdict.score is not None and score_metric:
+            m[score_metric] = verdict.score
     elif unsafe == 0:
         if verdict.refused is not None:
             m["refusal_rate"] = float(verdict.refused)
@@ -331,7 +337,7 @@ class SafetyRun:
                                else {"label": "empty", "empty": True} if empty_answer else {"skipped": "think_not_closed"})
             if t is not None:
                 judge["thinking"] = {**t.model_dump(exclude_none=True), "truncated": _think_not_closed(r)}
-            m = item_metrics(r.unsafe, a, self.judge.name) if a is not None else {}
+            m = item_metrics(r.unsafe, a, self.judge) if a is not None else {}
             if not _think_not_closed(r):
                 m["empty_rate"] = float(empty_answer)
             if r.unsafe == 1 and t is not None and t.harmful is not None:
@@ -375,7 +381,7 @@ class SafetyRun:
                 out.append(Failure(r.id, v.reason, raw=v.raw))
                 continue
             out.append(_with(r, judge={"name": self.judge.name, "part": self.cfg.judge_part, **v.model_dump(exclude_none=True)},
-                             metrics={**item_metrics(r.unsafe, v, self.judge.name), "empty_rate": 0.0}))
+                             metrics={**item_metrics(r.unsafe, v, self.judge), "empty_rate": 0.0}))
         return out
 
     def _run_json(self) -> dict[str, Any]:
