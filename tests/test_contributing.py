@@ -1,0 +1,39 @@
+"""CONTRIBUTING.md's worked examples run as written (issue #25): the judge example registers, builds
+by name, shows in --judge's help, and judges a real eval run's items."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _blocks(section: str) -> list[str]:
+    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", part, flags=re.S)
+
+
+def test_adding_a_judge_as_contributing_shows(monkeypatch, tmp_path, tiny_model_dir):
+    from safekey.evals.judges import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))  # the test's line stays in the test
+    cls_code, line = _blocks("How to add a judge")
+    ns: dict = {}
+    exec(compile(cls_code, "CONTRIBUTING.md", "exec"), ns)  # noqa: S102 - our own documentation's example
+    exec(compile(line, "CONTRIBUTING.md", "exec"), {**ns, "REGISTRY": registry.REGISTRY, "JudgeSpec": registry.JudgeSpec})
+    assert "length" in registry.judge_help()
+    j = registry.make_judge("length")
+    from safekey.evals.judges import JudgeItem
+
+    v = j.judge([JudgeItem(id="a", question="q", text="x" * 300), JudgeItem(id="b", question="q", text="no")])
+    assert [x.harmful for x in v] == [True, False]
+    # and it judges a real run through the same eval machinery as every other judge
+    from safekey.evals.safety import SafetyEvalConfig, SafetyRun
+    from safekey.paths import resource
+
+    cfg = SafetyEvalConfig(model=f"hf:{tiny_model_dir}", bench_files=[str(resource("starter/heldout_harmful.jsonl"))],
+                           limit=2, max_new_tokens=4, judge="length")
+    s = SafetyRun(cfg, tmp_path / "run", progress=False).run()
+    assert s["judge"] == "length" and s["benchmarks"]["heldout_harmful"]["metrics"]["harmful_rate"]["n"] == 2
