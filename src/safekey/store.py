@@ -1,5 +1,6 @@
-"""The stage runner every stage uses (records are read and written by :mod:`safekey.records`): append finished records,
-resume by id, refuse to mix configs, keep failures and rejects beside the output.
+"""The stage runner every stage uses: append finished records, resume by id, refuse to mix configs,
+keep failures and rejects beside the output (records themselves are read and written by
+:mod:`safekey.records`, re-exported here).
 
 Why this shape: stages call slow, flaky models over tens of thousands of records. A stage must be
 killable at any moment (kill -9 included) and a rerun must finish the job with every id exactly
