@@ -78,7 +78,8 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
                         for e in evals})
     commits = sorted({((e.summary.get("provenance") or {}).get("git_commit") or "unknown")[:12] for e in evals})
     footer = [f"judge: {'; '.join(judges) or '—'}", f"sampling: {' | '.join(samplings)}", f"code: {', '.join(commits)}",
-              "95 % intervals: Wilson for shares, bootstrap for means; Δ: paired by item, bootstrap, percentage points"]
+              "95 % intervals: Wilson for shares, bootstrap for means; Δ: paired by item (Newcombe for shares, bootstrap for "
+              "means), percentage points; a claim needs n ≥ 10 and an exact sign test p < 0.05"]
     if small:
         footer.append(f"small n (min {min(small)} < {SMALL_N}): intervals are wide; overlapping intervals show no effect")
     return {"cols": cols, "rows": rows, "footer": footer}
