@@ -58,7 +58,7 @@ def _step(shared, tiny_model_dir, tmp_path, impl):
         loss.backward()
         total += loss.item()
     grads = {k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
-    return total, grads, {k: v.item() for k, v in trainer._acc.items()}
+    return total, grads, {k: v.item() for k, v in trainer.meter.sums.items()}
 
 
 def test_a_safekey_step_is_the_same_on_both_paths(shared, tiny_model_dir, tmp_path):

@@ -114,7 +114,7 @@ def test_total_loss_is_each_term_recomputed_by_hand(active_trainer):
     batch = {k: v.clone() for k, v in b.items()}
     with torch.no_grad():
         total = t.compute_loss(t.model, dict(b), num_items_in_batch=n_items).item()
-        logged_head = t._acc["head"].item()
+        logged_head = t.meter.sums["head"].item()
         model = t.model
         ids, am, lab = batch["input_ids"], batch["attention_mask"], batch["labels"]
         out = model.model(input_ids=ids, attention_mask=am)

@@ -98,6 +98,35 @@ class TrainConfig(BaseModel):
             raise ValueError("qmm_unmasked=true needs qmm=true")
         return self
 
+    def trainer_fields(self) -> dict[str, Any]:
+        """The fields that map one-to-one onto transformers' TrainingArguments, beside the fields they
+        map. Why not a TrainingArguments subclass (TRL's style): this config is also read by the
+        experiment runner, the plan and the checks without importing transformers, and its names are
+        the papers' (effective_batch, last_k_epochs), not the Trainer's; launch-dependent arguments
+        (accumulation, precision, sharding) are set in train/run.py."""
+        return {
+            "num_train_epochs": self.epochs,
+            "per_device_train_batch_size": self.per_device_batch,
+            "learning_rate": self.lr,
+            "adam_beta1": self.adam_beta1,
+            "adam_beta2": self.adam_beta2,
+            "weight_decay": self.weight_decay,
+            "lr_scheduler_type": self.lr_scheduler,
+            "warmup_steps": self.warmup_ratio,  # < 1 → a ratio of the total steps (transformers 5)
+            "max_grad_norm": self.max_grad_norm,
+            "seed": self.seed,
+            "logging_steps": self.logging_steps,
+            "save_strategy": "steps" if self.save_steps else "epoch",
+            "save_steps": self.save_steps or 500,
+            "save_total_limit": self.save_total_limit,
+        }
+
+    @property
+    def lean_loss(self) -> bool:
+        """Cross-entropies from the last hidden state in chunks (no full logits); the one place that
+        decides it (the trainer, the plan and the model checks read this)."""
+        return self.loss_impl == "lean" and not self.reference_impl
+
     @property
     def use_head(self) -> bool:
         return self.mode == "safekey" and self.head and self.last_k_epochs > 0

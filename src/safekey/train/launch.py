@@ -140,7 +140,7 @@ def preflight_plan(trainer: Any, feats) -> dict:
         "grad_accum": a.gradient_accumulation_steps, "effective_batch": eff, "steps_per_epoch": steps_per_epoch,
         "epochs": epochs, "epochs_with_extras": extras, "tokens_per_step": round(mean_tokens * eff),
         "sharding": sharding_of(trainer),
-        "loss_path": "full-logits" if (c.loss_impl == "full" or c.reference_impl) else f"lean (chunks of {c.loss_chunk})",
+        "loss_path": f"lean (chunks of {c.loss_chunk})" if c.lean_loss else "full-logits",
         "attention": trainer.attn_backend(),
         "qmm_impl": trainer._qmm_impl() if c.use_qmm else None, "gradient_checkpointing": bool(c.gradient_checkpointing),
         "bf16": bool(a.bf16),

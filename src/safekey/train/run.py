@@ -40,6 +40,12 @@ def _fsdp_config(spec: str | dict) -> dict:
     return data
 
 
+# TrainingArguments that no config changes: the Trainer's own bar and column pruning are off (ours
+# log instead; the collator needs the span columns), the optimizer is the papers' AdamW
+FIXED_TRAINER_ARGS = {"optim": "adamw_torch", "remove_unused_columns": False, "disable_tqdm": True,
+                      "dataloader_num_workers": 0, "ddp_find_unused_parameters": False}
+
+
 def _report_to(cfg: TrainConfig) -> list[str] | str:
     """The Trainer's integrations, each checked to be installed (a typo or a missing package is one
     line here, not a traceback after the model is loaded)."""
@@ -96,30 +102,13 @@ def _training_args(cfg: TrainConfig, out_dir: Path):
             sharded_kw["accelerator_config"] = cpu_sharded_state("fsdp")
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=ga,
-        learning_rate=cfg.lr,
-        adam_beta1=cfg.adam_beta1,
-        adam_beta2=cfg.adam_beta2,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # < 1 → a ratio of the total steps (transformers 5)
-        max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
         bf16=_bf16(cfg),
         activation_checkpointing=trainer_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps" if cfg.save_steps else "epoch",
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit,
-        remove_unused_columns=False,
         report_to=_report_to(cfg),
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
+        **cfg.trainer_fields(),
+        **FIXED_TRAINER_ARGS,
         **sharded_kw,
     )
     if world > 1 and args.world_size != world:
@@ -147,7 +136,7 @@ def _model_for_training(cfg: TrainConfig, path, trust: bool, model=None):
             kw["attn_implementation"] = cfg.attn_implementation
         model = load_model(path, trust_remote_code=trust, **kw)
     model.config.use_cache = False
-    if cfg.loss_impl == "lean" and not cfg.reference_impl:
+    if cfg.lean_loss:
         tc = model.config.get_text_config()
         odd = {k: getattr(tc, k) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
                if getattr(tc, k, None) not in (None, 1, 1.0)}

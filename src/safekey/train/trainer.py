@@ -101,6 +101,68 @@ def loss_scales(world: int, average_tokens_across_devices: bool) -> tuple[int, i
     return (world if (world > 1 and average_tokens_across_devices) else 1), world
 
 
+class HiddenCapture:
+    """The decoder's last hidden state of a forward, from one hook on the decoder (not
+    output_hidden_states=True, which keeps every layer's)."""
+
+    def __init__(self):
+        self.hook = None
+        self.on = False
+        self.value = None
+
+    def forward(self, model, decoder, inputs, lean: bool):
+        """(outputs, last hidden state); `lean`: lm_head sees only the last position."""
+        if self.hook is None:
+            def hook(mod, inp, out):
+                if self.on:
+                    self.value = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+            self.hook = decoder.register_forward_hook(hook)
+        self.on = True
+        try:
+            out = model(**inputs, **({"logits_to_keep": 1} if lean else {}))
+        finally:
+            self.on = False
+        hidden, self.value = self.value, None
+        return out, hidden
+
+
+class LossMeter:
+    """Sums of the loss terms and accuracy counts between two logging steps (tensors, so no sync
+    per micro-batch); `read` reduces them over ranks and resets."""
+
+    def __init__(self, device):
+        self.device = device
+        self.reset(0)
+
+    def reset(self, step: int) -> None:
+        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        self.from_step = step
+        self.active = False
+        self.fresh = True
+
+    def add(self, step: int, **values) -> None:
+        if self.fresh:  # the first micro-batch since the last log
+            self.from_step, self.fresh = step, False
+        for k, v in values.items():
+            self.sums[k] += v.detach() if torch.is_tensor(v) else v
+
+    def read(self, step: int, gather=None) -> dict[str, float | None]:
+        a, steps = self.sums, max(1, step - self.from_step)
+        means = torch.stack([a["lm"], a["head"], a["qmm"]]).to(self.device).float()
+        counts = torch.stack([a[k] for k in ("head_ok_u", "head_ok_pre", "head_n", "qmm_ok", "qmm_n")]).to(self.device).float()
+        if gather is not None:  # reduce across ranks (the reference logged rank 0's head loss)
+            means = gather(means.unsqueeze(0)).mean(0)
+            counts = gather(counts.unsqueeze(0)).sum(0)
+        lm, head, qmm = (means / steps).tolist()
+        ok_u, ok_p, hn, qok, qn = counts.tolist()
+        out = {"lm_loss": lm, "head_loss": head, "qmm_loss": qmm, "head_acc_u": ok_u / hn if hn else None,
+               "head_acc_pre_k": ok_p / hn if hn else None, "qmm_k_acc": qok / qn if qn else None,
+               "extras_active": self.active}
+        self.reset(step)
+        return out
+
+
 class SafeKeyTrainer(Trainer):
     loss_is_scaled_for_ga = True  # every term is normalised over the whole accumulated batch
 
@@ -110,11 +172,8 @@ class SafeKeyTrainer(Trainer):
         # we call transformers' loss function ourselves with num_items_in_batch; this makes Trainer count it
         self.model_accepts_loss_kwargs = True
         self._n_examples = None
-        self._acc: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
-        self._acc_from_step = 0
-        self._captured = None
-        self._capture = False
-        self._hook = None
+        self.meter = LossMeter(self.args.device)
+        self.capture = HiddenCapture()
         self.exporting = False
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -132,28 +191,8 @@ class SafeKeyTrainer(Trainer):
         per_epoch = max(1, math.ceil(self.state.max_steps / epochs))
         return self.state.global_step // per_epoch >= epochs - c.last_k_epochs
 
-    def _ensure_hook(self):
-        """Capture only the last layer's output (not output_hidden_states=True for all layers)."""
-        if self._hook is not None:
-            return
-        decoder = unwrap_peft(self._core()).get_decoder()
-
-        def hook(mod, inp, out):
-            if self._capture:
-                self._captured = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-
-        self._hook = decoder.register_forward_hook(hook)
-
     def _forward_capturing(self, model, inputs, lean: bool):
-        """(outputs, last hidden state) of one forward; `lean`: lm_head sees only the last position."""
-        self._ensure_hook()
-        self._capture = True
-        try:
-            out = model(**inputs, **({"logits_to_keep": 1} if lean else {}))
-        finally:
-            self._capture = False
-        hidden, self._captured = self._captured, None
-        return out, hidden
+        return self.capture.forward(model, unwrap_peft(self._core()).get_decoder(), inputs, lean)
 
     def _lm_head(self):
         head = unwrap_peft(self._core()).get_output_embeddings()
@@ -183,103 +222,93 @@ class SafeKeyTrainer(Trainer):
         self._n_examples = n
         return batches, n_items
 
-    # -- the loss ---------------------------------------------------------------------------------
+    # -- the loss: LM + head_weight · head + qmm_weight · QMM ------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         c = self.skcfg
         spans = {k: inputs.pop(k) for k in SPAN_KEYS if k in inputs}
         labels = inputs.pop("labels")
-        core = unwrap_peft(self._core())
         training = model.training
         active = training and self.extras_active()
-        multi = self.args.world_size > 1
         # the heads run on every training step, with weight 0 while inactive: DDP needs every
         # parameter in the graph, under ZeRO-3 / FSDP2 a parameter may only be touched through its
         # module's forward (partitioned weights are empty outside it), and one process must train
         # exactly like N (the optimizer's step count and weight decay see the heads from step 1)
         want_hidden = c.use_head and training
-        head_w = c.head_weight if active else 0.0
-        lm_scale, scale = loss_scales(self.accelerator.num_processes if multi else 1,
-                                      self.args.average_tokens_across_devices)
-        lean = c.loss_impl == "lean" and not c.reference_impl
+        multi = self.args.world_size > 1
+        lm_scale, scale = loss_scales(self.accelerator.num_processes if multi else 1, self.args.average_tokens_across_devices)
+        n_ex = self._n_examples if (training and self._n_examples is not None) else labels.shape[0]
+        out, hidden = self._forward(model, inputs, want_hidden)
+        lm = self._lm_term(out, hidden, labels, num_items_in_batch, training) * lm_scale
+        self.meter.add(self.state.global_step, lm=lm)
+        self.meter.active = active
+        total = lm
+        if want_hidden:
+            total = total + (c.head_weight if active else 0.0) * self._head_term(hidden, spans, inputs["attention_mask"],
+                                                                                n_ex, scale, active)
+        if active and c.use_qmm:
+            total = total + c.qmm_weight * self._qmm_term(model, inputs, spans, n_ex, scale)
+        return (total, out) if return_outputs else total
+
+    def _forward(self, model, inputs, want_hidden: bool):
+        """(outputs, last hidden state or None): the hidden state when the head or the lean loss needs it."""
+        c = self.skcfg
         if want_hidden and c.reference_impl:
             out = model(**inputs, output_hidden_states=True)
-            hidden = out.hidden_states[-1]
-        elif want_hidden or lean:
-            out, hidden = self._forward_capturing(model, inputs, lean)
-        else:
-            out = model(**inputs)
-        if lean:
+            return out, out.hidden_states[-1]
+        if want_hidden or c.lean_loss:
+            return self._forward_capturing(model, inputs, c.lean_loss)
+        return model(**inputs), None
+
+    def _lm_term(self, out, hidden, labels, num_items_in_batch, training: bool):
+        """Next-token cross-entropy over the labelled (response) tokens, transformers' normalisation."""
+        c = self.skcfg
+        if c.lean_loss:
             lm = causal_lm_loss(hidden, labels, self._lm_head(), num_items_in_batch, c.loss_chunk)
         else:
+            core = unwrap_peft(self._core())
             vocab = core.config.get_text_config().vocab_size
             lm = core.loss_function(logits=out.logits, labels=labels, vocab_size=vocab, num_items_in_batch=num_items_in_batch)
         if num_items_in_batch is None and training:  # per-micro-batch mean: scale for accumulation
             lm = lm / self.current_gradient_accumulation_steps
-        lm = lm * lm_scale
-        n_ex = self._n_examples if (training and self._n_examples is not None) else labels.shape[0]
-        total = lm
-        if "lm" not in self._acc:  # first micro-batch since the last log
-            self._acc_from_step = self.state.global_step
-        self._acc["lm"] += lm.detach()
-        self._acc["active"] = torch.tensor(float(active), device=lm.device)
-        if want_hidden:
-            heads = self.heads()
-            u_mask, pre_mask = span_masks(hidden.shape[1], spans["u_start"], spans["u_end"], spans["k_start"], hidden.device)
-            pre_mask = pre_mask & inputs["attention_mask"].bool()
-            lu, lp = heads(hidden, u_mask, pre_mask)
-            y = spans["unsafe"]
-            head = head_loss_per_example(lu, lp, y, c.theta).sum() / n_ex * scale
-            total = total + head_w * head
-            if active:
-                self._acc["head"] += head.detach()
-                self._acc["head_ok_u"] += ((lu > 0).long() == y).sum()
-                self._acc["head_ok_pre"] += ((lp > 0).long() == y).sum()
-                self._acc["head_n"] += y.numel()
-        if active and c.use_qmm:
-            impl = self._qmm_impl()
-            qin = build_qmm_inputs(
-                {**inputs, **spans},
-                hide=c.qmm_hide,
-                unmasked=c.qmm_unmasked,
-                impl=impl,
-                truncate=not c.reference_impl,
-                dtype=core.dtype,
-            )
-            qlabels = qin.pop("labels")
-            if lean:
-                _, qhidden = self._forward_capturing(model, qin, True)
-                per_ex, correct, count = per_example_ce(qhidden, qlabels, self._lm_head(), c.loss_chunk)
-            else:
-                qout = model(**qin)
-                per_ex, correct, count = qmm_loss_per_example(qout.logits, qlabels)
-            qmm = per_ex.sum() / n_ex * scale
-            total = total + c.qmm_weight * qmm
-            self._acc["qmm"] += qmm.detach()
-            self._acc["qmm_ok"] += correct
-            self._acc["qmm_n"] += count
-        return (total, out) if return_outputs else total
+        return lm
+
+    def _head_term(self, hidden, spans, attention_mask, n_ex, scale: int, active: bool):
+        """Dual-Path Safety Head: harmful-vs-benign from U (and from everything before K), per example,
+        over the global batch (`scale` undoes the ranks' gradient averaging; see loss_scales)."""
+        u_mask, pre_mask = span_masks(hidden.shape[1], spans["u_start"], spans["u_end"], spans["k_start"], hidden.device)
+        lu, lp = self.heads()(hidden, u_mask, pre_mask & attention_mask.bool())
+        y = spans["unsafe"]
+        head = head_loss_per_example(lu, lp, y, self.skcfg.theta).sum() / n_ex * scale
+        if active:
+            self.meter.add(self.state.global_step, head=head, head_ok_u=((lu > 0).long() == y).sum(),
+                           head_ok_pre=((lp > 0).long() == y).sum(), head_n=y.numel())
+        return head
+
+    def _qmm_term(self, model, inputs, spans, n_ex, scale: int):
+        """Query-Mask Modeling: K's tokens predicted with the query hidden, per example, over the global batch."""
+        c = self.skcfg
+        core = unwrap_peft(self._core())
+        qin = build_qmm_inputs({**inputs, **spans}, hide=c.qmm_hide, unmasked=c.qmm_unmasked, impl=self._qmm_impl(),
+                               truncate=not c.reference_impl, dtype=core.dtype)
+        qlabels = qin.pop("labels")
+        if c.lean_loss:
+            _, qhidden = self._forward_capturing(model, qin, True)
+            per_ex, correct, count = per_example_ce(qhidden, qlabels, self._lm_head(), c.loss_chunk)
+        else:
+            per_ex, correct, count = qmm_loss_per_example(model(**qin).logits, qlabels)
+        qmm = per_ex.sum() / n_ex * scale
+        self.meter.add(self.state.global_step, qmm=qmm, qmm_ok=correct, qmm_n=count)
+        return qmm
 
     # -- logging ----------------------------------------------------------------------------------
     def log(self, logs, start_time=None):
         if "loss" in logs and self.model.training:
-            steps = max(1, self.state.global_step - self._acc_from_step)
-            dev = self.args.device
-            a = self._acc
-            means = torch.stack([a["lm"], a["head"], a["qmm"]]).to(dev).float()
-            counts = torch.stack([a[k] for k in ("head_ok_u", "head_ok_pre", "head_n", "qmm_ok", "qmm_n")]).to(dev).float()
-            if self.args.world_size > 1:  # reduce across ranks (the reference logged rank 0's head loss)
-                means = self.accelerator.gather(means.unsqueeze(0)).mean(0)
-                counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-            lm, head, qmm = (means / steps).tolist()
-            ok_u, ok_p, hn, qok, qn = counts.tolist()
-            logs["lm_loss"] = lm
-            logs["head_loss"] = head if self.skcfg.use_head else 0.0
-            logs["qmm_loss"] = qmm if self.skcfg.use_qmm else 0.0
-            logs["head_acc_u"] = ok_u / hn if hn else None
-            logs["head_acc_pre_k"] = ok_p / hn if hn else None
-            logs["qmm_k_acc"] = qok / qn if qn else None
-            logs["extras_active"] = bool(a["active"].item()) if "active" in a else False
-            self._acc = defaultdict(lambda: torch.zeros((), device=self.args.device))
+            got = self.meter.read(self.state.global_step, self.accelerator.gather if self.args.world_size > 1 else None)
+            if not self.skcfg.use_head:
+                got["head_loss"] = 0.0
+            if not self.skcfg.use_qmm:
+                got["qmm_loss"] = 0.0
+            logs.update(got)
         super().log(logs, start_time)
 
     def create_accelerator_and_postprocess(self):
