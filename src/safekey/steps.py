@@ -93,7 +93,7 @@ class Digests:
         try:
             self.cache: dict[str, list] = json.loads(path.read_text()) if path.exists() else {}
         except (json.JSONDecodeError, OSError):
-            self.cache = {}
+            self.cache = {}  # only a cache: every file is hashed again, nothing is trusted from it
         if not isinstance(self.cache, dict):
             self.cache = {}
 
@@ -226,7 +226,10 @@ class StepRunner:
             return
         try:
             rec = json.loads(self.pid_path.read_text())
-        except (json.JSONDecodeError, OSError):
+        except (json.JSONDecodeError, OSError) as e:  # written atomically, so only a hand-edit gets here
+            from .store import log_warning
+
+            log_warning(f"{self.pid_path}: unreadable ({type(e).__name__}); assuming no earlier step is still running")
             return
         for who in ("guard", "step"):
             pid = rec.get(f"{who}_pid")
