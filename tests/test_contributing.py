@@ -37,3 +37,20 @@ def test_adding_a_judge_as_contributing_shows(monkeypatch, tmp_path, tiny_model_
                            limit=2, max_new_tokens=4, judge="length")
     s = SafetyRun(cfg, tmp_path / "run", progress=False).run()
     assert s["judge"] == "length" and s["benchmarks"]["heldout_harmful"]["metrics"]["harmful_rate"]["n"] == 2
+
+
+def test_adding_a_benchmark_as_contributing_shows(monkeypatch, tmp_path, tiny_model_dir, shared):
+    shared("jbb/behaviors.csv")
+    from safekey.evals import safety_benchmarks
+
+    monkeypatch.setattr(safety_benchmarks, "REGISTRY", dict(safety_benchmarks.REGISTRY))
+    (code,) = _blocks("How to add a safety benchmark")
+    exec(compile(code, "CONTRIBUTING.md", "exec"), {"__name__": "example"})  # noqa: S102 - our own docs' example
+    b = safety_benchmarks.get_benchmark("JBB-Goals")
+    recs = b.load()
+    assert len(recs) == 100 and recs[0].unsafe == 1 and recs[0].bench_category
+    from safekey.evals.safety import SafetyEvalConfig, SafetyRun
+
+    cfg = SafetyEvalConfig(model=f"hf:{tiny_model_dir}", benches=["jbb-goals"], limit=3, max_new_tokens=3)
+    s = SafetyRun(cfg, tmp_path / "run", progress=False).run()
+    assert s["benchmarks"]["jbb-goals"]["n"] == 3 and s["benchmarks"]["jbb-goals"]["sample"]["limit"] == 3
