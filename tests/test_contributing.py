@@ -45,7 +45,7 @@ def test_adding_a_benchmark_as_contributing_shows(monkeypatch, tmp_path, tiny_mo
 
     monkeypatch.setattr(safety_benchmarks, "REGISTRY", dict(safety_benchmarks.REGISTRY))
     (code,) = _blocks("How to add a safety benchmark")
-    exec(compile(code, "CONTRIBUTING.md", "exec"), {"__name__": "example"})  # noqa: S102 - our own docs' example
+    exec(compile(code, "CONTRIBUTING.md", "exec"), {"__name__": "example"})
     b = safety_benchmarks.get_benchmark("JBB-Goals")
     recs = b.load()
     assert len(recs) == 100 and recs[0].unsafe == 1 and recs[0].bench_category
