@@ -317,3 +317,21 @@ def test_latex_and_csv_escaping_units():
     assert latex_escape(r"\input{x}") == r"\textbackslash{}input\{x\}"
     assert latex_escape("a_b & 5% #1 $y$ ^ ~") == r"a\_b \& 5\% \#1 \$y\$ \textasciicircum{} \textasciitilde{}"
     assert [csv_cell(v) for v in ("=1+1", "+x", "-x", "@SUM", "ok", -0.5)] == ["'=1+1", "'+x", "'-x", "'@SUM", "ok", -0.5]
+
+
+def test_log_lines_are_redacted(capsys):
+    import logging
+
+    from safekey.redact import redact_logging
+
+    redact_logging()
+    redact_logging()  # idempotent
+    log = logging.getLogger("httpx-like")
+    h = logging.StreamHandler()
+    log.addHandler(h)
+    try:
+        log.warning("HTTP Request: POST %s %s", "http://alice:pw-9931@127.0.0.1:9/v1/chat?api_key=K-77", "500")
+    finally:
+        log.removeHandler(h)
+    err = capsys.readouterr().err
+    assert "pw-9931" not in err and "K-77" not in err and "http://***@127.0.0.1:9/v1/chat?api_key=***" in err

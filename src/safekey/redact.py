@@ -52,3 +52,27 @@ def redact_obj(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [redact_obj(v) for v in obj]
     return obj
+
+
+def redact_logging() -> None:
+    """Every log record (ours and libraries': httpx logs each request URL) is redacted when it is
+    made, before any handler formats it. Idempotent."""
+    import logging
+
+    old = logging.getLogRecordFactory()
+    if getattr(old, "_safekey_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = old(*args, **kwargs)
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):  # a malformed %-format: leave it to logging's own error path
+            return record
+        red = redact_secrets(text)
+        if red != text:
+            record.msg, record.args = red, None
+        return record
+
+    factory._safekey_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -61,6 +61,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ..redact import redact_logging
+
+    redact_logging()  # no credential reaches the console through a log line (httpx logs request URLs)
     try:
         cli.main(args=argv, prog_name="safekey", standalone_mode=False)
     except click.exceptions.Abort:
