@@ -134,15 +134,18 @@ def test_retrained_model_and_edited_bench_are_evaluated_again(tmp_path, tiny_mod
 def _kill_mid_training(tmp_path: Path, spec: Path, out: Path, *, group: bool) -> None:
     runner = subprocess.Popen([sys.executable, "-m", "safekey.cli.main", "run", str(spec), "-o", str(out)],
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = out / "train" / "sft" / "checkpoints"
     deadline = time.time() + 240
-    while not any((c / "trainer_state.json").exists() for c in ckpts.glob("checkpoint-*")):
-        assert runner.poll() is None and time.time() < deadline, "no checkpoint before the runner ended"
-        time.sleep(0.1)
+    while not (out / "running.json").exists():
+        assert runner.poll() is None and time.time() < deadline, "the training step never started"
+        time.sleep(0.05)
     # a second runner on the same folder is refused while the first one runs, naming its pid
     second = subprocess.run([sys.executable, "-m", "safekey.cli.main", "run", str(spec), "-o", str(out)],
                             capture_output=True, text=True)
     assert second.returncode == 2 and f"pid {runner.pid}" in second.stderr, second.stderr
+    ckpts = out / "train" / "sft" / "checkpoints"
+    while not any((c / "trainer_state.json").exists() for c in ckpts.glob("checkpoint-*")):
+        assert runner.poll() is None and time.time() < deadline, "no checkpoint before the runner ended"
+        time.sleep(0.05)
     tree = psutil.Process(runner.pid).children(recursive=True)
     assert not (out / "train" / "sft" / "train_stats.json").exists(), "training finished before the kill"
     if group:
