@@ -210,9 +210,6 @@ class StepRunner:
             return "done"
         return "resume"
 
-    def finished(self, step: Step) -> bool:
-        return self.status(step, self.fingerprint(step)) == "done"
-
     def _save(self) -> None:
         from .atomic import write_text_atomic
 
