@@ -327,7 +327,9 @@ def extract_code(text: str, prompt: str, entry_point: str, think_open: bool | No
 
 
 def humaneval_program(program: str, test: str, entry_point: str) -> str:
-    """The script the sandbox runs: candidate program + the benchmark's tests + the check call."""
+    """Candidate program + the benchmark's tests + the check call, as one script (the sandbox tests
+    run it). Not a verdict against hostile code: grading uses :mod:`safekey.evals.code_verdict`,
+    where the asserts run in a process the candidate cannot reach."""
     return f"{program}\n\n{test}\n\ncheck({entry_point})\n"
 
 
