@@ -126,6 +126,15 @@ def test_retrained_model_and_edited_bench_are_evaluated_again(tmp_path, tiny_mod
     assert "eval-sft: its inputs changed" in text and "train-sft: its inputs changed" not in text
     gens = (out / "eval" / "sft" / "bench" / "generations.jsonl").read_text()
     assert "EDITED: " in gens
+    # an eval setting changed in the experiment reaches the eval through its config file (one shape,
+    # no copied flags), and only the evals rerun
+    cfg_file = out / "configs" / "safety.yaml"
+    assert yaml.safe_load(cfg_file.read_text())["max_new_tokens"] == 4
+    code, text = _run(["run", str(spec), "-o", str(out), "--set", "safety.max_new_tokens=3"], capsys)
+    assert code == 0, text
+    assert "eval-sft: its inputs changed" in text and "train-sft: its inputs changed" not in text
+    assert yaml.safe_load(cfg_file.read_text())["max_new_tokens"] == 3
+    assert json.loads(summary.read_text())["sampling"]["max_new_tokens"] == 3
 
 
 # -- A1 + A2: kill -9 mid-training, rerun resumes, nothing left running -----------------------------------------

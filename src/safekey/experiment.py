@@ -296,6 +296,24 @@ def check_eval_pythons(exp: Experiment, here: Path) -> list[str]:
     return problems
 
 
+def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
+    """The safety eval's config file (``eval safety --config``) for an experiment's `safety:` keys."""
+    from .subsample import parse_limit
+
+    cfg: dict[str, Any] = {"judge": s.judge}
+    if s.benches:
+        cfg["benches"] = list(s.benches)
+    if s.bench_files:
+        cfg["bench_files"] = [P(f) for f in s.bench_files]
+    if s.limit is not None:
+        cfg["limit"] = parse_limit(str(s.limit), lambda k: k.strip().lower())
+    for key in ("judge_model", "max_new_tokens", "batch_size", "repetition_penalty", "temperature"):
+        if getattr(s, key) is not None:
+            cfg[key] = getattr(s, key)
+    return "# written by safekey run from the experiment's safety: section; edit the experiment, not this\n" + \
+        yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+
+
 def run_name(variant: str, seed: int, exp: Experiment) -> str:
     return variant if len(exp.seeds) == 1 else f"{variant}-s{seed}"
 
@@ -414,20 +432,15 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             seeds_of[name] = seed
     safety_args: list[str] | None = None
     bench_inputs: list[Path] = []
+    safety_cfg_file = out / "configs" / "safety.yaml"
+    safety_writes: dict[Path, str] = {}
     if exp.safety:
-        s = exp.safety
-        safety_args = ["--judge", s.judge, "--no-progress"]
-        if s.benches:
-            safety_args += ["--bench", ",".join(s.benches)]
-        for f in s.bench_files:
-            safety_args += ["--bench-file", P(f)]
-            bench_inputs.append(Path(P(f)))
-        for flag, val in (("--limit", s.limit), ("--judge-model", s.judge_model), ("--max-new-tokens", s.max_new_tokens),
-                          ("--batch-size", s.batch_size), ("--repetition-penalty", s.repetition_penalty),
-                          ("--temperature", s.temperature)):
-            if val is not None:
-                safety_args += [flag, str(val)]
-        safety_args += list(s.extra_args)
+        # the eval's own config (SafetyEvalConfig keys), written as a file and passed with --config:
+        # one shape from the experiment file to the stage, and a changed setting changes the file the
+        # eval steps read, so they rerun (no copied flags)
+        safety_writes = {safety_cfg_file: safety_config_yaml(exp.safety, P)}
+        bench_inputs = [Path(P(f)) for f in exp.safety.bench_files]
+        safety_args = ["--config", str(safety_cfg_file), "--no-progress", *exp.safety.extra_args]
     reasoning_args: list[str] | None = None
     if exp.reasoning:
         r = exp.reasoning
@@ -450,7 +463,8 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             steps.append(Step(f"eval-{name}", [eval_python(exp.safety.python, here), *cli("eval", "safety", "--model",
                                                   f"{exp.safety.backend}:{model}", *safety_args, "--label", name,
                                                   "-o", str(folder))[1:]], [folder / "summary.json"], 120, env=env,
-                              inputs=[*model_inputs, *bench_inputs], after=after, fresh_args=["--overwrite"]))
+                              inputs=[*model_inputs, *bench_inputs, safety_cfg_file], after=after,
+                              fresh_args=["--overwrite"], writes=safety_writes))
             evals[name] = str(folder)
             eval_steps.append(f"eval-{name}")
         if reasoning_args is not None:
@@ -491,7 +505,12 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
 def describe(steps: list[Step]) -> str:
     """The plan as the commands it will run (for --dry-run)."""
     lines = []
+    shown: set[Path] = set()
     for i, s in enumerate(steps, 1):
         env = " ".join(f"{k}={v}" for k, v in s.env.items())
         lines.append(f"[{i}/{len(steps)}] {s.name}: {env + ' ' if env else ''}{shlex.join(s.cmd)}")
+        for path in s.writes:
+            if path not in shown:
+                shown.add(path)
+                lines.append(f"      writes {path} first")
     return "\n".join(lines)

@@ -63,6 +63,7 @@ class Step:
     after: list[str] = field(default_factory=list)  # steps whose results this one reads
     resume_args: list[str] = field(default_factory=list)  # appended when continuing (or first starting) it
     fresh_args: list[str] = field(default_factory=list)  # appended when its inputs changed since it last ran
+    writes: dict[Path, str] = field(default_factory=dict)  # files (its stage config) written before it runs
 
 
 def fmt_duration(s: float) -> str:
@@ -250,6 +251,17 @@ class StepRunner:
         return lock
 
     # -- running -----------------------------------------------------------------------------------
+    @staticmethod
+    def _write_configs(s: Step) -> None:
+        """A step's config files, rewritten only when their content changes (their stat is part of
+        the digest cache; the content is what the fingerprint sees)."""
+        from .atomic import write_text_atomic
+
+        for path, text in s.writes.items():
+            p = Path(path)
+            if not p.exists() or p.read_text(encoding="utf-8") != text:
+                write_text_atomic(p, text)
+
     def _subprocess(self, s: Step, cmd: list[str], log: Path, env: dict[str, str]) -> None:
         """Run one CLI step under the guard, its output (credentials redacted) to `log`; every 30 s
         print how far it got (never mid-line)."""
@@ -319,6 +331,8 @@ class StepRunner:
             # `kill PID` should stop the running stage too, not orphan it
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         # a first look for the ETA and the resume line (upstream changes may add more while running)
+        for s in steps:
+            self._write_configs(s)
         first = {s.name: self.status(s, self.fingerprint(s)) for s in steps}
         self.fps = {}
         n_done = sum(1 for v in first.values() if v == "done")
@@ -328,6 +342,7 @@ class StepRunner:
         spent_est = spent_real = 0.0
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         for i, s in enumerate(steps, 1):
+            self._write_configs(s)
             fp = self.fingerprint(s)
             self.fps[s.name] = fp
             st = self.status(s, fp)
