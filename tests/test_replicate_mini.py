@@ -8,6 +8,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import yaml
+
 from safekey.experiment import load_experiment, plan_steps
 from safekey.paths import resource
 
@@ -40,5 +42,5 @@ def test_quick_overrides_shrink_the_study():
     steps, manifest = plan_steps(exp, here, Path("/tmp/q"), exp.model)
     assert manifest["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"]}
     assert exp.train.limit == 16 and exp.safety.limit == 10
-    ev = next(s for s in steps if s.name == "eval-sft-s1").cmd
-    assert ev[ev.index("--limit") + 1] == "10"
+    ev = next(s for s in steps if s.name == "eval-sft-s1")
+    assert yaml.safe_load(ev.writes[Path(ev.cmd[ev.cmd.index("--config") + 1])])["limit"] == 10  # the eval config file
