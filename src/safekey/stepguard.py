@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -85,17 +84,9 @@ def main(argv: list[str]) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, stop)
-    proc = subprocess.Popen(cmd)
-    while True:
-        try:
-            rc = proc.wait()
-            break
-        except InterruptedError:
-            continue
+    rc = subprocess.Popen(cmd).wait()
     if linux:
-        # descendants that outlived the step (reparented to us): not left behind
-        t0 = time.time()
-        kill_tree(grace_s=max(1.0, GRACE_S - (time.time() - t0)))
+        kill_tree()  # descendants that outlived the step (reparented to us): not left behind
     return rc if rc >= 0 else 128 - rc
 
 

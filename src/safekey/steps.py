@@ -46,7 +46,6 @@ RELEVANT_ENV = ("HF_HUB_OFFLINE", "SAFEKEY_DATA_DIR", "SAFEKEY_HOME", "HF_HOME",
 # resumable checkpoints: the exported model beside them is what later steps read)
 _SKIP_DIRS = {"checkpoints", "logs", "__pycache__"}
 _SKIP_SUFFIXES = (".lock", ".tmp")
-STATE_VERSION = 2
 
 
 @dataclass

@@ -49,7 +49,7 @@ from ..provenance import provenance
 from ..store import Failure, check_failure_share, iter_json_objects, merge_benchmarks, run_stage, write_stats
 from ..subsample import stratified_sample
 from ..types import Record, SafekeyError, truncation
-from .judges import Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge, thinking_text
+from .judges import REGISTRY, Judge, JudgeFailure, JudgeItem, Verdict, judged_text, make_judge, thinking_text
 from .safety_benchmarks import (
     PREFILL_TOKENS_DEFAULT,
     BenchOptions,
@@ -142,8 +142,6 @@ class SafetyEvalConfig(BaseModel):
 def item_metrics(unsafe: int | None, verdict: Verdict, judge: Judge | str) -> dict[str, float]:
     """The metric values one verdict contributes (see the module docstring); a score counts where the
     judge declares which metric it feeds (`Judge.score_metric`), never by the judge's name."""
-    from .judges import REGISTRY
-
     if isinstance(judge, str):
         spec = REGISTRY.get(judge)
         score_metric = spec.cls.score_metric if spec else None
