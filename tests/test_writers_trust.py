@@ -275,7 +275,7 @@ def test_folders_files_and_unwritable_outputs(tmp_path, capsys):
 
 
 def test_report_renders_a_run_whose_every_item_failed_and_odd_labels(safety_run, tmp_path, capsys):
-    from safekey.evals.safety import aggregate
+    from safekey.evals.judge_scoring import aggregate
 
     run = tmp_path / "allfail"
     shutil.copytree(safety_run, run)

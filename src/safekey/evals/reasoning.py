@@ -18,14 +18,14 @@ import collections
 import datetime as _dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..llm import ChatRequest, Sampling, prompt_opens_think
+from ..llm import Sampling
 from ..metrics import rate, truncation_shares
-from ..store import Failure, iter_json_objects, merge_benchmarks, read_records, run_stage, write_stats
-from ..types import Record, SafekeyError, truncation
+from ..store import Failure
+from ..types import Record, SafekeyError
 from . import grading, sandbox
 from .code_verdict import run_many_humaneval
 from .reasoning_benchmarks import (
@@ -34,6 +34,8 @@ from .reasoning_benchmarks import (
     load_benchmark,
     reference_response,
 )
+from .runner import EvalRunner, Scorer, Task
+from .solvers import Generate, Solver, Target
 
 GRADER_VERSION = 2  # bump when extraction/grading rules change: part of the grade stage fingerprint
 CANONICAL = "canonical"  # pseudo-model: the benchmark's own reference answers
@@ -86,30 +88,24 @@ def _sampling_for(cfg: ReasoningConfig, rec: Record) -> Sampling:
 
 
 # ---------------------------------------------------------------------------------------------
-# stages
+# solver and scorer
 
 
-def _generate(records: list[Record], cfg: ReasoningConfig, backend: Any, canonical_kind: str | None):
-    """`process` of the generation stage: one ChatRequest per record, per-item failures kept."""
-    if canonical_kind is not None:
-        return [r.model_copy(update={"generation": reference_response(r, canonical_kind), "finish_reason": "reference"})
-                for r in records]
-    reqs = [ChatRequest(messages=r.prompt_messages(), sampling=_sampling_for(cfg, r), id=r.id) for r in records]
-    outs = backend.generate(reqs)
-    results: list[Record | Failure] = []
-    for r, c in zip(records, outs):
-        if c.error is not None:
-            results.append(Failure(id=r.id, reason=f"generation: {c.error}"))
-        else:
-            opens = prompt_opens_think(backend, r.prompt_messages())
-            results.append(r.model_copy(update={
-                "generation": c.text,
-                "finish_reason": c.finish_reason,
-                "completion_tokens": c.completion_tokens,
-                "prompt_opens_think": opens,
-                "truncation": truncation(c.text, prompt_opens_think=opens, finish_reason=c.finish_reason),
-            }))
-    return results
+class Reference(Solver):
+    """The canonical pseudo-model: each item's own reference answer (a self-check of the graders)."""
+
+    name = CANONICAL
+    help = "the benchmark's reference answers"
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {}  # the model field already says "canonical"
+
+    def solve(self, batch: list[Record], target: Target) -> list[Record | Failure]:
+        return [r.model_copy(update={"generation": reference_response(r, self.kind), "finish_reason": "reference"})
+                for r in batch]
 
 
 def _think_open(x: dict[str, Any]) -> bool | None:
@@ -215,6 +211,33 @@ def extraction_counts(graded: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class Grader(Scorer):
+    """The reasoning scorer: extract the answer and grade it (math, multiple choice, or code in the sandbox)."""
+
+    stage: ClassVar[str] = "reasoning.grade"
+    output: ClassVar[str] = "graded.jsonl"
+    verb: ClassVar[str] = "grade"
+
+    def __init__(self, kind: str, bench: str, sb: SandboxConfig, pass_k: Sequence[int]):
+        self.kind, self.bench, self.sb, self.pass_k = kind, bench, sb, pass_k
+        self.batch_size = 4 * max(1, sb.workers) if kind == "code" else 25
+
+    def fingerprint(self, generation_config: dict[str, Any]) -> dict[str, Any]:
+        return {"benchmark": self.bench, "grader_version": GRADER_VERSION,
+                "sandbox": self.sb.model_dump(mode="json") if self.kind == "code" else None}
+
+    def score(self, batch: list[Record]) -> list[Record | Failure]:
+        if self.kind == "code":
+            return _grade_code_batch(batch, self.sb)
+        return [grade_record(r, self.kind) for r in batch]
+
+    def stats(self, scored: list[dict[str, Any]]) -> dict[str, Any]:
+        return extraction_counts(scored)
+
+    def summarize(self, task: Task, generated: list[Record], scored: list[dict[str, Any]]) -> dict[str, Any]:
+        return summarize_benchmark(scored, self.kind, len(task.items), self.pass_k)
+
+
 # ---------------------------------------------------------------------------------------------
 # the run
 
@@ -259,8 +282,7 @@ def run_reasoning_eval(
         weights = str(backend.model_id())  # a retrained local folder gets a new id: old generations are refused
     from ..provenance import provenance
 
-    if (out_dir / "train_log.jsonl").exists() or (out_dir / "train_stats.json").exists():
-        raise SafekeyError(f"{out_dir} holds a training run; write the evaluation to another -o")
+    runner = EvalRunner(out_dir, generation_stage="reasoning.generate", overwrite=overwrite, progress=progress, log=log)
     summary: dict[str, Any] = {
         "kind": "reasoning",
         "model": model_label,
@@ -271,45 +293,28 @@ def run_reasoning_eval(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "benchmarks": {},
     }
+    target = None if canonical else Target(backend, lambda r: _sampling_for(cfg, r), keep_response=False)
     try:
-        for b in benches:
-            limit = cfg.limit.get(b.name) if isinstance(cfg.limit, dict) else cfg.limit
-            recs = load_benchmark(b.name, source=cfg.sources.get(b.name), seed=cfg.seed,
-                                  sample=cfg.mmlu_pro_sample, limit=limit)
-            samples = 1 if canonical else cfg.samples
-            items = _expand(recs, samples)
-            ids = {r.id for r in items}
-            bdir = out_dir / b.name
-            gen_cfg = {"model": model_label, "weights": weights, "benchmark": b.name, "sampling": summary["sampling"], "samples": samples,
-                       "seed": cfg.seed, "mmlu_pro_sample": cfg.mmlu_pro_sample, "prompt_version": PROMPT_VERSION,
-                       "source": cfg.sources.get(b.name, "default")}
-            bs = cfg.batch_size or max(1, int(getattr(getattr(backend, "config", None), "batch_size", 8) or 8) * 4)
-            log(f"[{b.name}] generating {len(items)} items with {model_label}")
-            run_stage(stage="reasoning.generate", inputs=items, out=bdir / "generations.jsonl", config=gen_cfg,
-                      process=lambda batch, _k=b.kind: _generate(batch, cfg, backend, _k if canonical else None),
-                      batch_size=len(items) if canonical else bs, overwrite=overwrite, progress=progress,
-                      label=f"{b.name}: generate")
-            generated = [r for r in read_records(bdir / "generations.jsonl") if r.id in ids]
-            grade_cfg = {"benchmark": b.name, "grader_version": GRADER_VERSION,
-                         "sandbox": cfg.sandbox.model_dump(mode="json") if b.kind == "code" else None}
-            if b.kind == "code":
-                process = lambda batch: _grade_code_batch(batch, cfg.sandbox)
-                gbs = 4 * max(1, cfg.sandbox.workers)
-            else:
-                process = lambda batch, _k=b.kind: [grade_record(r, _k) for r in batch]
-                gbs = 25
-            log(f"[{b.name}] grading {len(generated)} generations")
-            run_stage(stage="reasoning.grade", inputs=generated, out=bdir / "graded.jsonl", config=grade_cfg,
-                      process=process, batch_size=gbs, overwrite=overwrite, progress=progress, label=f"{b.name}: grade",
-                      summarize=lambda objs, _ids=ids: extraction_counts([o for o in objs if str(o["id"]) in _ids]))
-            graded = [o for _, o, _ in iter_json_objects(bdir / "graded.jsonl") if str(o["id"]) in ids]
-            summary["benchmarks"][b.name] = summarize_benchmark(graded, b.kind, len(items), cfg.pass_k)
+        with runner.folder():
+            for b in benches:
+                limit = cfg.limit.get(b.name) if isinstance(cfg.limit, dict) else cfg.limit
+                recs = load_benchmark(b.name, source=cfg.sources.get(b.name), seed=cfg.seed,
+                                      sample=cfg.mmlu_pro_sample, limit=limit)
+                samples = 1 if canonical else cfg.samples
+                items = _expand(recs, samples)
+                gen_cfg = {"model": model_label, "weights": weights, "benchmark": b.name, "sampling": summary["sampling"],
+                           "samples": samples, "seed": cfg.seed, "mmlu_pro_sample": cfg.mmlu_pro_sample,
+                           "prompt_version": PROMPT_VERSION, "source": cfg.sources.get(b.name, "default")}
+                bs = cfg.batch_size or max(1, int(getattr(getattr(backend, "config", None), "batch_size", 8) or 8) * 4)
+                solver: Solver = Reference(b.kind) if canonical else Generate()
+                task = Task(b.name, items, gen_cfg, solver, Grader(b.kind, b.name, cfg.sandbox, cfg.pass_k),
+                            generation_batch=max(1, len(items)) if canonical else bs)
+                summary["benchmarks"][b.name] = runner.run_task(task, target)
+            # other weights or sampling in the same folder: the old benchmarks are not kept beside the new ones
+            return runner.write_summary(summary, ("model", "weights", "sampling"))
     finally:
         if own_backend and backend is not None:
             backend.close()
-    # other weights or sampling in the same folder: the old benchmarks are not kept beside the new ones
-    write_stats(out_dir / "summary.json", merge_benchmarks(out_dir / "summary.json", summary, ("model", "weights", "sampling")))
-    return summary
 
 
 def headline(bench: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,25 @@
+"""The solvers by name: adding one = one file with its class + one line here (`--attack`'s help
+and `safekey doctor` read this table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...types import SafekeyError
+from .base import Solver
+from .generate import Generate
+
+SOLVERS: dict[str, type[Solver]] = {
+    "none": Generate,
+}
+
+
+def solver_help() -> str:
+    return "; ".join(f"{n}: {c.help}" for n, c in SOLVERS.items())
+
+
+def make_solver(name: str, **settings: Any) -> Solver:
+    cls = SOLVERS.get(name.strip())
+    if cls is None:
+        raise SafekeyError(f"unknown attack {name!r}; use one of {', '.join(SOLVERS)}")
+    return cls(**settings)
