@@ -158,3 +158,43 @@ def test_experiment_torchrun_launch_trains_on_two_ranks(tmp_path, tiny_model_dir
     assert r.exit_code == 0, r.output
     stats = json.loads((out / "train" / "sft" / "train_stats.json").read_text())
     assert stats["world_size"] == 2
+
+
+def test_demo_is_the_demo_preset_with_its_flags_as_overrides(tiny_model_dir):
+    """One planner: `safekey demo`'s flags are --set overrides of the preset `safekey run demo` runs."""
+    from safekey.demo import overrides
+
+    sets = overrides(model=str(tiny_model_dir), epochs=2, train_limit=8, eval_limit=3, max_new_tokens=7, full=True,
+                     analyses=True)
+    exp, here = load_experiment("demo", sets)
+    assert (exp.train.epochs, exp.train.limit, exp.safety.limit, exp.safety.max_new_tokens) == (2, 8, 3, 7)
+    assert exp.train.lora is False
+    steps, _ = plan_steps(exp, here, Path("/tmp/x"), str(tiny_model_dir))
+    names = [s.name for s in steps]
+    assert {"analyze-kl", "analyze-probe", "analyze-attention", "annotate-responses"} <= set(names)
+    kl = next(s for s in steps if s.name == "analyze-kl").cmd
+    assert kl[kl.index("kl") + 1] == "/tmp/x/eval/base/heldout_harmful/judged.jsonl"
+    assert "--lora" not in next(s for s in steps if s.name == "train-sft").cmd
+    # the defaults are the preset as written: LoRA on the top layers, every held-out item
+    plain, _ = plan_steps(*load_experiment("demo", overrides(model=str(tiny_model_dir))), Path("/tmp/x"), str(tiny_model_dir))
+    assert "--lora" in next(s for s in plain if s.name == "train-sft").cmd
+    assert "analyze-kl" not in [s.name for s in plain]
+
+
+def test_annotate_beside_writes_next_to_each_input(tmp_path):
+    from safekey.paths import resource
+
+    runs = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        text = resource("starter/heldout_traces.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+        (d / "judged.jsonl").write_text("\n".join(text + ['{"id": "x", "question": "q", "response": "no think here"}']) + "\n")
+        runs.append(str(d / "judged.jsonl"))
+    r = CliRunner().invoke(cli, ["annotate", *runs, "--beside", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    for name in ("a", "b"):
+        got = [json.loads(x) for x in (tmp_path / name / "judged.uk.jsonl").read_text().splitlines()]
+        assert len(got) == 3 and all(g["k_end"] > g["u_end"] for g in got)  # the record without <think> is only counted
+    r = CliRunner().invoke(cli, ["annotate", *runs, "-o", str(tmp_path / "o.jsonl")])
+    assert isinstance(r.exception, SafekeyError) and "--beside" in str(r.exception)

@@ -14,27 +14,30 @@ import pytest
 from click.testing import CliRunner
 
 from safekey.cli.main import cli
-from safekey.demo import BENCHES, Demo, Plan, markdown_table
+from safekey.demo import markdown_table, run_demo
 from safekey.paths import resource
 from safekey.report.build import _segments, pick_examples
 from safekey.report.collect import collect
 from safekey.store import read_records
 
 
-def _plan(model: str) -> Plan:
-    # 4 records, batch 2, 1 epoch = 2 optimizer steps per training run; 2 items per held-out file
-    return Plan(model=model, train_limit=4, epochs=1, last_k_epochs=1, batch=2, eval_limit=2, max_new_tokens=6,
-                eval_batch=8, analyses=False)
+BENCHES = ("heldout_harmful", "heldout_jailbreak", "heldout_benign")
+
+
+def _sets(model: str) -> list[str]:
+    # the demo preset, smaller: 4 records, batch 2, 1 epoch = 2 optimizer steps per training run; 2 items per held-out file
+    return [f"model={model}", "train.limit=4", "train.epochs=1", "safety.limit=2", "safety.max_new_tokens=6",
+            "safety.batch_size=8"]
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("demo")
     log: list[str] = []
-    res = Demo(out, _plan(str(tiny_model_dir)), echo=log.append).run()
+    res = run_demo(out, _sets(str(tiny_model_dir)), echo=log.append)
     # one analysis, in-process, so the report has an analysis section from a real run too
     r = CliRunner().invoke(cli, ["analyze", "probe", str(resource("starter/heldout_traces.jsonl")), "--model",
-                                 f"safekey={out / 'train-safekey'}", "--limit", "8", "--folds", "2",
+                                 f"safekey={out / 'train' / 'safekey'}", "--limit", "8", "--folds", "2",
                                  "-o", str(out / "analysis" / "probe.json")])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["report", str(out), "-o", str(out / "report.html"), "--title", "test report"])
@@ -50,20 +53,20 @@ def test_demo_end_to_end_and_resume(demo_dir, tiny_model_dir):
             m = row[key]
             assert m["n"] == 2 and 0.0 <= m["ci"][0] <= m["rate"] <= m["ci"][1] <= 1.0
     for mode in ("sft", "safekey"):
-        rows = [json.loads(x) for x in (out / f"train-{mode}" / "train_log.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in (out / "train" / mode / "train_log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2]
     # SafeKey's extra losses are logged (active in the last epoch); plain SFT's stay zero
-    sk = [json.loads(x) for x in (out / "train-safekey" / "train_log.jsonl").read_text().splitlines()]
+    sk = [json.loads(x) for x in (out / "train" / "safekey" / "train_log.jsonl").read_text().splitlines()]
     assert any(r["qmm_loss"] > 0 and r["head_loss"] > 0 for r in sk)
     for run in ("base", "sft", "safekey"):
         for b in BENCHES:
-            assert (out / f"eval-{run}" / b / "judged.jsonl").exists()
-            assert (out / f"eval-{run}" / b / "judged.uk.jsonl").exists()
+            assert (out / "eval" / run / b / "judged.jsonl").exists()
+            assert (out / "eval" / run / b / "judged.uk.jsonl").exists()
     assert "| + SafeKey" in markdown_table(res["table"])
     # a rerun skips every finished step
     log2: list[str] = []
     t = time.time()
-    Demo(out, _plan(str(tiny_model_dir)), echo=log2.append).run()
+    run_demo(out, _sets(str(tiny_model_dir)), echo=log2.append)
     assert time.time() - t < 30
     # every step but the (always rebuilt) report is skipped on a rerun
     resumed = [m for m in (re.match(r"resuming: (\d+) of (\d+) steps already done", x) for x in log2) if m]
@@ -76,7 +79,7 @@ def test_collect_orders_and_labels_runs(demo_dir):
     col = collect([out])
     assert [e.label for e in col.evals] == ["base", "sft", "safekey"]
     assert sorted(t.label for t in col.trains) == ["safekey", "sft"]
-    assert [a.kind for a in col.analyses] == ["analysis-probe"]
+    assert [a.kind for a in col.analyses] == ["analysis-aha", "analysis-probe"]  # aha: the preset runs it
     ex = pick_examples(col.evals, per_bench=1)
     assert len(ex) == len(BENCHES)
     assert all([c["label"] for c in e["cells"]] == ["base", "sft", "safekey"] for e in ex)
@@ -94,7 +97,7 @@ def test_report_is_self_contained_with_plots_and_tables(demo_dir):
     for b in BENCHES:
         assert b in page
     # the rates printed in the table are the summary's
-    summ = json.loads((out / "eval-base" / "summary.json").read_text())
+    summ = json.loads((out / "eval" / "base" / "summary.json").read_text())
     r = summ["benchmarks"]["heldout_harmful"]["metrics"]["harmful_rate"]
     assert f"{r['rate'] * 100:.1f}% [{r['ci'][0] * 100:.1f}, {r['ci'][1] * 100:.1f}]" in page
 
@@ -108,7 +111,7 @@ def test_report_shows_only_the_losses_a_run_has_in_plain_words(demo_dir, tmp_pat
 
     full = (out / "report.html").read_text()
     assert "query-mask loss (on K)" in train_header(full) and "safety-head loss" in train_header(full)
-    sft_only = build_report([out / "train-sft", out / "eval-base"], tmp_path / "sft.html").read_text()
+    sft_only = build_report([out / "train" / "sft", out / "eval" / "base"], tmp_path / "sft.html").read_text()
     head = train_header(sft_only)
     assert "language-model loss" in head and "query-mask" not in head and "safety-head" not in head
     assert "qmm_loss" not in head and "lm_loss" not in head

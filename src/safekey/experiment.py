@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -87,6 +88,8 @@ class Analyses(_Strict):
     traces: str | None = None  # records with U/K spans for the probe and attention analyses
     probe: bool = False
     attention: bool = False
+    kl: bool = False  # per-token KL of each variant from the base on the base's own answers to the first benchmark
+    uk_spans: bool = False  # mark U and K in every eval response (the report highlights them)
     limit: int | None = Field(None, ge=1)
 
 
@@ -131,6 +134,8 @@ class Experiment(_Strict):
             raise ValueError("launch.kind=accelerate needs launch.accelerate_config")
         if (self.analyses.probe or self.analyses.attention) and not self.analyses.traces:
             raise ValueError("analyses.probe / analyses.attention need analyses.traces (records with U/K)")
+        if self.analyses.kl and not (self.include_base and self.safety and (self.safety.benches or self.safety.bench_files)):
+            raise ValueError("analyses.kl reads the base model's safety eval: it needs include_base and a safety benchmark")
         if self.report.baseline and self.report.baseline not in [*names, "base"]:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not a variant (or base)")
         for key, spec in (("safety", self.safety), ("reasoning", self.reasoning)):
@@ -371,6 +376,22 @@ def _lora_targets(model_dir: str, top: int) -> str | None:
     return f".*\\.layers\\.({layers})\\.(self_attn|mlp)\\.[a-z_]+_proj"
 
 
+def safety_bench_names(s: SafetySpec) -> list[str]:
+    """The run-folder names of the safety eval's benchmarks, in the eval's order."""
+    from .paths import name_from_stem
+
+    return [*s.benches, *(name_from_stem(Path(f).stem) for f in s.bench_files)]
+
+
+def _generated(folder: Path) -> Callable[[], str]:
+    """A running eval's progress line: generations written so far."""
+    return lambda: f"{count_lines(sorted(folder.glob('*/generations.jsonl')))} generated"
+
+
+def _trained(folder: Path) -> Callable[[], str]:
+    return lambda: f"step {count_lines([folder / 'train_log.jsonl'])}"
+
+
 def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple[list[Step], dict[str, Any]]:
     """The steps of the experiment and the manifest (`experiment.json`) that names every run."""
     P = Paths(here)
@@ -425,7 +446,8 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
                     "--set", f"seed={seed}"]
             # train_stats.json is written last: its presence means the model was exported whole
             trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],
-                                20 + n_train * (t.epochs or 1) * 1.2, env=train_env, inputs=train_inputs, after=data_after,
+                                20 + n_train * (t.epochs or 1) * 1.2, _trained(folder), env=train_env, inputs=train_inputs,
+                                after=data_after,
                                 resume_args=["--auto-resume"], fresh_args=["--overwrite"])
             models[name] = str(folder)
             groups.setdefault(v.name, []).append(name)
@@ -462,7 +484,8 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             folder = out / "eval" / name
             steps.append(Step(f"eval-{name}", [eval_python(exp.safety.python, here), *cli("eval", "safety", "--model",
                                                   f"{exp.safety.backend}:{model}", *safety_args, "--label", name,
-                                                  "-o", str(folder))[1:]], [folder / "summary.json"], 120, env=env,
+                                                  "-o", str(folder))[1:]], [folder / "summary.json"], 120,
+                              _generated(folder), env=env,
                               inputs=[*model_inputs, *bench_inputs, safety_cfg_file], after=after,
                               fresh_args=["--overwrite"], writes=safety_writes))
             evals[name] = str(folder)
@@ -472,9 +495,14 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             steps.append(Step(f"reasoning-{name}", [eval_python(exp.reasoning.python, here), *cli(
                                   "eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
                                   "--label", name, "-o", str(folder))[1:]], [folder / "summary.json"], 120,
-                              env=env, inputs=model_inputs, after=after, fresh_args=["--overwrite"]))
+                              _generated(folder), env=env, inputs=model_inputs, after=after, fresh_args=["--overwrite"]))
     a = exp.analyses
     analysis_files: dict[str, str] = {}
+    if a.uk_spans and evals and exp.safety:
+        judged = [Path(e) / b / "judged.jsonl" for e in evals.values() for b in safety_bench_names(exp.safety)]
+        steps.append(Step("annotate-responses", cli("annotate", *map(str, judged), "--beside", "--skip-bad", "--no-progress"),
+                          [j.with_name("judged.uk.jsonl") for j in judged], 5 + len(judged), env=env, inputs=judged,
+                          after=eval_steps, fresh_args=["--overwrite"]))
     if a.aha and evals:
         f = out / "analysis" / "aha.json"
         steps.append(Step("analyze-aha", cli("analyze", "aha", *evals.values(), "-o", str(f)), [f], 10 + 2 * len(evals), env=env,
@@ -490,6 +518,15 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
                                                                                                   if n in trains or Path(m).is_dir()]],
                               after=[st.name for st in trains.values()]))
             analysis_files[kind] = str(f)
+    if a.kl and exp.safety:
+        f = out / "analysis" / "kl.json"
+        first = Path(evals["base"]) / safety_bench_names(exp.safety)[0] / "judged.jsonl"
+        others = [x for n, m in models.items() if n != "base" for x in ("--model-b", f"{n}={m}")]
+        steps.append(Step("analyze-kl", cli("analyze", "kl", str(first), "--model-a", f"base={models['base']}", *others,
+                                            "--field", "response", "--ks", "0,1,2,4,8,16,32", "-o", str(f)), [f],
+                          10 + 10 * len(models), env=env, inputs=[first, *[Path(m) for n, m in models.items() if n in trains]],
+                          after=["eval-base", *[st.name for st in trains.values()]]))
+        analysis_files["kl"] = str(f)
     title = exp.report.title or f"safekey experiment {exp.name}"
     base_args = ["--baseline", exp.report.baseline] if exp.report.baseline and len(exp.seeds) == 1 else []
     steps.append(Step("report", cli("report", str(out), "-o", str(out / "report.html"), "--title", title, *base_args),

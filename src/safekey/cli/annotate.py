@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -36,8 +38,10 @@ def _print_stats(stats: dict) -> None:
 
 
 @click.command("annotate")
-@click.argument("records", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output JSONL.")
+@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="Output JSONL (one RECORDS file).")
+@click.option("--beside", is_flag=True, help="Write each RECORDS file's output beside it as NAME.uk.jsonl (eval responses "
+              "for the report's U/K highlight); responses without a complete <think> are only counted, never an error.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML LabellerConfig (labeller, model, max_u_sentences, …); the flags below override it.")
 @click.option("--set", "overrides", multiple=True, help="key=value override, e.g. --set max_u_sentences=3 (repeatable).")
@@ -53,7 +57,7 @@ def _print_stats(stats: dict) -> None:
 @click.option("--stats", "show_stats", is_flag=True, help="Print the U-length histogram and the safety-aha share.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def annotate(records, out, config_file, overrides, labeller, model, base_url, llm_safety, fallback, skip_bad, overwrite,
-             show_stats, progress) -> None:
+             show_stats, progress, beside) -> None:
     """Find the understanding span U and key sentence K of every record's <think> trace (SPEC §2).
 
     Adds u_end, k_end (character offsets into response), k_text, k_is_safety, u_sentences and
@@ -66,7 +70,21 @@ def annotate(records, out, config_file, overrides, labeller, model, base_url, ll
     cfg = load_config(LabellerConfig, config_file, overrides, labeller=labeller, model=model, base_url=base_url,
                       llm_safety=True if llm_safety else None, fallback=fallback)
     from ..paths import refuse_output_in_inputs
+    from ..types import SafekeyError
 
+    if beside:
+        if out:
+            raise SafekeyError("--beside writes NAME.uk.jsonl next to each input; drop -o")
+        for rec in records:
+            dst = Path(rec).with_name(Path(rec).stem + ".uk.jsonl")
+            refuse_output_in_inputs(dst, list(records))
+            stats = annotate_file(rec, dst, cfg, skip_bad=skip_bad, overwrite=overwrite, progress=progress,
+                                  max_failure_share=None)  # a model that never writes <think> fails them all: fine here
+            click.echo(f"annotated {stats['annotated']}/{stats['inputs']} → {dst}")
+        return
+    if len(records) != 1 or not out:
+        raise SafekeyError("give one RECORDS file and -o OUT (or several with --beside)")
+    records = records[0]
     refuse_output_in_inputs(out, [records])
     stats = annotate_file(records, out, cfg, skip_bad=skip_bad, overwrite=overwrite, progress=progress)
     if show_stats:
