@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from safekey.evals.compare import compare_runs
-from safekey.evals.judges import Verdict
 from safekey.evals.judge_scoring import aggregate, item_metrics
+from safekey.evals.judges import Verdict
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
 from safekey.evals.safety_benchmarks import (
     REGISTRY,

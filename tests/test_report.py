@@ -20,7 +20,6 @@ from safekey.report.build import _segments, pick_examples
 from safekey.report.collect import collect
 from safekey.store import read_records
 
-
 BENCHES = ("heldout_harmful", "heldout_jailbreak", "heldout_benign")
 
 
