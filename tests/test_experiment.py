@@ -28,6 +28,12 @@ def _write(tmp: Path, data: dict) -> Path:
 BASE = {"name": "t", "train_data": "{starter}/train.jsonl", "variants": [{"name": "sft", "mode": "sft"}]}
 
 
+def _train_cfg(step: Step) -> dict:
+    """The train config a step writes before it runs (`train run --config FILE`)."""
+    (text,) = step.writes.values()
+    return yaml.safe_load(text)
+
+
 def test_presets_load_and_plan():
     assert {"demo", "replicate-mini", "star1-sft", "safekey"} <= set(presets())
     for name in presets():
@@ -40,14 +46,14 @@ def test_presets_load_and_plan():
     assert len(manifest["models"]) == 16 and manifest["groups"]["safekey"] == ["safekey-s1", "safekey-s2", "safekey-s3"]
     names = [s.name for s in steps]
     assert names[:3] == ["eval-base", "train-sft-s1", "eval-sft-s1"]
-    ablation = next(s for s in steps if s.name == "train-no-dpsh-s2").cmd
-    assert "head=false" in ablation and "seed=2" in ablation
-    assert "qmm_unmasked=true" in next(s for s in steps if s.name == "train-qmm-unmasked-s3").cmd
+    ablation = _train_cfg(next(s for s in steps if s.name == "train-no-dpsh-s2"))
+    assert ablation["head"] is False and ablation["seed"] == 2
+    assert _train_cfg(next(s for s in steps if s.name == "train-qmm-unmasked-s3"))["qmm_unmasked"] is True
     star = plan_steps(*load_experiment("star1-sft"), Path("/tmp/x"), "M")[0]
-    train = next(s for s in star if s.name.startswith("train-")).cmd
-    assert train[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8"]
-    ds = next(a for a in train if a.startswith("deepspeed="))  # ZeRO-3 inline: 7B does not fit plain DDP
-    assert json.loads(ds.split("=", 1)[1])["zero_optimization"]["stage"] == 3
+    train = next(s for s in star if s.name.startswith("train-"))
+    assert train.cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8"]
+    # ZeRO-3 inline: 7B does not fit plain DDP
+    assert _train_cfg(train)["deepspeed"]["zero_optimization"]["stage"] == 3
     ev = next(s for s in star if s.name == "eval-star1-sft").cmd
     assert ev[ev.index("--model") + 1] == "vllm:/tmp/x/train/star1-sft"  # the paper presets generate with vLLM
 
@@ -174,10 +180,10 @@ def test_demo_is_the_demo_preset_with_its_flags_as_overrides(tiny_model_dir):
     assert {"analyze-kl", "analyze-probe", "analyze-attention", "annotate-responses"} <= set(names)
     kl = next(s for s in steps if s.name == "analyze-kl").cmd
     assert kl[kl.index("kl") + 1] == "/tmp/x/eval/base/heldout_harmful/judged.jsonl"
-    assert "--lora" not in next(s for s in steps if s.name == "train-sft").cmd
+    assert _train_cfg(next(s for s in steps if s.name == "train-sft")).get("lora") is None
     # the defaults are the preset as written: LoRA on the top layers, every held-out item
     plain, _ = plan_steps(*load_experiment("demo", overrides(model=str(tiny_model_dir))), Path("/tmp/x"), str(tiny_model_dir))
-    assert "--lora" in next(s for s in plain if s.name == "train-sft").cmd
+    assert _train_cfg(next(s for s in plain if s.name == "train-sft"))["lora"] is True
     assert "analyze-kl" not in [s.name for s in plain]
 
 
@@ -198,3 +204,34 @@ def test_annotate_beside_writes_next_to_each_input(tmp_path):
         assert len(got) == 3 and all(g["k_end"] > g["u_end"] for g in got)  # the record without <think> is only counted
     r = CliRunner().invoke(cli, ["annotate", *runs, "-o", str(tmp_path / "o.jsonl")])
     assert isinstance(r.exception, SafekeyError) and "--beside" in str(r.exception)
+
+
+def test_every_step_reads_its_stage_config_from_a_written_file(tmp_path, tiny_model_dir):
+    """One config path (#25.3): train and reasoning steps get `--config FILE` with their stage's own keys,
+    validated at planning (a typo fails in one line, not at the step), canonical benchmark names."""
+    from safekey.config import load_config
+    from safekey.evals.reasoning import ReasoningConfig
+    from safekey.train.config import TrainConfig
+
+    spec = _write(tmp_path, {**BASE, "train": {"epochs": 2, "lora": True, "set": {"lr": 1e-4}},
+                             "variants": [{"name": "sk", "mode": "safekey", "set": {"head": False}}],
+                             "reasoning": {"benches": ["MATH500", "humaneval"], "limit": "MATH500=2", "batch_size": 3,
+                                           "max_new_tokens": 64}})
+    exp, here = load_experiment(spec)
+    steps, _ = plan_steps(exp, here, tmp_path / "out", str(tiny_model_dir))
+    train = next(s for s in steps if s.name == "train-sk")
+    (path, text), = train.writes.items()
+    assert train.cmd[train.cmd.index("--config") + 1] == str(path) and path in train.inputs
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    cfg = load_config(TrainConfig, path)
+    assert (cfg.mode, cfg.epochs, cfg.lora, cfg.lr, cfg.head, cfg.seed) == ("safekey", 2, True, 1e-4, False, 2002)
+    reasoning = next(s for s in steps if s.name == "reasoning-sk")
+    (rpath, rtext), = reasoning.writes.items()
+    rpath.write_text(rtext)
+    rc = load_config(ReasoningConfig, rpath)
+    assert rc.benchmarks == ["math500", "humaneval"] and rc.limit == {"math500": 2}
+    assert rc.batch_size == 3 and rc.sampling.max_tokens == 64
+    bad = _write(tmp_path, {**BASE, "train": {"set": {"lrr": 1e-4}}})
+    with pytest.raises(SafekeyError, match=r"variant sft: train settings: lrr"):
+        plan_steps(*load_experiment(bad), tmp_path / "out", str(tiny_model_dir))

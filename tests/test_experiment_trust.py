@@ -105,7 +105,10 @@ def test_retrained_model_and_edited_bench_are_evaluated_again(tmp_path, tiny_mod
     # retrain the model in place (another seed), as a user fixing a run by hand would
     exp, here = load_experiment(spec)
     train = next(s for s in plan_steps(exp, here, out, str(tiny_model_dir))[0] if s.name == "train-sft")
-    cmd = [a.replace("seed=2002", "seed=7") for a in train.cmd] + ["--overwrite"]
+    cfg = out / "configs" / "train-sft.yaml"
+    other = tmp_path / "seed7.yaml"
+    other.write_text(cfg.read_text().replace("seed: 2002", "seed: 7"))
+    cmd = [str(other) if a == str(cfg) else a for a in train.cmd] + ["--overwrite"]
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     # the old evaluation is never shown under the model's name
     code, text = _run(["report", str(out), "-o", str(tmp_path / "r.html")], capsys)

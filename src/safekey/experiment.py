@@ -5,9 +5,8 @@ must resume where it stopped. The experiment file says what to run; :func:`plan_
 into the CLI commands a user would type (launching ``torchrun`` / ``accelerate`` for training), and
 :class:`~safekey.steps.StepRunner` runs them resumably. No stage is imported here.
 
-Paths in the file may use ``{starter}`` (the packaged starter data), ``{data}`` (the real datasets,
-``SAFEKEY_DATA_DIR``) and ``{here}`` (the experiment file's folder); other relative paths are
-relative to the experiment file. Presets (``safekey run --list``) ship in ``resources/experiments``.
+The file's schema and loading live in :mod:`safekey.experiment_file`; each step's stage config
+(the YAML its command reads with ``--config``) is written by :mod:`safekey.stage_configs`.
 """
 
 from __future__ import annotations
@@ -17,250 +16,28 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .paths import resource
+from .experiment_file import (  # re-exported: the planner's callers read the file through it
+    Analyses,
+    Experiment,
+    Launch,
+    Paths,
+    ReasoningSpec,
+    ReportSpec,
+    SafetySpec,
+    TrainSource,
+    TrainSpec,
+    Variant,
+    load_experiment,
+    presets,
+    source_path,
+)
+from .stage_configs import reasoning_config_yaml, safety_bench_names, safety_config_yaml, train_config_yaml
 from .steps import Step, cli, count_lines
 from .types import SafekeyError
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Launch(_Strict):
-    """How each training step starts: in this process's interpreter, or under a multi-process launcher."""
-
-    kind: Literal["python", "torchrun", "accelerate"] = "python"
-    nproc: int = Field(1, ge=1)  # processes per node (torchrun --nproc_per_node / accelerate --num_processes)
-    accelerate_config: str | None = None  # configs/accelerate/*.yaml for kind=accelerate
-    env: dict[str, str] = {}  # e.g. ACCELERATE_USE_CPU: "true" for CPU ranks under torchrun
-
-
-class TrainSpec(_Strict):
-    config: str | None = None  # a train YAML (configs/train/*.yaml); the keys below override it
-    epochs: int | None = Field(None, ge=1)
-    max_length: int | None = Field(None, ge=16)
-    lora: bool = False
-    lora_top_layers: int = Field(0, ge=0)  # LoRA only in the top N transformer layers (0 = all)
-    limit: int | None = Field(None, ge=1)
-    set: dict[str, Any] = {}
-
-
-class Variant(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    mode: Literal["sft", "safekey"]
-    set: dict[str, Any] = {}  # e.g. {head: false} for the −DPSH ablation
-
-
-class SafetySpec(_Strict):
-    backend: Literal["hf", "vllm"] = "hf"  # how the evaluated models generate (vllm: offline engine, GPU)
-    # the interpreter that runs these evals: "vllm-env" = $SAFEKEY_VLLM_PYTHON, else ./.venv-vllm/bin/python
-    # (vLLM pins its own torch/transformers, so it lives in its own environment; docs/gpu.md)
-    python: str | None = None
-    benches: list[str] = []
-    bench_files: list[str] = []
-    limit: str | int | None = None  # N, or BENCH=N,…
-    judge: str = "keyword"
-    judge_model: str | None = None
-    max_new_tokens: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    repetition_penalty: float | None = Field(None, gt=0)
-    temperature: float | None = Field(None, ge=0)
-    extra_args: list[str] = []
-
-
-class ReasoningSpec(_Strict):
-    backend: Literal["hf", "vllm"] = "hf"
-    python: str | None = None  # as SafetySpec.python
-    benches: list[str]
-    limit: str | int | None = None
-    max_new_tokens: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    extra_args: list[str] = []
-
-
-class Analyses(_Strict):
-    aha: bool = False  # safekey analyze aha on every safety eval
-    traces: str | None = None  # records with U/K spans for the probe and attention analyses
-    probe: bool = False
-    attention: bool = False
-    kl: bool = False  # per-token KL of each variant from the base on the base's own answers to the first benchmark
-    uk_spans: bool = False  # mark U and K in every eval response (the report highlights them)
-    limit: int | None = Field(None, ge=1)
-
-
-class ReportSpec(_Strict):
-    title: str | None = None
-    baseline: str | None = None  # variant (or "base") every other row gets a paired Δ against
-
-
-class TrainSource(_Strict):
-    """One part of the training data: a file (relative to the experiment file) or a hub dataset id."""
-
-    path: str
-    role: Literal["harmful", "benign"]  # sets `unsafe` (1 / 0) where a record has none
-
-
-class Experiment(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    out: str | None = None  # default runs/NAME
-    model: str = "smollm2-135m"
-    train_data: str | list[TrainSource]  # one file, or harmful + benign sources mixed first (safekey data mix)
-    annotate: Literal["none", "heuristic", "llm"] = "none"  # find U/K in train_data first
-    launch: Launch = Launch()
-    train: TrainSpec = TrainSpec()
-    variants: list[Variant]
-    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [2002]  # numpy/torch seeds are 32-bit
-    include_base: bool = True
-    offline: bool = False  # HF_HUB_OFFLINE=1 for every step
-    safety: SafetySpec | None = None
-    reasoning: ReasoningSpec | None = None
-    analyses: Analyses = Analyses()
-    report: ReportSpec = ReportSpec()
-
-    @model_validator(mode="after")
-    def _check(self) -> Experiment:
-        names = [v.name for v in self.variants]
-        if len(set(names)) != len(names) or "base" in names:
-            raise ValueError(f"variant names must be unique and not 'base': {names}")
-        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
-            raise ValueError(f"seeds must be a non-empty list without repeats: {self.seeds}")
-        if self.launch.kind == "accelerate" and not self.launch.accelerate_config:
-            raise ValueError("launch.kind=accelerate needs launch.accelerate_config")
-        if (self.analyses.probe or self.analyses.attention) and not self.analyses.traces:
-            raise ValueError("analyses.probe / analyses.attention need analyses.traces (records with U/K)")
-        if self.analyses.kl and not (self.include_base and self.safety and (self.safety.benches or self.safety.bench_files)):
-            raise ValueError("analyses.kl reads the base model's safety eval: it needs include_base and a safety benchmark")
-        if self.report.baseline and self.report.baseline not in [*names, "base"]:
-            raise ValueError(f"report.baseline {self.report.baseline!r} is not a variant (or base)")
-        for key, spec in (("safety", self.safety), ("reasoning", self.reasoning)):
-            if spec is not None:
-                _check_limit(key, spec)
-        return self
-
-
-def _check_limit(key: str, spec: SafetySpec | ReasoningSpec) -> None:
-    """`limit: nosuch=2` silently evaluated everything: a per-benchmark limit must name a benchmark
-    of this experiment (registry names or bench-file stems); N must be positive."""
-    from .subsample import parse_limit
-
-    if spec.limit is None:
-        return
-    if isinstance(spec.limit, int):
-        if spec.limit < 1:
-            raise ValueError(f"{key}.limit must be a positive N, got {spec.limit}")
-        return
-    from .paths import name_from_stem
-
-    known = [b.lower() for b in spec.benches] + [name_from_stem(Path(f).stem).lower()
-                                                 for f in getattr(spec, "bench_files", [])]
-    try:
-        lim = parse_limit(str(spec.limit), lambda k: k.strip().lower())
-    except SafekeyError as e:
-        raise ValueError(f"{key}.limit: {e}") from None
-    if isinstance(lim, dict):
-        unknown = [k for k in lim if k not in known]
-        if unknown:
-            raise ValueError(f"{key}.limit names {unknown[0]!r}, not a benchmark of this experiment ({', '.join(known) or 'none'})")
-
-
-MAX_YAML_NODES = 100_000  # an experiment file is tens of lines; aliases can expand a few bytes to GBs
-
-
-def _bounded(data: Any, where: Path) -> Any:
-    """Refuse YAML whose alias expansion is huge (a 459-byte file expanded to a 58 MB command line).
-    Sizes are memoised per object, so the check itself costs O(distinct nodes)."""
-    memo: dict[int, int] = {}
-
-    def size(x: Any) -> int:
-        if id(x) in memo:
-            return memo[id(x)]
-        if isinstance(x, dict):
-            n = 1 + sum(size(k) + size(v) for k, v in x.items())
-        elif isinstance(x, list):
-            n = 1 + sum(size(v) for v in x)
-        elif isinstance(x, str):
-            n = 1 + len(x) // 64
-        else:
-            n = 1
-        memo[id(x)] = n
-        if n > MAX_YAML_NODES:
-            raise SafekeyError(f"{where}: expands to more than {MAX_YAML_NODES} values (YAML aliases?); refusing it")
-        return n
-
-    size(data)
-    return data
-
-
-def presets() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(resource("experiments").glob("*.yaml"))}
-
-
-def load_experiment(spec: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Experiment, Path]:
-    """A file path or a preset name → the validated experiment and the folder its paths are relative to."""
-    from .config import _set_path, parse_override
-
-    p = Path(spec)
-    if not p.exists():
-        known = presets()
-        if str(spec) not in known:
-            import difflib
-
-            close = difflib.get_close_matches(str(spec), list(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise SafekeyError(f"experiment {spec!r}: no such file or preset{hint} (presets: {', '.join(known)})")
-        p = known[str(spec)]
-    try:
-        data = _bounded(yaml.safe_load(p.read_text(encoding="utf-8")) or {}, p)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise SafekeyError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise SafekeyError(f"{p}: an experiment file is a mapping (name, train_data, variants, …)")
-    for o in overrides:
-        k, v = parse_override(o)
-        _set_path(data, k, v)
-    try:
-        exp = Experiment.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        raise SafekeyError(f"{p}: {loc + ': ' if loc else ''}{msg}") from None
-    return exp, p.resolve().parent
-
-
-class Paths:
-    """Expands the placeholders of an experiment's paths."""
-
-    def __init__(self, here: Path):
-        self.here = here
-
-    def __call__(self, text: str) -> str:
-        if "{data}" in text:
-            from .paths import data_dir
-
-            text = text.replace("{data}", str(data_dir(required=True)))
-        text = text.replace("{starter}", str(resource("starter"))).replace("{here}", str(self.here))
-        p = Path(text).expanduser()
-        return str(p if p.is_absolute() else self.here / p)
-
-
-def _source(P: Paths, text: str) -> str:
-    """A training source as a path (resolved like every path in the file), or a hub dataset id
-    (``org/name`` without a file suffix that is not a local file) as given."""
-    import re
-
-    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) and not Path(text).suffix and not (P.here / text).exists():
-        return text
-    return P(text)
-
 
 VLLM_ENV = "vllm-env"
 
@@ -299,24 +76,6 @@ def check_eval_pythons(exp: Experiment, here: Path) -> list[str]:
             last = (r.stderr.strip().splitlines() or ["?"])[-1]
             problems.append(f"{key}.python: {py} cannot import {mods} ({last[:120]})")
     return problems
-
-
-def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
-    """The safety eval's config file (``eval safety --config``) for an experiment's `safety:` keys."""
-    from .subsample import parse_limit
-
-    cfg: dict[str, Any] = {"judge": s.judge}
-    if s.benches:
-        cfg["benches"] = list(s.benches)
-    if s.bench_files:
-        cfg["bench_files"] = [P(f) for f in s.bench_files]
-    if s.limit is not None:
-        cfg["limit"] = parse_limit(str(s.limit), lambda k: k.strip().lower())
-    for key in ("judge_model", "max_new_tokens", "batch_size", "repetition_penalty", "temperature"):
-        if getattr(s, key) is not None:
-            cfg[key] = getattr(s, key)
-    return "# written by safekey run from the experiment's safety: section; edit the experiment, not this\n" + \
-        yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
 
 
 def run_name(variant: str, seed: int, exp: Experiment) -> str:
@@ -361,10 +120,6 @@ def _train_cmd(exp: Experiment, args: list[str], here: Path) -> list[str]:
     return cli(*args)
 
 
-def _sets(d: dict[str, Any]) -> list[str]:
-    return [a for k, v in d.items() for a in ("--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
-
-
 def _lora_targets(model_dir: str, top: int) -> str | None:
     cfg = Path(model_dir) / "config.json"
     if not top or not cfg.exists():
@@ -374,13 +129,6 @@ def _lora_targets(model_dir: str, top: int) -> str | None:
         return None
     layers = "|".join(str(i) for i in range(max(0, n - top), n))
     return f".*\\.layers\\.({layers})\\.(self_attn|mlp)\\.[a-z_]+_proj"
-
-
-def safety_bench_names(s: SafetySpec) -> list[str]:
-    """The run-folder names of the safety eval's benchmarks, in the eval's order."""
-    from .paths import name_from_stem
-
-    return [*s.benches, *(name_from_stem(Path(f).stem) for f in s.bench_files)]
 
 
 def _generated(folder: Path) -> Callable[[], str]:
@@ -401,7 +149,7 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
     data_after: list[str] = []
     if isinstance(exp.train_data, list):
         data = str(out / "data" / "train.mixed.jsonl")
-        srcs = [(s.role, _source(P, s.path)) for s in exp.train_data]
+        srcs = [(s.role, source_path(P, s.path)) for s in exp.train_data]
         steps.append(Step("data-mix", cli("data", "mix", *[a for role, src in srcs for a in (f"--{role}", src)], "-o", data),
                           [Path(data)], 10, env=env, inputs=[Path(src) for _, src in srcs if Path(src).exists()]))
         data_after = ["data-mix"]
@@ -415,24 +163,10 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         data = str(annotated)
         data_after = ["annotate"]
     t = exp.train
-    common = ["--model", base_model]
     base_inputs = [Path(base_model)] if Path(base_model).is_dir() else []  # a hub id is identified by its name
-    train_inputs = [Path(data), *base_inputs]
-    if t.config:
-        common += ["--config", P(t.config)]
-        train_inputs.append(Path(P(t.config)))
-    if t.epochs:
-        common += ["--epochs", str(t.epochs)]
-    if t.max_length:
-        common += ["--max-length", str(t.max_length)]
-    if t.limit:
-        common += ["--limit", str(t.limit)]
-    if t.lora:
-        common += ["--lora"]
-        targets = _lora_targets(base_model, t.lora_top_layers)
-        if targets:
-            common += ["--set", f"lora_target_modules={targets}"]
-    common += _sets(t.set)
+    # train.config's content is part of each variant's written config: an edit there retrains
+    train_inputs = [Path(data), *base_inputs, *([Path(P(t.config))] if t.config else [])]
+    targets = _lora_targets(base_model, t.lora_top_layers) if t.lora else None
     n_train = min(t.limit or 10**9, (count_lines([count_path]) if count_path.is_file() else 0) or 1000)
     models: dict[str, str] = {"base": base_model} if exp.include_base else {}
     groups: dict[str, list[str]] = {"base": ["base"]} if exp.include_base else {}
@@ -442,13 +176,14 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         for v in exp.variants:
             name = run_name(v.name, seed, exp)
             folder = out / "train" / name
-            args = ["train", "run", data, "--mode", v.mode, "-o", str(folder), "--no-progress", *common, *_sets(v.set),
-                    "--set", f"seed={seed}"]
+            cfg_file = out / "configs" / f"train-{name}.yaml"
+            args = ["train", "run", data, "--config", str(cfg_file), "-o", str(folder), "--no-progress"]
             # train_stats.json is written last: its presence means the model was exported whole
             trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],
-                                20 + n_train * (t.epochs or 1) * 1.2, _trained(folder), env=train_env, inputs=train_inputs,
-                                after=data_after,
-                                resume_args=["--auto-resume"], fresh_args=["--overwrite"])
+                                20 + n_train * (t.epochs or 1) * 1.2, _trained(folder), env=train_env,
+                                inputs=[*train_inputs, cfg_file], after=data_after, resume_args=["--auto-resume"],
+                                fresh_args=["--overwrite"],
+                                writes={cfg_file: train_config_yaml(exp, v, seed, base_model, P, targets)})
             models[name] = str(folder)
             groups.setdefault(v.name, []).append(name)
             seeds_of[name] = seed
@@ -464,13 +199,11 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         bench_inputs = [Path(P(f)) for f in exp.safety.bench_files]
         safety_args = ["--config", str(safety_cfg_file), "--no-progress", *exp.safety.extra_args]
     reasoning_args: list[str] | None = None
+    reasoning_cfg_file = out / "configs" / "reasoning.yaml"
+    reasoning_writes: dict[Path, str] = {}
     if exp.reasoning:
-        r = exp.reasoning
-        reasoning_args = ["--bench", ",".join(r.benches), "--no-progress"]
-        for flag, val in (("--limit", r.limit), ("--max-new-tokens", r.max_new_tokens), ("--batch-size", r.batch_size)):
-            if val is not None:
-                reasoning_args += [flag, str(val)]
-        reasoning_args += list(r.extra_args)
+        reasoning_writes = {reasoning_cfg_file: reasoning_config_yaml(exp.reasoning)}
+        reasoning_args = ["--config", str(reasoning_cfg_file), "--no-progress", *exp.reasoning.extra_args]
     evals: dict[str, str] = {}
     # each model's evals right after its training: an interrupted experiment has whole rows, seed by seed
     eval_steps: list[str] = []
@@ -495,7 +228,8 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             steps.append(Step(f"reasoning-{name}", [eval_python(exp.reasoning.python, here), *cli(
                                   "eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
                                   "--label", name, "-o", str(folder))[1:]], [folder / "summary.json"], 120,
-                              _generated(folder), env=env, inputs=model_inputs, after=after, fresh_args=["--overwrite"]))
+                              _generated(folder), env=env, inputs=[*model_inputs, reasoning_cfg_file], after=after,
+                              fresh_args=["--overwrite"], writes=reasoning_writes))
     a = exp.analyses
     analysis_files: dict[str, str] = {}
     if a.uk_spans and evals and exp.safety:
@@ -551,3 +285,8 @@ def describe(steps: list[Step]) -> str:
                 shown.add(path)
                 lines.append(f"      writes {path} first")
     return "\n".join(lines)
+
+
+__all__ = ["Analyses", "Experiment", "Launch", "Paths", "ReasoningSpec", "ReportSpec", "SafetySpec", "TrainSource",
+           "TrainSpec", "Variant", "check_eval_pythons", "describe", "eval_python", "load_experiment", "out_dir",
+           "plan_steps", "presets", "run_name", "safety_config_yaml"]

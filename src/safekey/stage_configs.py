@@ -1,0 +1,103 @@
+"""Each step's stage config, written from the experiment file as the YAML its command reads.
+
+Why files instead of flags: one shape from the experiment to the stage — the keys a step runs with
+are the stage's own config keys (``SafetyEvalConfig``, ``ReasoningConfig``, ``TrainConfig``), in a
+file a user can open and rerun by hand, and a changed setting changes the file's content, which
+the step's fingerprint covers, so the step reruns (no flag lists copied field by field).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .experiment_file import Experiment, Paths, ReasoningSpec, SafetySpec, Variant
+from .types import SafekeyError
+
+HEADER = "# written by safekey run from the experiment file ({section}); edit the experiment, not this\n"
+
+
+def _dump(section: str, cfg: dict[str, Any]) -> str:
+    return HEADER.format(section=section) + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+
+
+def safety_bench_names(s: SafetySpec) -> list[str]:
+    """The run-folder names of the safety eval's benchmarks, in the eval's order."""
+    from .paths import name_from_stem
+
+    return [*s.benches, *(name_from_stem(Path(f).stem) for f in s.bench_files)]
+
+
+def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
+    """``eval safety --config``: the experiment's `safety:` keys as SafetyEvalConfig keys."""
+    from .subsample import parse_limit
+
+    cfg: dict[str, Any] = {"judge": s.judge}
+    if s.benches:
+        cfg["benches"] = list(s.benches)
+    if s.bench_files:
+        cfg["bench_files"] = [P(f) for f in s.bench_files]
+    if s.limit is not None:
+        cfg["limit"] = parse_limit(str(s.limit), lambda k: k.strip().lower())
+    for key in ("judge_model", "max_new_tokens", "batch_size", "repetition_penalty", "temperature"):
+        if getattr(s, key) is not None:
+            cfg[key] = getattr(s, key)
+    return _dump("safety:", cfg)
+
+
+def reasoning_config_yaml(r: ReasoningSpec) -> str:
+    """``eval reasoning --config``: the experiment's `reasoning:` keys as ReasoningConfig keys, with
+    the benchmarks' canonical names (``MATH500`` and ``math500`` are one benchmark)."""
+    from .evals.reasoning_benchmarks import get_benchmark
+    from .subsample import parse_limit
+
+    cfg: dict[str, Any] = {"benchmarks": [get_benchmark(b).name for b in r.benches]}
+    if r.limit is not None:
+        cfg["limit"] = parse_limit(str(r.limit), lambda k: get_benchmark(k).name)
+    if r.max_new_tokens is not None:
+        cfg["sampling"] = {"max_tokens": r.max_new_tokens}
+    if r.batch_size is not None:
+        cfg["batch_size"] = r.batch_size
+    return _dump("reasoning:", cfg)
+
+
+def train_config_yaml(exp: Experiment, v: Variant, seed: int, base_model: str, P: Paths,
+                      lora_targets: str | None) -> str:
+    """``train run --config``: the train config file named in `train.config` (if any), then the
+    experiment's train keys, the variant's keys and the seed — the order the CLI applies them in.
+    Validated here, so a typo in `set:` fails at planning in one line, not hours into a run."""
+    from .config import _set_path
+    from .train.config import TrainConfig
+
+    t = exp.train
+    data: dict[str, Any] = {}
+    if t.config:
+        p = Path(P(t.config))
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise SafekeyError(f"train.config: {p}: {type(e).__name__}") from None
+        if not isinstance(loaded, dict):
+            raise SafekeyError(f"train.config: {p}: a config file must be a mapping")
+        data.update(loaded)
+    data.update(model=base_model, mode=v.mode)
+    for key in ("epochs", "max_length", "limit"):
+        if getattr(t, key) is not None:
+            data[key] = getattr(t, key)
+    if t.lora:
+        data["lora"] = True
+        if lora_targets:
+            data["lora_target_modules"] = lora_targets
+    for k, val in {**t.set, **v.set, "seed": seed}.items():
+        _set_path(data, k, val)
+    try:
+        TrainConfig.model_validate(data)
+    except ValueError as e:
+        first = str(e).splitlines()
+        raise SafekeyError(f"variant {v.name}: train settings: {' '.join(first[1:3]) if len(first) > 2 else e}") from None
+    return _dump(f"train: and variant {v.name}", data)
+
+
+__all__ = ["reasoning_config_yaml", "safety_bench_names", "safety_config_yaml", "train_config_yaml"]
