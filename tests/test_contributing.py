@@ -54,3 +54,40 @@ def test_adding_a_benchmark_as_contributing_shows(monkeypatch, tmp_path, tiny_mo
     cfg = SafetyEvalConfig(model=f"hf:{tiny_model_dir}", benches=["jbb-goals"], limit=3, max_new_tokens=3)
     s = SafetyRun(cfg, tmp_path / "run", progress=False).run()
     assert s["benchmarks"]["jbb-goals"]["n"] == 3 and s["benchmarks"]["jbb-goals"]["sample"]["limit"] == 3
+
+
+def test_adding_a_solver_as_contributing_shows(monkeypatch, tmp_path, tiny_model_dir):
+    """The solver example registers, shows in --attack's help, runs beside the plain solver on one
+    benchmark (two rows), records what the model was sent, and the judge sees the item's own request."""
+    from safekey.evals.solvers import registry
+
+    monkeypatch.setattr(registry, "SOLVERS", dict(registry.SOLVERS))
+    code, line = _blocks("How to add a solver (an attack)")
+    ns: dict = {}
+    exec(compile(code, "CONTRIBUTING.md", "exec"), ns)
+    exec(compile(line, "CONTRIBUTING.md", "exec"), {**ns, "SOLVERS": registry.SOLVERS})
+    assert "refusal-suppression" in registry.solver_help()
+    import json
+
+    from safekey.evals import judges
+    from safekey.evals.safety import SafetyEvalConfig, SafetyRun
+    from safekey.paths import resource
+
+    seen: list[str] = []
+
+    class Spy(judges.KeywordJudge):
+        def judge(self, items):
+            seen.extend(it.question for it in items)
+            return super().judge(items)
+
+    bench = resource("starter/heldout_harmful.jsonl")
+    cfg = SafetyEvalConfig(model=f"hf:{tiny_model_dir}", bench_files=[str(bench)], limit=2, max_new_tokens=4,
+                           attacks=["none", "refusal-suppression"])
+    s = SafetyRun(cfg, tmp_path / "run", judge=Spy(), progress=False).run()
+    assert set(s["benchmarks"]) == {"heldout_harmful", "heldout_harmful@refusal-suppression"}
+    row = s["benchmarks"]["heldout_harmful@refusal-suppression"]
+    assert row["attack"] == "refusal-suppression" and row["bench"] == "heldout_harmful" and row["n"] == 2
+    gens = [json.loads(x) for x in (tmp_path / "run" / "heldout_harmful@refusal-suppression" / "generations.jsonl")
+            .read_text().splitlines()]
+    assert all(g["attack_messages"][-1]["content"].startswith(ns["RULES"]) for g in gens)
+    assert seen and not any(q.startswith(ns["RULES"]) for q in seen)  # judged against the request, not the wrapping

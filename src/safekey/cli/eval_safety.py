@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..evals.judges.registry import judge_help
+from ..evals.solvers.registry import solver_help
 
 
 def _kv(values: tuple[str, ...]) -> dict[str, str]:
@@ -28,6 +29,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--bench-file", "bench_files", multiple=True, type=click.Path(path_type=Path),
               help="Custom JSONL benchmark: id, question|messages, unsafe 1/0, [category], [prefill]. Repeatable.")
 @click.option("--bench-path", "bench_paths", multiple=True, help="NAME=PATH: read a registry benchmark from a local file.")
+@click.option("--attack", "attacks", default=None, help="Comma-separated solvers, each run on every benchmark (one row "
+              "per benchmark × attack, named BENCH@ATTACK) [default: none]. " + solver_help())
 @click.option("--judge", default=None, help=judge_help())
 @click.option("--judge-model", default=None, help="kind:model of an LLM judge (default: the papers' judge model).")
 @click.option("--judge-ensemble", type=click.Choice(["majority", "any", "all"]), default=None,
@@ -62,7 +65,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
 @click.option("--label", default=None, help="How reports name this model (default: the run folder's name).")
 @click.option("--no-progress", is_flag=True)
-def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_model, judge_ensemble, judge_base_url, judge_part,
+def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, judge_model, judge_ensemble, judge_base_url, judge_part,
            judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
            prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
            label, no_progress):
@@ -81,7 +84,8 @@ def safety(model, base_url, benches, bench_files, bench_paths, judge, judge_mode
     cfg = load_config(
         SafetyEvalConfig, config_file, overrides,
         model=model, base_url=base_url, benches=bench_list, bench_files=[str(f) for f in bench_files] or None,
-        bench_paths=_kv(bench_paths) or None, judge=judge, judge_model=judge_model, judge_ensemble=judge_ensemble,
+        bench_paths=_kv(bench_paths) or None, attacks=[a for a in attacks.split(",") if a.strip()] if attacks else None,
+        judge=judge, judge_model=judge_model, judge_ensemble=judge_ensemble,
         judge_base_url=judge_base_url,
         judge_part=judge_part, judge_max_tokens=judge_max_tokens, limit=limit, limit_seed=limit_seed,
         max_judge_failures=max_judge_failures, max_generation_failures=max_generation_failures, max_new_tokens=max_new_tokens,

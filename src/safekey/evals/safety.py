@@ -55,7 +55,7 @@ from .safety_benchmarks import (
     load_bench_file,
     token_counter_for,
 )
-from .solvers import Generate, Solver, Target
+from .solvers import Solver, Target, make_solver
 
 
 class SafetyEvalConfig(BaseModel):
@@ -68,6 +68,10 @@ class SafetyEvalConfig(BaseModel):
     benches: list[str] = []
     bench_files: list[str] = []
     bench_paths: dict[str, str] = {}  # NAME -> local file overriding the registry's source
+    # the solver slot: how each item becomes the model's response (none = the prompt as written);
+    # every attack runs on every benchmark, one summary row per (benchmark, attack)
+    attacks: list[str] = ["none"]
+    attack_settings: dict[str, dict[str, Any]] = {}  # per attack: its solver's settings
     judge: str = "keyword"
     judge_model: str | None = None
     judge_base_url: str | None = None
@@ -91,6 +95,19 @@ class SafetyEvalConfig(BaseModel):
     prefill_prefix: str = ""
     batch_size: int = Field(8, ge=1)
     judge_batch_size: int = Field(16, ge=1)
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, v: list[str]) -> list[str]:
+        from .solvers import registry
+
+        names = [a.strip() for a in v if a.strip()]
+        unknown = [a for a in names if a not in registry.SOLVERS]
+        if unknown:
+            raise ValueError(f"unknown attack {unknown[0]!r}; use one of {', '.join(registry.SOLVERS)}")
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"attacks must be a non-empty list without repeats: {v}")
+        return names
 
     @field_validator("limit")
     @classmethod
@@ -145,7 +162,10 @@ class SafetyRun:
                 raise SafekeyError(f"--limit names {unknown[0]!r}, not a benchmark of this run ({', '.join(names)})")
         self.judge = judge or make_judge(cfg.judge, judge_model=cfg.judge_model, base_url=cfg.judge_base_url,
                                          max_tokens=cfg.judge_max_tokens, ensemble_rule=cfg.judge_ensemble)
-        self.solver: Solver = Generate()
+        unused = set(cfg.attack_settings) - set(cfg.attacks)
+        if unused:
+            raise SafekeyError(f"attack_settings names {sorted(unused)[0]!r}, not an attack of this run ({', '.join(cfg.attacks)})")
+        self.solvers: dict[str, Solver] = {a: make_solver(a, **cfg.attack_settings.get(a, {})) for a in cfg.attacks}
 
     @property
     def backend(self) -> Any:
@@ -181,14 +201,20 @@ class SafetyRun:
         return {k.lower(): v for k, v in lim.items()}.get(name.lower()) if isinstance(lim, dict) else lim
 
     def tasks(self, model_id: str, benches: list[tuple[str, list[Record], dict[str, Any]]]) -> list[Task]:
-        """One task per benchmark: its items, the solver, the judge scorer."""
+        """One task per (benchmark, attack): its items, the attack's solver, the judge scorer. The
+        plain task keeps the benchmark's name; an attack's is ``BENCH@ATTACK``."""
         scorer = JudgeScorer(self.judge, self.cfg.judge_part, self.cfg.judge_batch_size)
         out = []
         for name, items, ident in benches:
             gen_cfg = {"model": self.cfg.model, "weights": model_id, "sampling": self.cfg.sampling_dict(), **ident}
-            extra = ({"sample": {"limit": self._limit(name), "seed": self.cfg.limit_seed, "ids": [r.id for r in items]}}
-                     if self._limit(name) is not None else {})
-            out.append(Task(name, items, gen_cfg, self.solver, scorer, self.cfg.batch_size, extra))
+            extra: dict[str, Any] = ({"sample": {"limit": self._limit(name), "seed": self.cfg.limit_seed,
+                                                 "ids": [r.id for r in items]}} if self._limit(name) is not None else {})
+            for attack, solver in self.solvers.items():
+                if attack == "none":
+                    out.append(Task(name, items, gen_cfg, solver, scorer, self.cfg.batch_size, extra))
+                else:
+                    out.append(Task(f"{name}@{attack}", items, gen_cfg, solver, scorer, self.cfg.batch_size,
+                                    {**extra, "bench": name, "attack": attack}))
         return out
 
     # -- the run ----------------------------------------------------------------------------------

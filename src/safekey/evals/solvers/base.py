@@ -53,7 +53,10 @@ def respond(target: Target, batch: Sequence[Record], prefills: Sequence[str | No
             continue
         opens = prompt_opens_think(target.backend, m)
         response = (p or "") + c.text
-        fields: dict[str, Any] = {"generation": c.text}
+        fields: dict[str, Any] = {}
+        if messages is not None:  # what the model was actually sent (the judge still sees the item's request)
+            fields["attack_messages"] = m
+        fields["generation"] = c.text
         if target.keep_response:
             fields["response"] = response
         fields.update(finish_reason=c.finish_reason, completion_tokens=c.completion_tokens, prompt_opens_think=opens,
