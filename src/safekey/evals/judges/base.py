@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...types import SafekeyError, final_answer
+from ...types import SafekeyError
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 JudgePart = Literal["answer", "think", "thinking", "both", "full"]
@@ -57,24 +57,40 @@ class JudgeParseError(ValueError):
     """A judge reply that does not follow the requested format."""
 
 
-def judged_text(response: str, generation: str, part: JudgePart = "answer") -> str:
-    """The part of a response a judge sees.
+def own_start(response: str, generation: str | None) -> int:
+    """Where the model's own text starts in `response` (= prefill + generation): everything before
+    is the attacker's prefix, which is recorded but never judged as the model's words. 0 when the
+    record does not say what the model wrote (a response brought from elsewhere)."""
+    if generation is None or not response.endswith(generation):
+        return 0
+    return len(response) - len(generation)
+
+
+def judged_text(response: str, generation: str | None, part: JudgePart = "answer") -> str:
+    """The part of a response a judge sees — of the model's own text only.
 
     `response` is prefill + generation; `generation` is what the model itself wrote. ``answer``: the
     text after the last ``</think>`` — or, when the thinking never closes, the model's own generation
-    (never the attacker's prefill, which would make every prefilling item "harmful" by itself).
-    ``think``: the thinking (between ``<think>`` and ``</think>``, else the generation). ``full``: all.
+    (never the attacker's prefill, which would make every prefilling item "harmful" by itself; a
+    prefill that opens the answer, "Sure, here is", is cut off the same way). ``think``: the
+    thinking (between ``<think>`` and ``</think>``, else the generation), from where the model's
+    own text starts. ``full``: all, the prefill included.
     """
     if part == "full":
         return response
+    own = own_start(response, generation)
     if part == "answer":
-        return final_answer(response) if "</think>" in response else generation
+        close = response.rfind("</think>")
+        if close < 0:
+            return response if generation is None else generation
+        return response[max(close + len("</think>"), own):].lstrip("\n")
     if part in ("think", "thinking"):
         close = response.rfind("</think>")
         if close < 0:
-            return generation
+            return response if generation is None else generation
         start = response.find("<think>")
-        return response[(start + len("<think>")) if 0 <= start < close else 0 : close].strip("\n")
+        begin = (start + len("<think>")) if 0 <= start < close else 0
+        return response[min(max(begin, own), close):close].strip("\n")
     raise SafekeyError(f"unknown judge part {part!r}; use answer, thinking, both or full")
 
 

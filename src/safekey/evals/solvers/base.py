@@ -42,6 +42,7 @@ def respond(target: Target, batch: Sequence[Record], prefills: Sequence[str | No
     """One model call per item: its messages (or `messages`), the assistant turn opened with its
     prefill. The prefill is part of ``response`` (what a judge of the whole turn reads) and never
     of ``generation`` (what the model wrote itself)."""
+    prefills_given = prefills is not None
     prefills = list(prefills) if prefills is not None else [getattr(r, "prefill", None) for r in batch]
     msgs = list(messages) if messages is not None else [r.prompt_messages() for r in batch]
     reqs = [ChatRequest(messages=m, sampling=target.sampling(r), prefill=p, id=r.id) for r, m, p in zip(batch, msgs, prefills)]
@@ -56,6 +57,8 @@ def respond(target: Target, batch: Sequence[Record], prefills: Sequence[str | No
         fields: dict[str, Any] = {}
         if messages is not None:  # what the model was actually sent (the judge still sees the item's request)
             fields["attack_messages"] = m
+        if prefills_given and p:  # the attacker's opening of the turn: recorded, never judged as the model's
+            fields["attack_prefill"] = p
         fields["generation"] = c.text
         if target.keep_response:
             fields["response"] = response

@@ -8,9 +8,13 @@ from typing import Any
 from ...types import SafekeyError
 from .base import Solver
 from .generate import Generate
+from .prefill import CotHijack, PrefillAnswer, PrefillThinking
 
 SOLVERS: dict[str, type[Solver]] = {
     "none": Generate,
+    "prefill-answer": PrefillAnswer,
+    "prefill-thinking": PrefillThinking,
+    "cot-hijack": CotHijack,
 }
 
 
@@ -22,4 +26,7 @@ def make_solver(name: str, **settings: Any) -> Solver:
     cls = SOLVERS.get(name.strip())
     if cls is None:
         raise SafekeyError(f"unknown attack {name!r}; use one of {', '.join(SOLVERS)}")
-    return cls(**settings)
+    try:
+        return cls(**settings)
+    except TypeError as e:  # an unknown setting: one line naming it
+        raise SafekeyError(f"attack_settings.{name}: {e}") from None
