@@ -63,7 +63,7 @@ def test_prefill_answer_continues_the_phrase_and_only_the_continuation_is_judged
 
 def test_prefill_thinking_cuts_n_words_and_the_judged_thinking_is_the_models_own(tmp_path):
     traces = tmp_path / "traces.jsonl"
-    rows = [json.loads(x) for x in open(BENCH, encoding="utf-8").read().splitlines()]
+    rows = [json.loads(x) for x in resource("starter/heldout_harmful.jsonl").read_text(encoding="utf-8").splitlines()]
     first = rows[0]["id"]
     long = " ".join(f"w{i}" for i in range(50))
     traces.write_text(json.dumps({"id": first, "response": f"<think>\n{long}\n</think>\n\nok"}) + "\n")
