@@ -235,3 +235,18 @@ def test_every_step_reads_its_stage_config_from_a_written_file(tmp_path, tiny_mo
     bad = _write(tmp_path, {**BASE, "train": {"set": {"lrr": 1e-4}}})
     with pytest.raises(SafekeyError, match=r"variant sft: train settings: lrr"):
         plan_steps(*load_experiment(bad), tmp_path / "out", str(tiny_model_dir))
+
+
+def test_experiment_attacks_and_samples_reach_the_eval_config(tmp_path, tiny_model_dir):
+    spec = _write(tmp_path, {**BASE, "safety": {
+        "bench_files": ["{starter}/heldout_harmful.jsonl"], "attacks": ["none", "prefill-thinking"],
+        "attack_settings": {"prefill-thinking": {"words": 5, "prefixes": "traces.jsonl"}}, "samples": 2, "temperature": 0.5}})
+    steps, _ = plan_steps(*load_experiment(spec), tmp_path / "out", str(tiny_model_dir))
+    ev = next(s for s in steps if s.name == "eval-base")
+    (cfg,) = (yaml.safe_load(t) for t in ev.writes.values())
+    assert cfg["attacks"] == ["none", "prefill-thinking"] and cfg["samples"] == 2
+    assert cfg["attack_settings"]["prefill-thinking"] == {"words": 5, "prefixes": str(tmp_path / "traces.jsonl")}
+    for bad, msg in (({"attacks": ["nosuch"]}, "unknown attack 'nosuch'"), ({"samples": 3}, "temperature > 0")):
+        spec = _write(tmp_path, {**BASE, "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl"], **bad}})
+        with pytest.raises(SafekeyError, match=rf"safety: .*{msg}"):
+            plan_steps(*load_experiment(spec), tmp_path / "out", str(tiny_model_dir))

@@ -58,6 +58,9 @@ class SafetySpec(_Strict):
     benches: list[str] = []
     bench_files: list[str] = []
     limit: str | int | None = None  # N, or BENCH=N,…
+    attacks: list[str] = []  # solvers run on every benchmark (eval safety --attack); [] = none
+    attack_settings: dict[str, dict[str, Any]] = {}  # per attack; a "prefixes" path is relative to this file
+    samples: int | None = Field(None, ge=1)  # sampled safety (Safe@K); needs temperature > 0
     judge: str = "keyword"
     judge_model: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)

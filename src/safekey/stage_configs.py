@@ -16,6 +16,7 @@ import yaml
 from .experiment_file import Experiment, Paths, ReasoningSpec, SafetySpec, Variant
 from .types import SafekeyError
 
+PATH_SETTINGS = {"prefixes"}  # attack settings that name files (resolved like every path in the experiment)
 HEADER = "# written by safekey run from the experiment file ({section}); edit the experiment, not this\n"
 
 
@@ -41,9 +42,21 @@ def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
         cfg["bench_files"] = [P(f) for f in s.bench_files]
     if s.limit is not None:
         cfg["limit"] = parse_limit(str(s.limit), lambda k: k.strip().lower())
-    for key in ("judge_model", "max_new_tokens", "batch_size", "repetition_penalty", "temperature"):
+    if s.attacks:
+        cfg["attacks"] = list(s.attacks)
+    if s.attack_settings:
+        cfg["attack_settings"] = {a: {k: P(v) if k in PATH_SETTINGS and isinstance(v, str) else v for k, v in kv.items()}
+                                  for a, kv in s.attack_settings.items()}
+    for key in ("judge_model", "max_new_tokens", "batch_size", "repetition_penalty", "temperature", "samples"):
         if getattr(s, key) is not None:
             cfg[key] = getattr(s, key)
+    from .evals.safety import SafetyEvalConfig
+
+    try:  # a typo (an unknown attack, a bad setting) fails at planning, in one line
+        SafetyEvalConfig.model_validate({**cfg, "model": "planned"})
+    except ValueError as e:
+        lines = str(e).splitlines()
+        raise SafekeyError(f"safety: {' '.join(x.strip() for x in lines[1:3]) if len(lines) > 2 else e}") from None
     return _dump("safety:", cfg)
 
 

@@ -54,6 +54,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
               help="The SafeKey reference safety eval's setting (eval reasoning keeps 1.0: a penalty on repeated "
                    "tokens distorts math answers). [default: 1.2]")
 @click.option("--seed", type=int, default=None)
+@click.option("--samples", type=click.IntRange(1), default=None, help="Sampled safety: K generations per item (needs "
+              "--temperature > 0) → Safe@1, Safe@K (all K safe), ConsSafe@K (majority safe) [default: 1, greedy].")
 @click.option("--prefill-tokens", type=int, default=None, help="Prefilling attack: first N tokens of the harmful trace [20], counted with the evaluated model's tokenizer (whitespace words for openai: models).")
 @click.option("--prefill-prefix", default=None, help='Text before the prefill, e.g. "<think>\\n" for templates that do not open it.')
 @click.option("--batch-size", type=int, default=None, help="Generation batch (also the resume granularity) [default: 8].")
@@ -66,7 +68,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--label", default=None, help="How reports name this model (default: the run folder's name).")
 @click.option("--no-progress", is_flag=True)
 def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, judge_model, judge_ensemble, judge_base_url, judge_part,
-           judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, prefill_tokens,
+           judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, samples, prefill_tokens,
            prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
            label, no_progress):
     """Generate on safety benchmarks, judge, and aggregate rates with 95% CIs (Wilson for shares).
@@ -89,7 +91,7 @@ def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, j
         judge_base_url=judge_base_url,
         judge_part=judge_part, judge_max_tokens=judge_max_tokens, limit=limit, limit_seed=limit_seed,
         max_judge_failures=max_judge_failures, max_generation_failures=max_generation_failures, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
+        temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, samples=samples,
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
         judge_batch_size=judge_batch_size, label=label,
     )

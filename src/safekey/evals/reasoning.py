@@ -34,7 +34,7 @@ from .reasoning_benchmarks import (
     load_benchmark,
     reference_response,
 )
-from .runner import EvalRunner, Scorer, Task
+from .runner import EvalRunner, Scorer, Task, expand_samples, sample_seed
 from .solvers import Generate, Solver, Target
 
 GRADER_VERSION = 2  # bump when extraction/grading rules change: part of the grade stage fingerprint
@@ -68,23 +68,10 @@ class ReasoningConfig(BaseModel):
     label: str | None = None  # how reports name this model (default: the run folder)
 
 
-def _expand(records: list[Record], samples: int) -> list[Record]:
-    """One record per (item, sample); ids stay the item id when there is a single sample."""
-    if samples == 1:
-        return [r.model_copy(update={"item_id": r.id}) for r in records]
-    out = []
-    for r in records:
-        for j in range(samples):
-            out.append(r.model_copy(update={"id": f"{r.id}#{j}", "item_id": r.id, "sample": j}))
-    return out
-
-
 def _sampling_for(cfg: ReasoningConfig, rec: Record) -> Sampling:
-    j = (rec.model_extra or {}).get("sample")
-    if j is None:
+    if (rec.model_extra or {}).get("sample") is None:
         return cfg.sampling
-    base = cfg.sampling.seed if cfg.sampling.seed is not None else cfg.seed
-    return cfg.sampling.model_copy(update={"seed": base + int(j)})
+    return cfg.sampling.model_copy(update={"seed": sample_seed(cfg.sampling.seed, cfg.seed, rec)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +288,7 @@ def run_reasoning_eval(
                 recs = load_benchmark(b.name, source=cfg.sources.get(b.name), seed=cfg.seed,
                                       sample=cfg.mmlu_pro_sample, limit=limit)
                 samples = 1 if canonical else cfg.samples
-                items = _expand(recs, samples)
+                items = expand_samples(recs, samples)
                 gen_cfg = {"model": model_label, "weights": weights, "benchmark": b.name, "sampling": summary["sampling"],
                            "samples": samples, "seed": cfg.seed, "mmlu_pro_sample": cfg.mmlu_pro_sample,
                            "prompt_version": PROMPT_VERSION, "source": cfg.sources.get(b.name, "default")}

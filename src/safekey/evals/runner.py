@@ -67,6 +67,22 @@ class Task:
     extra: dict[str, Any] = field(default_factory=dict)  # merged into the task's summary entry
 
 
+def expand_samples(records: list[Record], samples: int) -> list[Record]:
+    """One record per (item, sample) — ``ID#j`` with ``item_id`` and ``sample`` — so that each
+    sample is its own resumable unit; ids stay the item id when there is a single sample."""
+    if samples == 1:
+        return [r.model_copy(update={"item_id": r.id}) for r in records]
+    return [r.model_copy(update={"id": f"{r.id}#{j}", "item_id": r.id, "sample": j}) for r in records for j in range(samples)]
+
+
+def sample_seed(base: int | None, default: int, r: Record) -> int | None:
+    """The seed of one sample: base (or `default`) + its index; the base seed when not a sample."""
+    j = (r.model_extra or {}).get("sample")
+    if j is None:
+        return base
+    return (base if base is not None else default) + int(j)
+
+
 def read_objects(path: Path) -> list[dict[str, Any]]:
     return [obj for _, obj, _ in iter_json_objects(path)] if path.exists() else []
 
@@ -152,4 +168,5 @@ class EvalRunner:
         return merged
 
 
-__all__ = ["EvalFailed", "EvalRunner", "Scorer", "Task", "check_failure_budget", "read_objects", "refuse_training_folder"]
+__all__ = ["EvalFailed", "EvalRunner", "Scorer", "Task", "check_failure_budget", "expand_samples", "read_objects",
+           "refuse_training_folder", "sample_seed"]

@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..metrics import fmt_rate
 from ..provenance import provenance
@@ -45,7 +45,7 @@ from ..subsample import stratified_sample
 from ..types import Record, SafekeyError
 from .judge_scoring import METRIC_ORDER, SCORE_METRICS, JudgeScorer
 from .judges import Judge, make_judge
-from .runner import EvalFailed, EvalRunner, Task, check_failure_budget
+from .runner import EvalFailed, EvalRunner, Task, check_failure_budget, expand_samples, sample_seed
 from .safety_benchmarks import (
     PREFILL_TOKENS_DEFAULT,
     BenchOptions,
@@ -86,6 +86,9 @@ class SafetyEvalConfig(BaseModel):
     max_new_tokens: int = Field(8000, ge=1)
     repetition_penalty: float = Field(1.2, gt=0.0)
     seed: int | None = None
+    # sampled safety: K generations per item (temperature > 0) → Safe@1, Safe@K (all K safe),
+    # ConsSafe@K (a majority safe); 1 = greedy, one answer per item
+    samples: int = Field(1, ge=1)
     limit: int | dict[str, int] | None = None  # N per benchmark, or {bench: N}
     limit_seed: int = 0  # the stratified --limit sample
     label: str | None = None  # how reports name this model (default: the run folder)
@@ -95,6 +98,12 @@ class SafetyEvalConfig(BaseModel):
     prefill_prefix: str = ""
     batch_size: int = Field(8, ge=1)
     judge_batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _sampled(self) -> SafetyEvalConfig:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("samples > 1 with temperature 0 gives identical samples; set temperature > 0")
+        return self
 
     @field_validator("attacks")
     @classmethod
@@ -118,8 +127,9 @@ class SafetyEvalConfig(BaseModel):
         return v
 
     def sampling_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        d = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+             "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        return {**d, "samples": self.samples} if self.samples > 1 else d  # greedy runs keep their recorded shape
 
     def sampling(self) -> Any:
         from ..llm import Sampling
@@ -209,11 +219,12 @@ class SafetyRun:
             gen_cfg = {"model": self.cfg.model, "weights": model_id, "sampling": self.cfg.sampling_dict(), **ident}
             extra: dict[str, Any] = ({"sample": {"limit": self._limit(name), "seed": self.cfg.limit_seed,
                                                  "ids": [r.id for r in items]}} if self._limit(name) is not None else {})
+            units = expand_samples(items, self.cfg.samples) if self.cfg.samples > 1 else items
             for attack, solver in self.solvers.items():
                 if attack == "none":
-                    out.append(Task(name, items, gen_cfg, solver, scorer, self.cfg.batch_size, extra))
+                    out.append(Task(name, units, gen_cfg, solver, scorer, self.cfg.batch_size, extra))
                 else:
-                    out.append(Task(f"{name}@{attack}", items, gen_cfg, solver, scorer, self.cfg.batch_size,
+                    out.append(Task(f"{name}@{attack}", units, gen_cfg, solver, scorer, self.cfg.batch_size,
                                     {**extra, "bench": name, "attack": attack}))
         return out
 
@@ -246,10 +257,16 @@ class SafetyRun:
         info = self._run_json()
         results: dict[str, Any] = {}
         sampling = self.cfg.sampling()
+
+        def sampling_of(r: Record) -> Any:  # each sample its own seed: K draws, reproducible
+            if (r.model_extra or {}).get("sample") is None:
+                return sampling
+            return sampling.model_copy(update={"seed": sample_seed(self.cfg.seed, 0, r)})
+
         try:
             model_id = self._model_id()
             tasks = self.tasks(model_id, benches)
-            target = Target(self.backend, lambda r: sampling)
+            target = Target(self.backend, sampling_of)
             for task in tasks:
                 results[task.name] = self.runner.run_task(task, target)
         finally:
