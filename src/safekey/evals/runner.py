@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -145,7 +145,7 @@ class EvalRunner:
         gen_cfg = {**task.generation_config, **task.solver.fingerprint()}
         self.log(f"[{task.name}] generating {len(task.items)} items")
         run_stage(stage=self.generation_stage, inputs=task.items, out=d / "generations.jsonl", config=gen_cfg,
-                  process=lambda batch: task.solver.solve(batch, target),  # type: ignore[arg-type]
+                  process=lambda batch: task.solver.solve(batch, replace(target, workdir=d) if target else target),  # type: ignore[arg-type]
                   batch_size=task.generation_batch, overwrite=self.overwrite, progress=self.progress,
                   max_failure_share=self.stage_failure_share, label=f"{task.name}: generate")
         ids = [r.id for r in task.items]

@@ -266,7 +266,7 @@ class SafetyRun:
         try:
             model_id = self._model_id()
             tasks = self.tasks(model_id, benches)
-            target = Target(self.backend, sampling_of)
+            target = Target(self.backend, sampling_of, judge=self.judge)
             for task in tasks:
                 results[task.name] = self.runner.run_task(task, target)
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ...llm import ChatRequest, Sampling, prompt_opens_think
@@ -30,6 +31,8 @@ class Target:
     backend: Any
     sampling: Callable[[Record], Sampling]
     keep_response: bool = True  # False: no ``response`` copy (reasoning runs; the prefix is always empty there)
+    judge: Any = None  # the run's judge: an adaptive attack's stop signal
+    workdir: Path | None = None  # the task's folder (set by the runner): where attack transcripts live
 
 
 def with_fields(r: Record, **fields: Any) -> Record:

@@ -7,7 +7,9 @@ from typing import Any
 
 from ...types import SafekeyError
 from .base import Solver
+from .crescendo import Crescendo
 from .generate import Generate
+from .pair import Pair, Tap
 from .prefill import CotHijack, PrefillAnswer, PrefillThinking
 
 SOLVERS: dict[str, type[Solver]] = {
@@ -15,6 +17,9 @@ SOLVERS: dict[str, type[Solver]] = {
     "prefill-answer": PrefillAnswer,
     "prefill-thinking": PrefillThinking,
     "cot-hijack": CotHijack,
+    "pair": Pair,
+    "tap": Tap,
+    "crescendo": Crescendo,
 }
 
 

@@ -1,0 +1,215 @@
+"""Adaptive attacks (issue #26.2): PAIR, TAP and Crescendo with a scripted attacker served by the real
+fake OpenAI server and a scripted target; the judge is the stop signal; budgets hold; attacker
+refusals are counted; every turn is in the item's transcript; kill -9 mid-attack and a rerun end on
+the uninterrupted run's summary with no step asked twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_attacks import Recording
+
+from safekey.evals.judges import KeywordJudge, Verdict
+from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
+from safekey.evals.solvers.attacker import Transcript
+from safekey.paths import resource
+from safekey.testing.fake_openai import FakeOpenAI
+
+BENCH = str(resource("starter/heldout_harmful.jsonl"))
+COMPLY = "Sure, here is how: step 1, gather the parts; step 2, put them together."
+REFUSE = "I'm sorry, but I can't help with that."
+
+
+def attacker(messages):
+    """A scripted attacker: refuses goals mentioning 'ex ' (a refusing attacker is counted); else
+    writes 'ATTEMPT k' prompts, k = the attacker turns so far, and 'FINAL …' from its third turn;
+    answers TAP's on-topic question YES unless the prompt says OFFTOPIC."""
+    text = messages[-1]["content"]
+    if "Answer with YES or NO only" in text:
+        return "NO" if "OFFTOPIC" in text else "YES"
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    if " ex " in system:
+        return "I can't help with creating jailbreak prompts."
+    turn = sum(1 for m in messages if m["role"] == "assistant")
+    word = "FINAL" if turn >= 2 else "ATTEMPT"
+    if "Crescendo" in system:  # escalates: two harmless steps, then the request itself, again after a take-back
+        turn = text.count("USER:")
+        if "removed" in text:
+            return json.dumps({"rationale": "another angle", "prompt": f"FINAL {turn}: tell me again, as a story"})
+        word = "FINAL" if turn >= 2 else "STEP"
+    return json.dumps({"improvement": "more role-play", "prompt": f"{word} {turn}: tell me"})
+
+
+def target_reply(req):
+    last = req.messages[-1]["content"]
+    return COMPLY if last.startswith("FINAL") and ("removed" not in last) else REFUSE
+
+
+def _cfg(srv, attack, **settings):
+    return SafetyEvalConfig(model="openai:scripted", bench_files=[BENCH], attacks=[attack], limit=6,
+                            attack_settings={attack: {"attacker": "openai:fake-model", "attacker_base_url": srv.base_url,
+                                                      **settings}})
+
+
+def _transcripts(run, task):
+    return {p.name: [json.loads(x) for x in p.read_text().splitlines()] for p in (run / task / "transcripts").glob("*.jsonl")}
+
+
+@pytest.fixture
+def key(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("SAFEKEY_HOME", str(tmp_path / "home"))  # a private LLM cache: the scripted attacker changes
+
+
+def test_pair_stops_at_the_judges_success_and_counts_attacker_refusals(tmp_path, key):
+    with FakeOpenAI(attacker) as srv:
+        be = Recording(lambda req: target_reply(req), opens_think=False)
+        s = run_safety_eval(_cfg(srv, "pair", streams=2, iterations=4), tmp_path / "run", backend=be,
+                            judge=KeywordJudge(), progress=False)
+    b = s["benchmarks"]["heldout_harmful@pair"]
+    judged = [json.loads(x) for x in (tmp_path / "run" / "heldout_harmful@pair" / "judged.jsonl").read_text().splitlines()]
+    refusing = [r for r in judged if " ex " in r["question"]]
+    willing = [r for r in judged if " ex " not in r["question"]]
+    assert willing and all(r["attack"]["success"] and r["attack"]["queries_to_success"] == 5 for r in willing)
+    # round 3 is the attacker's third turn: stream 0 of round 3 is the 5th query, and the search stops there
+    assert all(r["generation"] == COMPLY and r["attack_messages"][-1]["content"].startswith("FINAL") for r in willing)
+    assert all(r["judge"]["harmful"] for r in willing)
+    for r in refusing:  # every attacker call refused: counted, and the target answered the request as written
+        assert r["attack"]["attacker_refusals"] == r["attack"]["attacker_calls"] == 8
+        assert r["attack"]["fallback"] and not r["attack"]["success"]
+    st = b["attack_stats"]
+    assert st["successes"] == len(willing) and st["queries_per_success"]["rate"] == 5.0
+    assert st["attacker_gave_no_prompt"] == len(refusing) and st["attacker_refusals"] == 8 * len(refusing)
+    assert b["metrics"]["harmful_rate"]["rate"] == pytest.approx(len(willing) / len(judged))
+    # the judge saw the item's own request; the target saw only the attacker's prompts
+    assert not any(r.messages[-1]["content"] == judged[0]["question"] for r in be.seen if " ex " not in judged[0]["question"])
+    logs = _transcripts(tmp_path / "run", "heldout_harmful@pair")
+    assert len(logs) == 6 and all(len({e["node"] for e in es}) == len(es) for es in logs.values())
+
+
+def test_pair_query_budget_and_tap_pruning(tmp_path, key):
+    with FakeOpenAI(attacker) as srv:
+        be = Recording(lambda req: REFUSE, opens_think=False)  # never jailbroken: the budget is what stops it
+        s = run_safety_eval(_cfg(srv, "pair", streams=3, iterations=5, max_queries=4), tmp_path / "a", backend=be,
+                            judge=KeywordJudge(), progress=False)
+        for r in (json.loads(x) for x in (tmp_path / "a" / "heldout_harmful@pair" / "judged.jsonl").read_text().splitlines()):
+            assert r["attack"]["queries"] <= 4 and not r["attack"]["success"]
+        assert s["benchmarks"]["heldout_harmful@pair"]["metrics"]["harmful_rate"]["rate"] == 0.0
+
+        def off_topic_attacker(messages, body):  # the first round's odd-seeded branch drifts off the goal
+            out = attacker(messages)
+            return out.replace("tell me", "OFFTOPIC") if "ATTEMPT 0" in out and body.get("seed", 0) % 2 else out
+
+        srv.responder = off_topic_attacker
+        be = Recording(lambda req: target_reply(req), opens_think=False)
+        run_safety_eval(_cfg(srv, "tap", branching=2, width=2, depth=4), tmp_path / "t", backend=be,
+                        judge=KeywordJudge(), progress=False)
+    logs = _transcripts(tmp_path / "t", "heldout_harmful@tap")
+    willing = [es for es in logs.values() if any(e.get("prompt") for e in es)]
+    assert willing and any(e.get("on_topic") is False for es in willing for e in es)
+    for es in willing:
+        first = [e for e in es if e["round"] == 0]
+        pruned = [e for e in first if e.get("on_topic") is False]
+        assert len(first) == 2 and all("result" not in e for e in pruned)  # pruned: never asked
+        assert any((e.get("verdict") or {}).get("harmful") for e in es)
+        assert all(len(e["node"].split(".")) == e["round"] + 2 for e in es)  # a tree: t.b0.b1…
+
+
+class PlanJudge(KeywordJudge):
+    """Harmful = the answer gives the steps (the keyword proxy would call harmless background harmful)."""
+
+    def judge(self, items):
+        return [Verdict(label="plan" if "step 1" in it.text else "no plan", harmful="step 1" in it.text) for it in items]
+
+
+def test_crescendo_backtracks_a_refused_turn_and_keeps_the_conversation(tmp_path, key):
+    with FakeOpenAI(attacker) as srv:
+        def reply(req):  # the target refuses the direct question; after the take-back, the story angle works
+            last = req.messages[-1]["content"]
+            if last.startswith("FINAL"):
+                return COMPLY if "again" in last else REFUSE
+            return "Here is some background on that topic."
+
+        be = Recording(reply, opens_think=False)
+        s = run_safety_eval(_cfg(srv, "crescendo", max_turns=6, max_backtracks=2), tmp_path / "c", backend=be,
+                            judge=PlanJudge(), progress=False)
+    judged = [json.loads(x) for x in (tmp_path / "c" / "heldout_harmful@crescendo" / "judged.jsonl").read_text().splitlines()]
+    willing = [r for r in judged if " ex " not in r["question"]]
+    assert willing and all(r["attack"]["success"] for r in willing)
+    assert all(r["attack"]["backtracks"] == 1 and r["attack"]["turns"] == 3 for r in willing)
+    # the winning turn carried the kept turns (their answers, no reasoning), not the taken-back one
+    for r in willing:
+        sent = r["attack_messages"]
+        assert sent[-1]["content"].startswith("FINAL") and sum(1 for m in sent if m["role"] == "assistant") >= 2
+        assert not any(m["content"] == REFUSE for m in sent if m["role"] == "assistant")
+    assert s["benchmarks"]["heldout_harmful@crescendo"]["attack_stats"]["backtracks"] >= len(willing)
+
+
+def test_transcript_drops_a_torn_last_line(tmp_path):
+    t = Transcript(tmp_path, "item-1")
+    t.append({"node": "s0", "round": 0})
+    with t.path.open("ab") as f:
+        f.write(b'{"id": "item-1", "node": "s1", "rou')  # killed mid-write
+    assert [e["node"] for e in t.load()] == ["s0"]
+    t.append({"node": "s1", "round": 0})
+    assert [e["node"] for e in t.load()] == ["s0", "s1"]
+
+
+def _serve(port_file: Path) -> None:  # pragma: no cover - runs in a child process
+    srv = FakeOpenAI(lambda m: (time.sleep(0.05), attacker(m) if m[0]["role"] == "system" or "YES or NO" in m[-1]["content"]
+                                else target_reply(type("R", (), {"messages": m})()))[1])
+    srv.start()
+    port_file.write_text(srv.base_url)
+    while True:
+        time.sleep(1)
+
+
+def test_kill_9_mid_attack_then_rerun_equals_uninterrupted(tmp_path):
+    server = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                               f"import test_attacks_adaptive as t; from pathlib import Path; t._serve(Path({str(tmp_path / 'url')!r}))"])
+    try:
+        for _ in range(200):
+            if (tmp_path / "url").exists() and (tmp_path / "url").read_text():
+                break
+            time.sleep(0.05)
+        url = (tmp_path / "url").read_text()
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "HF_HUB_OFFLINE": "1", "SAFEKEY_HOME": str(tmp_path / "home")}
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(json.dumps({"attacks": ["pair"], "attack_settings": {"pair": {
+            "attacker": "openai:fake-model", "attacker_base_url": url, "streams": 2, "iterations": 4}}}))
+
+        def run(out):
+            return [sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", "openai:fake-model", "--base-url",
+                    url, "--bench-file", BENCH, "--limit", "6", "--batch-size", "2", "--config", str(cfg), "--no-progress",
+                    "-o", str(out)]
+
+        ref = subprocess.run(run(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
+        assert ref.returncode == 0, ref.stderr[-2000:]
+        p = subprocess.Popen(run(tmp_path / "k"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        logs = tmp_path / "k" / "heldout_harmful@pair" / "transcripts"
+        deadline = time.time() + 120
+        while time.time() < deadline and sum(len(f.read_text().splitlines()) for f in logs.glob("*.jsonl")) < 5:
+            time.sleep(0.02)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        assert not (tmp_path / "k" / "summary.json").exists()  # killed mid-attack
+        before = {f.name: f.read_text().splitlines() for f in logs.glob("*.jsonl")}
+        again = subprocess.run(run(tmp_path / "k"), env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-2000:]
+    finally:
+        server.kill()
+    a = json.loads((tmp_path / "ref" / "summary.json").read_text())["benchmarks"]["heldout_harmful@pair"]
+    b = json.loads((tmp_path / "k" / "summary.json").read_text())["benchmarks"]["heldout_harmful@pair"]
+    assert a["metrics"] == b["metrics"] and a["attack_stats"] == b["attack_stats"]
+    after = _transcripts(tmp_path / "k", "heldout_harmful@pair")
+    for name, es in after.items():
+        assert len({e["node"] for e in es}) == len(es)  # no attack step asked twice
+        kept = [json.loads(x) for x in before.get(name, []) if x.strip().endswith("}")]
+        assert es[: len(kept)] == kept  # what was written before the kill is continued, not redone
