@@ -115,3 +115,29 @@ def test_names_are_case_insensitive_with_did_you_mean():
         reasoning_bench("humaneva")
     with pytest.raises(SafekeyError, match="did you mean 'smollm2-135m'"):
         resolve_model("smolm2-135m")
+
+
+def test_attack_columns_sit_beside_their_benchmark_and_the_table_is_two_sided(shared, tmp_path):
+    shared("strongreject/strongreject_dataset.csv")
+    shared("xstest/xstest_prompts.csv")
+
+    def reply(r):  # gives in under a prefilled answer, refuses otherwise
+        return "a guide: step 1." if r.prefill else "I'm sorry, but I can't help with that."
+
+    be = ScriptedModel(reply, opens_think=False, finish="stop")
+    run_safety_eval(SafetyEvalConfig(model="openai:m", benches=["strongreject", "xstest"], limit=12,
+                                     attacks=["none", "prefill-answer"]), tmp_path / "a", backend=be, progress=False)
+    t = paper_table(collect([tmp_path / "a"]).evals)
+    assert [c["bench"] for c in t["cols"]] == ["strongreject", "strongreject@prefill-answer", "xstest",
+                                               "xstest@prefill-answer"]
+    cells = dict(zip((c["bench"] for c in t["cols"]), t["rows"][0]["cells"]))
+    assert cells["strongreject"]["value"] == 0.0 and cells["strongreject@prefill-answer"]["value"] == 1.0
+    md = to_markdown(t)
+    assert "strongreject@prefill-answer ASR ↓" in md and "xstest refusal_rate ↓" in md and "ONE-SIDED" not in md
+    rows = list(csv.DictReader(io.StringIO(to_csv(t))))
+    assert {(r["benchmark"], r["attack"]) for r in rows} == {("strongreject", "none"), ("strongreject", "prefill-answer"),
+                                                             ("xstest", "none"), ("xstest", "prefill-answer")}
+    run_safety_eval(SafetyEvalConfig(model="openai:m", benches=["strongreject"], limit=12, attacks=["prefill-answer"]),
+                    tmp_path / "b", backend=be, progress=False)
+    one = paper_table(collect([tmp_path / "b"]).evals)
+    assert any(f.startswith("ONE-SIDED") for f in one["footer"])

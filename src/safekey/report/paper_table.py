@@ -41,7 +41,12 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
         metric = next((m for e in evals if b in e.summary["benchmarks"] and (m := plots.headline_metric(e.summary["benchmarks"][b]))),
                       None)
         if metric:
-            cols.append({"bench": b, "metric": metric, "arrow": _arrow(metric)})
+            bench, _, attack = b.partition("@")
+            cols.append({"bench": b, "metric": metric, "arrow": _arrow(metric), "attack": attack or None,
+                         "base_bench": bench})
+    # an attack's column beside its benchmark's plain one; over-refusal (benign) columns stay where they are
+    order = {c["bench"]: i for i, c in enumerate(cols)}
+    cols.sort(key=lambda c: (order.get(c["base_bench"], order[c["bench"]]), c["attack"] is not None, order[c["bench"]]))
     base = next((e for e in evals if e.label == baseline), None)
     if baseline is not None and base is None:
         from ..types import SafekeyError
@@ -82,6 +87,12 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
               "means), percentage points; a claim needs n ≥ 10 and an exact sign test p < 0.05"]
     if small:
         footer.append(f"small n (min {min(small)} < {SMALL_N}): intervals are wide; overlapping intervals show no effect")
+    if any(c["attack"] for c in cols):
+        footer.append("BENCH@ATTACK: the attack's success rate (ASR) = the share of harmful prompts judged harmful under it")
+    harm = any(c["metric"] in ("harmful_rate", "mean_harm_score", "strongreject_score") for c in cols)
+    if harm and not any(c["metric"] == "refusal_rate" for c in cols):
+        footer.append("ONE-SIDED: no benign over-refusal benchmark in these runs (e.g. xstest, jbb-benign); a model that "
+                      "refuses everything scores perfectly on harm alone")
     return {"cols": cols, "rows": rows, "footer": footer}
 
 
@@ -126,8 +137,12 @@ def _fmt(cell: dict[str, Any], metric: str, latex: bool = False) -> str:
     return s
 
 
+def _metric_name(col: dict[str, Any]) -> str:
+    return "ASR" if col.get("attack") and col["metric"] == "harmful_rate" else col["metric"]
+
+
 def to_markdown(t: dict[str, Any]) -> str:
-    head = "| model | " + " | ".join(f"{c['bench']} {c['metric']} {c['arrow']}" for c in t["cols"]) + " |"
+    head = "| model | " + " | ".join(f"{c['bench']} {_metric_name(c)} {c['arrow']}" for c in t["cols"]) + " |"
     lines = [head, "|---|" + "---|" * len(t["cols"])]
     for r in t["rows"]:
         label = r["label"] + (" (baseline)" if r["baseline"] else "")
@@ -157,7 +172,7 @@ def to_latex(t: dict[str, Any]) -> str:
     esc = latex_escape
     cols = "l" + "c" * len(t["cols"])
     arrows = {"↓": r"$\downarrow$", "↑": r"$\uparrow$"}
-    head = " & ".join(["model"] + [f"{esc(c['bench'])} {esc(c['metric'])} {arrows[c['arrow']]}" for c in t["cols"]]) + r" \\"
+    head = " & ".join(["model"] + [f"{esc(c['bench'])} {esc(_metric_name(c))} {arrows[c['arrow']]}" for c in t["cols"]]) + r" \\"
     body = [" & ".join([esc(r["label"]) + (" (baseline)" if r["baseline"] else "")]
                        + [_fmt(c, col["metric"], latex=True) for c, col in zip(r["cells"], t["cols"])]) + r" \\"
             for r in t["rows"]]
@@ -169,14 +184,15 @@ def to_latex(t: dict[str, Any]) -> str:
 def to_csv(t: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "benchmark", "metric", "direction", "value", "ci_low", "ci_high", "n", "delta", "delta_ci_low",
-                "delta_ci_high"])
+    w.writerow(["model", "benchmark", "attack", "metric", "direction", "value", "ci_low", "ci_high", "n", "delta",
+                "delta_ci_low", "delta_ci_high"])
     for r in t["rows"]:
         for c, col in zip(r["cells"], t["cols"]):
             if c.get("value") is None:
                 continue
             d = c.get("delta") or {}
-            w.writerow([csv_cell(v) for v in (r["label"], col["bench"], col["metric"], col["arrow"], c["value"], c["ci"][0],
+            w.writerow([csv_cell(v) for v in (r["label"], col["base_bench"], col["attack"] or "none", col["metric"], col["arrow"],
+                                              c["value"], c["ci"][0],
                                               c["ci"][1], c["n"], d.get("delta", ""), (d.get("ci") or ["", ""])[0],
                                               (d.get("ci") or ["", ""])[1])])
     return buf.getvalue()
