@@ -213,3 +213,29 @@ def test_kill_9_mid_attack_then_rerun_equals_uninterrupted(tmp_path):
         assert len({e["node"] for e in es}) == len(es)  # no attack step asked twice
         kept = [json.loads(x) for x in before.get(name, []) if x.strip().endswith("}")]
         assert es[: len(kept)] == kept  # what was written before the kill is continued, not redone
+
+
+def test_a_round_cut_by_a_kill_after_its_success_is_finished_as_uninterrupted(tmp_path, key):
+    """The kill that landed between two streams' lines of the winning round: the rerun still asks the
+    other stream of that round (as the uninterrupted search did), and nothing after it."""
+    import shutil
+
+    with FakeOpenAI(attacker) as srv:
+        cfg = _cfg(srv, "pair", streams=2, iterations=4)
+        run_safety_eval(cfg, tmp_path / "a", backend=Recording(target_reply, opens_think=False), judge=KeywordJudge(),
+                        progress=False)
+        src = tmp_path / "a" / "heldout_harmful@pair" / "transcripts"
+        dst = tmp_path / "b" / "heldout_harmful@pair" / "transcripts"
+        shutil.copytree(src, dst)
+        cut = 0
+        for f in dst.glob("*.jsonl"):
+            lines = f.read_text().splitlines()
+            if json.loads(lines[-1]).get("node") == "s1.0.0":  # the winning round's second stream
+                f.write_text("\n".join(lines[:-1]) + "\n")
+                cut += 1
+        assert cut
+        run_safety_eval(cfg, tmp_path / "b", backend=Recording(target_reply, opens_think=False), judge=KeywordJudge(),
+                        progress=False)
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())["benchmarks"]["heldout_harmful@pair"]
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())["benchmarks"]["heldout_harmful@pair"]
+    assert a["attack_stats"] == b["attack_stats"] and a["metrics"] == b["metrics"]

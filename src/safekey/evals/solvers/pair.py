@@ -90,8 +90,8 @@ class Pair(Solver):
             todo: list[tuple[Record, str, list[dict[str, Any]]]] = []  # (item, node, ancestors' entries)
             for r in batch:
                 es = entries[r.id]
-                if self._done(es):
-                    continue
+                if self._done([e for e in es if e["round"] < round_]):
+                    continue  # a success ends the search after its round (a resumed round is finished like an uninterrupted one)
                 by_node = {e["node"]: e for e in es}
                 leaves = self._leaves(es, round_)
                 budget = (self.max_queries - self._queries(es)) if self.max_queries else None
