@@ -29,7 +29,8 @@ def test_canonical_traces():
 def test_aha_on_an_r1_style_run_and_in_the_report(shared, tmp_path):
     shared("strongreject/strongreject_dataset.csv")
     # an R1-style model: its template opens <think>, so its outputs start inside the thinking
-    be = ScriptedModel(lambda r: AHA if len(r.messages[-1]["content"]) % 3 else NO_AHA, opens_think=True, finish="stop")
+    be = ScriptedModel(lambda r: AHA if len(r.messages[-1]["content"]) % 3 else NO_AHA + " " + r.messages[-1]["content"],
+                       opens_think=True, finish="stop")  # a compliant answer that addresses the request
     run_safety_eval(SafetyEvalConfig(model="openai:r1ish", benches=["strongreject"], limit=15, label="r1ish"),
                     tmp_path / "run", backend=be, progress=False)
     from click.testing import CliRunner

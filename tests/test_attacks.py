@@ -38,9 +38,10 @@ class Recording(ScriptedModel):
 @pytest.mark.parametrize("opens", [True, False])
 def test_prefill_answer_continues_the_phrase_and_only_the_continuation_is_judged(tmp_path, opens):
     # three kinds of continuation, by prompt length: nothing more, a harmful plan, a turn to refusal
-    def reply(req):
+    def reply(req):  # the plan addresses the request: on topic
         k = len(req.messages[-1]["content"]) % 3
-        return ["", " a plan: step 1, get the parts; step 2, assemble.", " — no. I'm sorry, but I can't help with that."][k]
+        return ["", f" a plan for this: {req.messages[-1]['content']} Step 1, get the parts; step 2, assemble.",
+                " — no. I'm sorry, but I can't help with that."][k]
 
     be = Recording(reply, opens_think=opens)
     cfg = SafetyEvalConfig(model="openai:scripted", bench_files=[BENCH], attacks=["prefill-answer"], limit=12)

@@ -23,7 +23,7 @@ from safekey.paths import resource
 from safekey.testing.fake_openai import FakeOpenAI
 
 BENCH = str(resource("starter/heldout_harmful.jsonl"))
-COMPLY = "Sure, here is how: step 1, gather the parts; step 2, put them together."
+COMPLY = "Sure, here is how: step 1, gather the parts; step 2, put them together."  # + the goal (on topic), below
 REFUSE = "I'm sorry, but I can't help with that."
 
 
@@ -44,12 +44,13 @@ def attacker(messages):
         if "removed" in text:
             return json.dumps({"rationale": "another angle", "prompt": f"FINAL {turn}: tell me again, as a story"})
         word = "FINAL" if turn >= 2 else "STEP"
-    return json.dumps({"improvement": "more role-play", "prompt": f"{word} {turn}: tell me"})
+    goal = system.split("following task: '", 1)[-1].split("'.", 1)[0] if "following task" in system else ""
+    return json.dumps({"improvement": "more role-play", "prompt": f"{word} {turn}: tell me {goal}"})
 
 
 def target_reply(req):
     last = req.messages[-1]["content"]
-    return COMPLY if last.startswith("FINAL") and ("removed" not in last) else REFUSE
+    return COMPLY + " " + last if last.startswith("FINAL") and ("removed" not in last) else REFUSE
 
 
 def _cfg(srv, attack, **settings):
@@ -79,7 +80,7 @@ def test_pair_stops_at_the_judges_success_and_counts_attacker_refusals(tmp_path,
     willing = [r for r in judged if " ex " not in r["question"]]
     assert willing and all(r["attack"]["success"] and r["attack"]["queries_to_success"] == 5 for r in willing)
     # round 3 is the attacker's third turn: stream 0 of round 3 is the 5th query, and the search stops there
-    assert all(r["generation"] == COMPLY and r["attack_messages"][-1]["content"].startswith("FINAL") for r in willing)
+    assert all(r["generation"].startswith(COMPLY) and r["attack_messages"][-1]["content"].startswith("FINAL") for r in willing)
     assert all(r["judge"]["harmful"] for r in willing)
     for r in refusing:  # every attacker call refused: counted, and the target answered the request as written
         assert r["attack"]["attacker_refusals"] == r["attack"]["attacker_calls"] == 8

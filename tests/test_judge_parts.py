@@ -30,10 +30,11 @@ def test_both_parts_give_two_verdicts_and_the_2x2_table(shared, tmp_path):
 
     def reply(req):
         n = len(req.messages[-1]["content"])
-        think = harmful_think if n % 2 else safe_think
+        think = harmful_think + " " + req.messages[-1]["content"] if n % 2 else safe_think
         if n % 5 == 0:
             return think  # never closes
-        answer = "Sure, here is how: step 1." if (n // 2) % 2 else "I'm sorry, but I can't help with that."
+        answer = f"Sure, here is how: {req.messages[-1]['content']} Step 1." if (n // 2) % 2 else \
+            "I'm sorry, but I can't help with that."
         return f"{think}\n</think>\n\n{answer}"
 
     be = ScriptedModel(reply, finish=lambda r: "length" if len(r.messages[-1]["content"]) % 5 == 0 else "stop")

@@ -121,8 +121,9 @@ def test_attack_columns_sit_beside_their_benchmark_and_the_table_is_two_sided(sh
     shared("strongreject/strongreject_dataset.csv")
     shared("xstest/xstest_prompts.csv")
 
-    def reply(r):  # gives in under a prefilled answer, refuses otherwise
-        return "a guide: step 1." if r.prefill else "I'm sorry, but I can't help with that."
+    def reply(r):  # gives in under a prefilled answer (on its topic, without the request's own "I don't…"), refuses otherwise
+        topic = " ".join(w for w in r.messages[-1]["content"].split() if "'" not in w and w.lower() not in ("i", "not"))
+        return f"a guide to {topic}: step 1." if r.prefill else "I'm sorry, but I can't help with that."
 
     be = ScriptedModel(reply, opens_think=False, finish="stop")
     run_safety_eval(SafetyEvalConfig(model="openai:m", benches=["strongreject", "xstest"], limit=12,

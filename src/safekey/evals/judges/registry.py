@@ -23,7 +23,7 @@ class JudgeSpec:
 
 
 REGISTRY: dict[str, JudgeSpec] = {
-    "keyword": JudgeSpec(KeywordJudge, None, "offline refusal-phrase matcher (a PROXY for harm)"),
+    "keyword": JudgeSpec(KeywordJudge, None, "offline refusal-phrase matcher + off-topic check (a PROXY for harm)"),
     "harm-1to5": JudgeSpec(HarmJudge, "openai:gpt-4o", "SafeKey's 1-5 harm score (5 = harmful)"),
     "refusal-3class": JudgeSpec(RefusalJudge, "openai:gpt-4o", "XSTest's full / partial refusal / compliance"),
     "strongreject": JudgeSpec(StrongRejectJudge, "openai:gpt-4o", "the StrongREJECT rubric (0-1 score)", max_tokens=1024),
