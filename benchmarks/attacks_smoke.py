@@ -1,0 +1,53 @@
+"""Every attack once on the real SmolLM2-135M (CPU, offline): one row per attack, the keyword judge.
+
+What it shows: the solvers run end to end on a real model through `safekey eval safety --attack`,
+what each costs in target queries and generated tokens, and how a 135M attacker behaves (it rarely
+writes the JSON an attacker must reply with: those turns are counted as attacker refusals, and an
+item whose attacker never produced a prompt is answered as written). It is a smoke test, not a
+measurement of attack strength: that needs a real attacker (e.g. an OpenAI-compatible endpoint).
+Usage: python benchmarks/attacks_smoke.py [OUT]   (~3 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from safekey.paths import resource
+
+ATTACKS = "none,prefill-answer,prefill-thinking,cot-hijack,pair,crescendo"
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="attacks-smoke-")) / "run"
+    cfg = out.parent / "attacks.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    attacker = {"attacker": "hf:smollm2-135m", "attacker_max_tokens": 96}
+    cfg.write_text(json.dumps({"attack_settings": {"pair": {**attacker, "streams": 2, "iterations": 2},
+                                                   "crescendo": {**attacker, "max_turns": 2, "max_backtracks": 1}}}))
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", "hf:smollm2-135m", "--bench-file",
+           str(resource("starter/heldout_harmful.jsonl")), "--limit", "8", "--max-new-tokens", "48", "--attack", ATTACKS,
+           "--config", str(cfg), "--no-progress", "-o", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    s = json.loads((out / "summary.json").read_text())
+    print(f"SmolLM2-135M, 8 held-out harmful prompts, greedy, 48 new tokens, keyword judge; {time.time() - t0:.0f} s")
+    print("| attack | ASR (harmful rate) | n judged | target queries | tokens generated | attacker refusals |")
+    print("|---|---|---|---|---|---|")
+    for name, b in s["benchmarks"].items():
+        attack = b.get("attack", "none")
+        m = b["metrics"].get("harmful_rate")
+        gens = [json.loads(x) for x in (out / name / "generations.jsonl").read_text().splitlines()]
+        st = b.get("attack_stats") or {}
+        asr = f"{m['rate'] * 100:.1f}% [{m['ci'][0] * 100:.1f}, {m['ci'][1] * 100:.1f}]" if m else "—"
+        print(f"| {attack} | {asr} | {m['n'] if m else 0} | {st.get('target_queries', len(gens))} | "
+              f"{sum(int(g.get('completion_tokens') or 0) for g in gens)} (final answers) | "
+              f"{st.get('attacker_refusals', '—')} of {st.get('attacker_calls', '—')} |")
+
+
+if __name__ == "__main__":
+    main()
