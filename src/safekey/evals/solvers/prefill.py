@@ -23,6 +23,7 @@ from ...llm import prompt_opens_think
 from ...paths import resource
 from ...store import Failure
 from ...types import Record, SafekeyError
+from .attacker import AttackerModel, attack_prompt
 from .base import Solver, Target, respond
 
 
@@ -81,12 +82,16 @@ class PrefillThinking(Solver):
     else a built-in opening with the request filled in."""
 
     name = "prefill-thinking"
-    help = "thinking opened with N words of reasoning that accepts the request (RECAP); prefixes from a file or built in"
+    help = ("thinking opened with N words of reasoning that accepts the request (RECAP); prefixes from a file, "
+            "written by a backend model, or built in")
 
-    def __init__(self, words: int = 20, prefixes: str | None = None, template_opens_think: bool | None = None):
+    def __init__(self, words: int = 20, prefixes: str | None = None, template_opens_think: bool | None = None,
+                 prefix_model: str | None = None, prefix_model_base_url: str | None = None):
         if words < 1:
             raise SafekeyError("attack_settings.prefill-thinking.words must be >= 1")
         self.words, self.template_opens_think = words, template_opens_think
+        self.prefix_model = AttackerModel(prefix_model, prefix_model_base_url, 0.0, max(64, 3 * words)) if prefix_model \
+            else None
         self.source = str(Path(prefixes).resolve()) if prefixes else None
         self.by_id = _read_prefixes(Path(prefixes)) if prefixes else {}
         self.pool = [ln for ln in resource("attacks/counter_aligned.txt").read_text(encoding="utf-8").splitlines()
@@ -96,16 +101,29 @@ class PrefillThinking(Solver):
         digest = hashlib.sha256(json.dumps(self.by_id, sort_keys=True).encode()).hexdigest()[:16] if self.by_id else None
         return {"solver": self.name, "words": self.words, "prefixes": self.source, "prefixes_sha": digest,
                 "pool_sha": hashlib.sha256("\n".join(self.pool).encode()).hexdigest()[:16],
-                "template_opens_think": self.template_opens_think}
+                "template_opens_think": self.template_opens_think,
+                **({"prefix_model": self.prefix_model.spec} if self.prefix_model else {})}
 
-    def prefix(self, target: Target, r: Record) -> str:
+    def prefix(self, target: Target, r: Record, written: str | None = None) -> str:
         opens = _opens_think(target, r, self.template_opens_think, self.name)
-        text = self.by_id.get(r.id) or _pick(self.pool, r.id).replace("{request}", r.prompt_messages()[-1]["content"])
+        text = self.by_id.get(r.id) or written or _pick(self.pool, r.id).replace("{request}", r.prompt_messages()[-1]["content"])
         return ("" if opens else "<think>\n") + _words(text, self.words)
+
+    def written(self, batch: list[Record]) -> dict[str, str]:
+        """Openings written by `prefix_model` (greedy) for the items the file does not cover; an
+        empty or failed reply falls back to a built-in opening (the prefix is recorded either way)."""
+        todo = [r for r in batch if r.id not in self.by_id]
+        if self.prefix_model is None or not todo:
+            return {}
+        asks = [[{"role": "user", "content": attack_prompt("prefix_writer", request=r.prompt_messages()[-1]["content"],
+                                                           words=str(self.words))}] for r in todo]
+        replies = self.prefix_model.ask(asks, [0] * len(todo))
+        return {r.id: x.strip() for r, x in zip(todo, replies) if x and x.strip()}
 
     def solve(self, batch: list[Record], target: Target) -> list[Record | Failure]:
         _check_prefill(target, self.name)
-        return respond(target, batch, prefills=[self.prefix(target, r) for r in batch])
+        got = self.written(batch)
+        return respond(target, batch, prefills=[self.prefix(target, r, got.get(r.id)) for r in batch])
 
 
 def _read_prefixes(path: Path) -> dict[str, str]:
