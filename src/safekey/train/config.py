@@ -17,7 +17,7 @@ class TrainConfig(BaseModel):
 
     model: str = "smollm2-135m"
     trust_remote_code: bool = False  # run a model folder's own code (auto_map); only when the user asks
-    mode: Literal["sft", "safekey"] = "safekey"
+    mode: Literal["sft", "safekey", "dpo"] = "safekey"
     # ablations (safekey mode): drop a component, or run QMM without the query mask
     head: bool = True
     qmm: bool = True
@@ -35,6 +35,17 @@ class TrainConfig(BaseModel):
     # reference emulation, used by benchmarks/train_overhead.py only: full-length QMM pass and
     # output_hidden_states=True for every layer
     reference_impl: bool = False
+
+    # dpo mode (preference pairs, TRL's DPOTrainer): IPO (arXiv 2509.24393) trains sigmoid DPO plus an
+    # SFT term on the chosen trace with weight 0.2, the loss from the divergence point (the shared
+    # prefix is context). Not TRL's "ipo" loss, which is Identity-PO.
+    dpo_beta: float = Field(0.1, gt=0.0)
+    dpo_loss: list[str] = ["sigmoid", "sft"]
+    dpo_loss_weights: list[float] = [1.0, 0.2]
+    dpo_from: Literal["divergence", "completion"] = "divergence"
+    # the reference: None = the LoRA adapter disabled (no second copy) or, for a full fine-tune, a
+    # frozen copy of the base; precompute = its log-probs once before training (no copy kept)
+    dpo_precompute_ref: bool = False
 
     head_weight: float = 0.2
     qmm_weight: float = 0.2
@@ -96,6 +107,11 @@ class TrainConfig(BaseModel):
             raise ValueError("deepspeed and fsdp are two ways to shard the same model: set one of them")
         if self.qmm_unmasked and not self.qmm:
             raise ValueError("qmm_unmasked=true needs qmm=true")
+        if len(self.dpo_loss) != len(self.dpo_loss_weights) or not self.dpo_loss:
+            raise ValueError(f"dpo_loss {self.dpo_loss} and dpo_loss_weights {self.dpo_loss_weights} must pair up")
+        if "ipo" in self.dpo_loss:
+            raise ValueError("dpo_loss 'ipo' is TRL's Identity-PO, not Intervened PO; IPO (arXiv 2509.24393) is "
+                             "[sigmoid, sft] with weights [1.0, 0.2] from the divergence point (the default)")
         return self
 
     def trainer_fields(self) -> dict[str, Any]:

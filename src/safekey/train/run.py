@@ -10,117 +10,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..types import SafekeyError
+from .arguments import training_args
 from .config import CONFIG_FILE, LOG_FILE, STATS_FILE, TrainConfig
 from .export import clear_training_run, export
 from .heads import HEADS_ATTR
-from .launch import cpu_sharded_state, format_plan, preflight_plan, refuse_ignored_sharding, refuse_sharding_on_cpu
+from .launch import format_plan, preflight_plan, refuse_ignored_sharding
 from .trainer import SafeKeyTrainer, TrainLogWriter
 
 log = logging.getLogger(__name__)
-
-
-def _fsdp_config(spec: str | dict) -> dict:
-    """The `fsdp:` setting as a fresh dict (a JSON file's path or a mapping); a bad file is one line."""
-    if isinstance(spec, dict):
-        return dict(spec)
-    p = Path(spec)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as e:
-        raise SafekeyError(f"fsdp: cannot read {p}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise SafekeyError(f"{p}:{e.lineno}: not JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise SafekeyError(f"{p}: an FSDP config is a JSON object")
-    return data
-
-
-# TrainingArguments that no config changes: the Trainer's own bar and column pruning are off (ours
-# log instead; the collator needs the span columns), the optimizer is the papers' AdamW
-FIXED_TRAINER_ARGS = {"optim": "adamw_torch", "remove_unused_columns": False, "disable_tqdm": True,
-                      "dataloader_num_workers": 0, "ddp_find_unused_parameters": False}
-
-
-def _report_to(cfg: TrainConfig) -> list[str] | str:
-    """The Trainer's integrations, each checked to be installed (a typo or a missing package is one
-    line here, not a traceback after the model is loaded)."""
-    import importlib.util
-
-    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
-             "trackio": ("trackio",), "comet_ml": ("comet_ml",)}
-    for name in cfg.report_to:
-        if name not in needs:
-            raise SafekeyError(f"report_to: {name!r} is not one of {', '.join(needs)}")
-        if not any(importlib.util.find_spec(m) for m in needs[name]):
-            raise SafekeyError(f"report_to: {name} is not installed (pip install {needs[name][0]})")
-    return list(cfg.report_to) or "none"
-
-
-def _bf16(cfg: TrainConfig) -> bool:
-    if cfg.bf16 == "auto":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return bool(cfg.bf16)
-
-
-def _training_args(cfg: TrainConfig, out_dir: Path):
-    """TrainingArguments for this launch, and the gradient accumulation that gives the effective batch."""
-    import os
-
-    from transformers import TrainingArguments
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if os.environ.get("MASTER_ADDR") and "WORLD_SIZE" not in os.environ and not any(
-            k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
-        # `accelerate launch` with a MULTI_CPU config and num_processes > 1 but no mpirun: it sets the
-        # rendezvous address and then starts this ONE process, which would train alone, silently
-        raise SafekeyError("accelerate launch asked for several CPU processes but started one (MULTI_CPU needs mpirun); "
-                           "on one machine use torchrun --standalone --nproc_per_node N -m safekey.cli.main train run …")
-    per_step = cfg.per_device_batch * world
-    ga = max(1, round(cfg.effective_batch / per_step))
-    if ga * per_step != cfg.effective_batch:
-        log.warning("effective batch %d is not a multiple of %d; using %d", cfg.effective_batch, per_step, ga * per_step)
-    refuse_sharding_on_cpu(cfg)
-    sharded_kw: dict[str, Any] = {}
-    trainer_checkpointing = cfg.gradient_checkpointing
-    if cfg.deepspeed:
-        sharded_kw["deepspeed"] = cfg.deepspeed
-        if not torch.cuda.is_available():
-            sharded_kw["accelerator_config"] = cpu_sharded_state("deepspeed")
-    elif cfg.fsdp:
-        fsdp_config = _fsdp_config(cfg.fsdp)
-        if cfg.gradient_checkpointing:
-            # FSDP's own (per shard unit); the Trainer's would all-gather every layer again in backward
-            fsdp_config.setdefault("activation_checkpointing", True)
-            trainer_checkpointing = False
-        sharded_kw.update(fsdp=True, fsdp_config=fsdp_config)
-        if not torch.cuda.is_available():
-            sharded_kw["accelerator_config"] = cpu_sharded_state("fsdp")
-    args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
-        gradient_accumulation_steps=ga,
-        bf16=_bf16(cfg),
-        activation_checkpointing=trainer_checkpointing,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        report_to=_report_to(cfg),
-        **cfg.trainer_fields(),
-        **FIXED_TRAINER_ARGS,
-        **sharded_kw,
-    )
-    if world > 1 and args.world_size != world:
-        # e.g. an FSDP config launched on CPU: transformers then trains every rank alone, on all the
-        # data, and every rank writes the same output files — silently. Refuse instead.
-        raise SafekeyError(
-            f"launched as {world} processes, but transformers runs this as world size {args.world_size} "
-            f"({args.parallel_mode.value}): each rank would train the whole model alone. On CPU launch with torchrun: "
-            "torchrun --nproc_per_node N -m safekey.cli.main train run … (--set fsdp=configs/fsdp/fsdp2.json, "
-            "--set deepspeed=configs/deepspeed/zero3_cpu.json, or ACCELERATE_USE_CPU=true for plain DDP)"
-        )
-    return args, ga, world
 
 
 def _model_for_training(cfg: TrainConfig, path, trust: bool, model=None):
@@ -176,7 +77,7 @@ def build_trainer(cfg: TrainConfig, records, out_dir: str | Path, *, tok=None, m
     trust = bool(getattr(cfg, "trust_remote_code", False))
     tok = tok or load_tokenizer(path, trust_remote_code=trust)
     feats, dropped = encode_all(tok, records, cfg)
-    args, ga, world = _training_args(cfg, out_dir)
+    args, ga, world = training_args(cfg, out_dir)
     set_seed(cfg.seed)
     model = _model_for_training(cfg, path, trust, model)
     # ZeRO-3 partitions on load (each rank holds a slice) — the weights' `ds_id` says it happened
@@ -303,15 +204,24 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
     if skip_bad and int(os.environ.get("RANK", "0")) == 0:  # one writer of the rejects file
         out_dir.mkdir(parents=True, exist_ok=True)
         rejects = out_dir / "train.rejects.jsonl"
-    records = load_records(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
-    refuse_one_class_head(records, cfg)
     from .trainer import TrainProgress
 
-    trainer, tok, stats = build_trainer(cfg, records, out_dir, extra_callbacks=[TrainProgress()] if progress else ())
+    callbacks = [TrainProgress()] if progress else []
+    if cfg.mode == "dpo":  # preference pairs on TRL's DPOTrainer (train/preference.py)
+        from .preference import build_dpo_trainer, load_pairs
+
+        pairs = load_pairs(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
+        trainer, tok, stats = build_dpo_trainer(cfg, pairs, out_dir, extra_callbacks=tuple(callbacks))
+    else:
+        records = load_records(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
+        refuse_one_class_head(records, cfg)
+        trainer, tok, stats = build_trainer(cfg, records, out_dir, extra_callbacks=callbacks)
     if trainer.args.should_save:
         import sys
 
-        print(format_plan(stats["plan"]), file=sys.stderr, flush=True)
+        plan = stats["plan"]
+        print(format_plan(plan) if plan.get("mode") != "dpo" else "plan: " + ", ".join(f"{k}={v}" for k, v in plan.items()),
+              file=sys.stderr, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, cfg_path)
         if ckpt is not None:  # the curve after the checkpoint is re-logged: cut what came after it

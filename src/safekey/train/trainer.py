@@ -28,6 +28,9 @@ from .qmm import build_qmm_inputs, qmm_loss_per_example
 
 log = logging.getLogger(__name__)
 LOG_KEYS = ("lm_loss", "qmm_loss", "head_loss", "head_acc_u", "head_acc_pre_k", "qmm_k_acc")
+# TRL's DPOTrainer logs (dpo mode): the implicit rewards and the policy's log-probs of each side
+DPO_LOG_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected")
 SPAN_KEYS = ("roles", "u_start", "u_end", "k_start", "k_end", "unsafe")
 
 
@@ -46,6 +49,7 @@ class TrainLogWriter(TrainerCallback):
             return
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "loss": logs["loss"]}
         row.update({k: logs.get(k) for k in LOG_KEYS})
+        row.update({k: logs[k] for k in DPO_LOG_KEYS if k in logs})
         row["lr"] = logs.get("learning_rate")
         row["grad_norm"] = logs.get("grad_norm")
         row["extras_active"] = logs.get("extras_active")
