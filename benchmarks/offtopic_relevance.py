@@ -16,8 +16,8 @@ import csv
 import json
 from pathlib import Path
 
-from safekey.evals.refusal_cues import read_refusal
-from safekey.evals.relevance import OFF_TOPIC_Z, relevance_z
+from safekey.judges.refusal_cues import read_refusal
+from safekey.judges.relevance import OFF_TOPIC_Z, relevance_z
 from safekey.paths import data_dir
 
 HERE = Path(__file__).parent

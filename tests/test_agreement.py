@@ -11,8 +11,8 @@ import pytest
 from test_eval_trust import ScriptedModel
 
 from safekey.evals.agreement import against_labels, agree, cohen_kappa, krippendorff_alpha, read_labels
-from safekey.evals.judges import Verdict
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
+from safekey.judges import Verdict
 
 
 def test_kappa_matches_sklearn_and_alpha_matches_its_closed_form():
@@ -41,7 +41,7 @@ class FlipJudge:
     proxy = False
 
     def __init__(self, k):
-        from safekey.evals.judges import KeywordJudge
+        from safekey.judges import KeywordJudge
 
         self.k, self.base = k, KeywordJudge()
 

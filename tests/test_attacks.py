@@ -11,8 +11,8 @@ import sys
 import pytest
 from test_eval_trust import ScriptedModel
 
-from safekey.evals.judges import KeywordJudge, judged_text
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
+from safekey.judges import KeywordJudge, judged_text
 from safekey.paths import resource
 from safekey.types import SafekeyError
 

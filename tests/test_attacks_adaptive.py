@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from test_attacks import Recording
 
-from safekey.evals.judges import KeywordJudge, Verdict
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
 from safekey.evals.solvers.attacker import Transcript
+from safekey.judges import KeywordJudge, Verdict
 from safekey.paths import resource
 from safekey.testing.fake_openai import FakeOpenAI
 

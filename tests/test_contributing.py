@@ -16,7 +16,7 @@ def _blocks(section: str) -> list[str]:
 
 
 def test_adding_a_judge_as_contributing_shows(monkeypatch, tmp_path, tiny_model_dir):
-    from safekey.evals.judges import registry
+    from safekey.judges import registry
 
     monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))  # the test's line stays in the test
     cls_code, line = _blocks("How to add a judge")
@@ -25,7 +25,7 @@ def test_adding_a_judge_as_contributing_shows(monkeypatch, tmp_path, tiny_model_
     exec(compile(line, "CONTRIBUTING.md", "exec"), {**ns, "REGISTRY": registry.REGISTRY, "JudgeSpec": registry.JudgeSpec})
     assert "length" in registry.judge_help()
     j = registry.make_judge("length")
-    from safekey.evals.judges import JudgeItem
+    from safekey.judges import JudgeItem
 
     v = j.judge([JudgeItem(id="a", question="q", text="x" * 300), JudgeItem(id="b", question="q", text="no")])
     assert [x.harmful for x in v] == [True, False]
@@ -69,7 +69,7 @@ def test_adding_a_solver_as_contributing_shows(monkeypatch, tmp_path, tiny_model
     assert "refusal-suppression" in registry.solver_help()
     import json
 
-    from safekey.evals import judges
+    from safekey import judges
     from safekey.evals.safety import SafetyEvalConfig, SafetyRun
     from safekey.paths import resource
 

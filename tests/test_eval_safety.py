@@ -12,7 +12,6 @@ import pytest
 
 from safekey.evals.compare import compare_runs
 from safekey.evals.judge_scoring import aggregate, item_metrics
-from safekey.evals.judges import Verdict
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
 from safekey.evals.safety_benchmarks import (
     REGISTRY,
@@ -22,6 +21,7 @@ from safekey.evals.safety_benchmarks import (
     get_benchmark,
     load_bench_file,
 )
+from safekey.judges import Verdict
 from safekey.types import SafekeyError
 
 SUMMARY_KEYS = {"kind", "model", "label", "judge", "judge_fingerprint", "judge_part", "weights", "sampling", "created",

@@ -12,7 +12,10 @@ import pytest
 
 from safekey.evals.compare import compare_runs
 from safekey.evals.grading import extract_choice, extract_code, grade_math
-from safekey.evals.judges import (
+from safekey.evals.reasoning import ReasoningConfig, run_reasoning_eval
+from safekey.evals.safety import EvalFailed, SafetyEvalConfig, limit_sample, run_safety_eval
+from safekey.evals.safety_benchmarks import get_benchmark
+from safekey.judges import (
     JudgeFailure,
     JudgeParseError,
     parse_harm_reply,
@@ -20,9 +23,6 @@ from safekey.evals.judges import (
     parse_refusal_class,
     parse_strongreject_reply,
 )
-from safekey.evals.reasoning import ReasoningConfig, run_reasoning_eval
-from safekey.evals.safety import EvalFailed, SafetyEvalConfig, limit_sample, run_safety_eval
-from safekey.evals.safety_benchmarks import get_benchmark
 from safekey.llm import Completion, prompt_opens_think
 from safekey.metrics import rate
 from safekey.types import SafekeyError, thinking_open, truncation

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from safekey.evals.judges import JudgeFailure, JudgeItem, JudgeParseError, Verdict, make_judge, parse_llama_guard
-from safekey.evals.judges.guards import WILDGUARD_INSTRUCTION, parse_qwen3guard, parse_wildguard
+from safekey.judges import JudgeFailure, JudgeItem, JudgeParseError, Verdict, make_judge, parse_llama_guard
+from safekey.judges.guards import WILDGUARD_INSTRUCTION, parse_qwen3guard, parse_wildguard
 from safekey.llm import ChatRequest
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "guard_templates"
@@ -164,7 +164,7 @@ def test_guard_served_by_an_openai_compatible_server(shared, tmp_path, monkeypat
 
 
 def test_p_yes():
-    from safekey.evals.judges.guards import p_yes
+    from safekey.judges.guards import p_yes
 
     assert p_yes({"Yes": 0.3, "No": 0.1, "The": 0.6}) == pytest.approx(0.75)
     assert p_yes({"▁Yes": 0.2, " No": 0.2}) == pytest.approx(0.5)
@@ -176,7 +176,7 @@ def test_p_yes():
 def test_shieldgemma_through_hf_logits_equals_a_direct_forward(tiny_model_dir, tmp_path):
     import torch
 
-    from safekey.evals.judges.guards import SHIELDGEMMA_POLICIES
+    from safekey.judges.guards import SHIELDGEMMA_POLICIES
     from safekey.llm import get_backend
 
     d = _guard_model(tiny_model_dir, tmp_path, "shieldgemma")

@@ -9,8 +9,8 @@ import json
 import pytest
 from test_eval_trust import ScriptedModel
 
-from safekey.evals.judges import thinking_text
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
+from safekey.judges import thinking_text
 
 
 def test_thinking_text_rules():

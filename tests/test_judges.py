@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from safekey.evals.judges import (
+from safekey.judges import (
     HarmJudge,
     JudgeFailure,
     JudgeItem,
@@ -350,7 +350,7 @@ def test_keyword_judge_window_ignores_late_phrases():
 
 
 def test_ensemble_rules_members_and_failures():
-    from safekey.evals.judges import EnsembleJudge
+    from safekey.judges import EnsembleJudge
 
     class Fixed:
         proxy = False

@@ -83,7 +83,7 @@ def test_statements_found_wrong_once_stay_right():
     from safekey.cli.eval_safety import safety
 
     judge_help = next(p.help for p in safety.params if p.name == "judge")
-    from safekey.evals.judges import judge_registry
+    from safekey.judges import judge_registry
 
     for name in judge_registry()[0]:  # the help is generated from the registry
         assert name in judge_help, name

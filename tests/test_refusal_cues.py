@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from safekey.evals.judges import JudgeItem, KeywordJudge
-from safekey.evals.refusal_cues import read_refusal
+from safekey.judges import JudgeItem, KeywordJudge
+from safekey.judges.refusal_cues import read_refusal
 from safekey.sources import load_table
 from safekey.types import final_answer
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from safekey.evals.judges import JudgeItem, KeywordJudge
-from safekey.evals.relevance import MODEL, OFF_TOPIC_Z, _encoder, relevance_z
+from safekey.judges import JudgeItem, KeywordJudge
+from safekey.judges.relevance import MODEL, OFF_TOPIC_Z, _encoder, relevance_z
 
 LABELS = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "offtopic_labels.jsonl"
 

@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import run_cli
 
 from safekey.cli.main import main
-from safekey.evals.judges import JudgeItem, KeywordJudge
+from safekey.judges import JudgeItem, KeywordJudge
 from safekey.paths import resource
 from safekey.testing.fake_openai import FakeOpenAI
 

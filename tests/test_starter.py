@@ -36,7 +36,7 @@ def test_counts_and_categories(train):
 
 
 def test_response_shape_and_spans(train):
-    from safekey.evals.refusal_cues import read_refusal
+    from safekey.judges.refusal_cues import read_refusal
 
     for r in train:
         m = THINK_RE.match(r.response)

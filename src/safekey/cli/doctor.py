@@ -15,8 +15,8 @@ def experiment_findings(spec: str) -> list:
     key or weights and its endpoint. Shared with `safekey run --dry-run`."""
     import os
 
-    from ..evals.judges import judge_registry
     from ..experiment import check_eval_pythons, load_experiment
+    from ..judges import judge_registry
     from ..preflight import Finding, check_backend
 
     exp, here = load_experiment(spec)
@@ -100,9 +100,9 @@ def doctor(experiment, config_file, specs, base_url):
         rows += check_backend(s, base_url=base_url)
     if config_file is not None:
         from ..config import load_config
-        from ..evals.judges import judge_registry
         from ..evals.safety import SafetyEvalConfig
         from ..evals.safety_benchmarks import REGISTRY
+        from ..judges import judge_registry
 
         cfg = load_config(SafetyEvalConfig, config_file, ())
         rows += check_backend(cfg.model, base_url=cfg.base_url, role="model")

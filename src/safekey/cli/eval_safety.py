@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..evals.judges.registry import judge_help
 from ..evals.solvers.registry import solver_help
+from ..judges.registry import judge_help
 
 
 def _kv(values: tuple[str, ...]) -> dict[str, str]:
@@ -98,7 +98,7 @@ def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, j
     from ..paths import refuse_output_in_inputs
 
     refuse_output_in_inputs(out_dir, [*cfg.bench_files, *cfg.bench_paths.values()])  # --overwrite clears the run folder
-    from ..evals.judges import judge_registry
+    from ..judges import judge_registry
 
     defaults = judge_registry()[1]
     if cfg.judge in defaults and not cfg.judge_model:

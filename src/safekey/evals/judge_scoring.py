@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ..judges import REGISTRY, Judge, JudgeFailure, JudgeItem, Verdict, judged_text, thinking_text
+from ..judges.base import own_start
 from ..metrics import rate, truncation_shares
 from ..store import Failure
 from ..types import Record
-from .judges import REGISTRY, Judge, JudgeFailure, JudgeItem, Verdict, judged_text, thinking_text
-from .judges.base import own_start
 from .runner import Scorer, Task
 from .solvers import with_fields
 

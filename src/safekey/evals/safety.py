@@ -38,13 +38,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..judges import Judge, make_judge
 from ..metrics import fmt_rate
 from ..provenance import provenance
 from ..store import write_stats
 from ..subsample import stratified_sample
 from ..types import Record, SafekeyError
 from .judge_scoring import METRIC_ORDER, SCORE_METRICS, JudgeScorer
-from .judges import Judge, make_judge
 from .runner import EvalFailed, EvalRunner, Task, check_failure_budget, expand_samples, sample_seed
 from .safety_benchmarks import (
     PREFILL_TOKENS_DEFAULT,

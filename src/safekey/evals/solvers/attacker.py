@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...judges.base import JudgeFailure, JudgeItem, judged_text
+from ...judges.refusal_cues import read_refusal
 from ...llm import ChatRequest, Sampling
 from ...paths import resource
 from ...types import Record, SafekeyError
-from ..judges.base import JudgeFailure, JudgeItem, judged_text
-from ..refusal_cues import read_refusal
 
 
 def attack_prompt(name: str, **values: str) -> str:

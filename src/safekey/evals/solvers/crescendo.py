@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...judges.refusal_cues import read_refusal
 from ...store import Failure
 from ...types import Record, SafekeyError, final_answer
-from ..refusal_cues import read_refusal
 from .attacker import AttackerModel, Transcript, attack_prompt, goal_of, judge_responses, parse_attack
 from .base import Solver, Target, respond, with_fields
 from .pair import _seed

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...types import SafekeyError
+from ..types import SafekeyError
 from .base import Judge, JudgeFailure, JudgeItem, JudgeParseError, Verdict, nonce_tag, render_template, template_hash
 from .parsers import LLAMA_GUARD_CATEGORIES, parse_harm_reply, parse_llama_guard, parse_refusal_class, parse_strongreject_reply
 
@@ -39,7 +39,7 @@ class LLMJudge(Judge):
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from ...llm import get_backend, parse_spec
+            from ..llm import get_backend, parse_spec
 
             overrides = {"base_url": self.model.base_url, "concurrency": self.model.concurrency}
             self._backend = get_backend(parse_spec(self.model.spec, **overrides))
@@ -54,8 +54,8 @@ class LLMJudge(Judge):
         environment, or local / cached weights (an offline hub id fails here, in one line)."""
         import os
 
-        from ...llm import parse_spec
-        from ...models import hub_model_available, resolve_model
+        from ..llm import parse_spec
+        from ..models import hub_model_available, resolve_model
 
         cfg = parse_spec(self.model.spec, base_url=self.model.base_url)
         if cfg.kind == "openai":
@@ -64,7 +64,7 @@ class LLMJudge(Judge):
                                    "choose the judge model with --judge-model")
             url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
             if url:  # a dead --judge-base-url used to fail only after every generation (66 s of retries)
-                from ...preflight import _probe
+                from ..preflight import _probe
 
                 found = _probe(url, f"judge {self.name}")
                 if found.level == "error":
@@ -76,7 +76,7 @@ class LLMJudge(Judge):
                                "cache); pass --judge-model hf:/local/folder or allow hub access")
 
     def sampling(self) -> Any:
-        from ...llm import Sampling
+        from ..llm import Sampling
 
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=self.model.max_tokens)
 
@@ -87,7 +87,7 @@ class LLMJudge(Judge):
     def verdict(self, reply: str) -> Verdict: ...
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict | JudgeFailure]:
-        from ...llm import ChatRequest
+        from ..llm import ChatRequest
 
         reqs = [ChatRequest(messages=self.request_messages(it), sampling=self.sampling(), id=it.id) for it in items]
         comps = self.backend.generate(reqs)
@@ -166,8 +166,8 @@ STRONGREJECT_RUBRIC_URLS = {
 
 def strongreject_rubric(which: str, path: str | Path | None = None) -> str:
     """The official rubric text: an explicit path, the shared data copy, else the canonical URL."""
-    from ...paths import data_dir
-    from ...sources import read_text_source
+    from ..paths import data_dir
+    from ..sources import read_text_source
 
     if path is None:
         d = data_dir()
@@ -228,7 +228,7 @@ class LlamaGuardJudge(LLMJudge):
     name = "llama-guard"
 
     def sampling(self) -> Any:
-        from ...llm import Sampling
+        from ..llm import Sampling
 
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=min(self.model.max_tokens, 32))
 

@@ -56,7 +56,7 @@ def parse_harm_reply(reply: str) -> HarmReply:
     such object exists (so a judge that quotes the injected ``{"score": 1}`` and then gives its
     own full verdict is read correctly too). Near-JSON (single quotes, trailing commas) is repaired
     with json-repair, never eval'ed."""
-    from ...llm.structured import extract_json
+    from ..llm.structured import extract_json
 
     answer = judge_answer(reply)
     objs = [o for o in _json_objects(answer) if "score" in o]

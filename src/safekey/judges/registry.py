@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...types import SafekeyError
+from ..types import SafekeyError
 from .base import Judge
 from .ensemble import EnsembleJudge
 from .guards import Qwen3GuardJudge, Qwen3GuardStrictJudge, ShieldGemmaJudge, WildGuardJudge

@@ -29,7 +29,7 @@ The package, one noun per file: ``base`` (items, verdicts, parts, templates), ``
 
 from __future__ import annotations
 
-from ...types import thinking_text
+from ..types import thinking_text
 from .base import (
                      PROMPTS,
                      Judge,

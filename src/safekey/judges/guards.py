@@ -45,7 +45,7 @@ class Qwen3GuardJudge(LLMJudge):
     strict = False
 
     def sampling(self) -> Any:
-        from ...llm import Sampling
+        from ..llm import Sampling
 
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=min(self.model.max_tokens, 64))
 
@@ -84,7 +84,7 @@ class WildGuardJudge(LLMJudge):
     name = "wildguard"
 
     def sampling(self) -> Any:
-        from ...llm import Sampling
+        from ..llm import Sampling
 
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=min(self.model.max_tokens, 32))
 
@@ -150,7 +150,7 @@ class ShieldGemmaJudge(LLMJudge):
     threshold = 0.5
 
     def sampling(self) -> Any:
-        from ...llm import Sampling
+        from ..llm import Sampling
 
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=1)
 
@@ -167,7 +167,7 @@ class ShieldGemmaJudge(LLMJudge):
         return True  # a cached reply is never stale by its text
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict | JudgeFailure]:
-        from ...llm import ChatRequest
+        from ..llm import ChatRequest
 
         names = list(SHIELDGEMMA_POLICIES)
         reqs = [ChatRequest(messages=self.request_messages(it), sampling=self.sampling(), id=it.id,

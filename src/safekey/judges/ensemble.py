@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...types import SafekeyError
+from ..types import SafekeyError
 from .base import Judge, JudgeFailure, JudgeItem, Verdict
 
 

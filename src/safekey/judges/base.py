@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...types import SafekeyError
+from ..types import SafekeyError
 
-PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS = Path(__file__).resolve().parent / "prompts"
 JudgePart = Literal["answer", "think", "thinking", "both", "full"]
 
 
