@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from safekey.annotate.labellers import THINK_OPEN, HeuristicLabeller, LabellerConfig, LLMLabeller
 from safekey.annotate.lexicon import is_safety
-from safekey.annotate.sentences import segment, segment_regex
 from safekey.annotate.stage import annotate_file
 from safekey.llm import BackendConfig, Completion
+from safekey.sentences import segment, segment_regex
 from safekey.store import Failure
 from safekey.types import Record, SafekeyError
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from safekey.annotate.labellers import HeuristicLabeller
-from safekey.annotate.sentences import segment, segment_regex
+from safekey.sentences import segment, segment_regex
 from safekey.types import Record
 
 DEV = Path(__file__).parent / "fixtures" / "uk_dev.jsonl"

@@ -27,10 +27,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..sentences import Sentence, iter_sentences
 from ..store import Failure
 from ..types import Record
 from . import lexicon as lx
-from .sentences import Sentence, iter_sentences
 
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "\n</think>"

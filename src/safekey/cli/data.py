@@ -182,6 +182,36 @@ def mix_cmd(harmful, benign, out) -> None:
     click.echo(json.dumps({k: st[k] for k in ("records", "unsafe")}))
 
 
+@data.command("pairs")
+@click.argument("inp", type=click.Path(exists=True, dir_okay=False))
+@out_opt
+@click.option("--policy", default=None, help="kind:model of the policy (the model to be trained) [default: hf:smollm2-135m].")
+@base_url_opt
+@click.option("--judge", default=None, help="Any safekey judge (marks unsafe traces, checks the continuations) [default: keyword].")
+@click.option("--judge-model", default=None)
+@click.option("--judge-base-url", default=None)
+@mnt_opt
+@limit_opt
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML PairsConfig.")
+@set_opt
+@overwrite_opt
+@skip_bad_opt
+@click.option("--no-progress", is_flag=True)
+def pairs_cmd(inp, out, policy, base_url, judge, judge_model, judge_base_url, max_new_tokens, limit, config_file, sets,
+              overwrite, skip_bad, no_progress) -> None:
+    """Intervened preference pairs (IPO): the policy's unsafe traces cut at their first compliance cue and
+    continued from a safety trigger (chosen) vs the original trace (rejected); benign over-refusals the same
+    way. Output: every input with a status; `status: pair` rows are what `train run --mode dpo` reads."""
+    from ..config import load_config
+    from ..datamaking.pairs import PairsConfig, run
+
+    cfg = load_config(PairsConfig, config_file, sets, policy=policy, base_url=base_url, judge=judge,
+                      judge_model=judge_model, judge_base_url=judge_base_url, max_new_tokens=max_new_tokens)
+    refuse_output_in_inputs(out, [inp])
+    st = run(inp, out, cfg, overwrite=overwrite, skip_bad=skip_bad, limit=limit, progress=not no_progress)
+    click.echo(json.dumps({k: st.get(k) for k in ("pairs", "status", "cue_found_share", "failed")}))
+
+
 @data.command("benign-filter")
 @click.argument("inp", type=click.Path(exists=True, dir_okay=False))
 @out_opt

@@ -55,6 +55,8 @@ def load_pairs(path: str | Path, limit: int | None = None, *, skip_bad: bool = F
     out: list[dict[str, Any]] = []
     bad: list[str] = []
     for loc, obj, err in iter_json_objects(Path(path)):
+        if err is None and isinstance(obj, dict) and obj.get("status") not in (None, "pair"):
+            continue  # `data pairs` wrote why this item gave no pair (already safe, no cue…): not a pair, not an error
         problem = err
         if problem is None:
             if not isinstance(obj, dict):
