@@ -104,11 +104,15 @@ def test_step_runner_failure_names_the_step_and_resumes(tmp_path):
 @pytest.fixture(scope="module")
 def experiment_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("exp")
+    from test_dpo import _pairs
+
+    (tmp / "pairs.jsonl").write_text("\n".join(json.dumps(x) for x in _pairs(4)) + "\n")  # pairs the user brings
     spec = {
         "name": "tiny", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
         "train": {"epochs": 1, "max_length": 192, "limit": 8,
                   "set": {"effective_batch": 4, "per_device_batch": 4, "last_k_epochs": 1, "save_total_limit": 1}},
-        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}],
+        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}, {"name": "dpo", "mode": "dpo"}],
+        "pairs": {"file": "pairs.jsonl"},
         "seeds": [1, 2],
         "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl", "{starter}/heldout_benign.jsonl"], "limit": "4",
                    "judge": "keyword", "max_new_tokens": 6, "batch_size": 8},
@@ -125,8 +129,9 @@ def experiment_run(tmp_path_factory, tiny_model_dir):
 def test_experiment_end_to_end(experiment_run):
     out, _, _ = experiment_run
     m = json.loads((out / "experiment.json").read_text())
-    assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"]}
-    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2"):
+    assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"],
+                           "dpo": ["dpo-s1", "dpo-s2"]}
+    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2", "dpo-s1", "dpo-s2"):
         cfg = yaml.safe_load((out / "train" / run / "train_config.yaml").read_text())
         assert cfg["seed"] == int(run[-1]) and cfg["mode"] == run.split("-")[0]
         summary = json.loads((out / "eval" / run / "summary.json").read_text())
@@ -141,6 +146,8 @@ def test_experiment_end_to_end(experiment_run):
     assert 'id="seed-table"' in html and "safekey" in html
     md = CliRunner().invoke(cli, ["report", str(out), "--format", "md"])
     assert md.exit_code == 0 and "Across training seeds" in md.output and "| safekey | 2 |" in md.output
+    assert "| dpo | 2 |" in md.output  # SFT, SafeKey and DPO in one table, from one experiment file
+    assert json.loads((out / "train" / "dpo-s1" / "train_stats.json").read_text())["plan"]["mode"] == "dpo"
 
 
 def test_experiment_rerun_skips_finished_steps(experiment_run):
@@ -250,3 +257,20 @@ def test_experiment_attacks_and_samples_reach_the_eval_config(tmp_path, tiny_mod
         spec = _write(tmp_path, {**BASE, "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl"], **bad}})
         with pytest.raises(SafekeyError, match=rf"safety: .*{msg}"):
             plan_steps(*load_experiment(spec), tmp_path / "out", str(tiny_model_dir))
+
+
+def test_dpo_variants_get_a_pairs_step_made_with_the_base_model(tmp_path, tiny_model_dir):
+    spec = _write(tmp_path, {**BASE, "variants": [{"name": "sft", "mode": "sft"}, {"name": "ipo", "mode": "dpo"}],
+                             "pairs": {"judge": "keyword", "max_new_tokens": 128, "limit": 32}})
+    steps, _ = plan_steps(*load_experiment(spec), tmp_path / "out", str(tiny_model_dir))
+    names = [s.name for s in steps]
+    assert names.index("pairs") < names.index("train-ipo")
+    pairs = next(s for s in steps if s.name == "pairs")
+    (cfg,) = (yaml.safe_load(t) for t in pairs.writes.values())
+    assert cfg["policy"] == f"hf:{tiny_model_dir}" and cfg["max_new_tokens"] == 128 and pairs.cmd[-2:] == ["--limit", "32"]
+    ipo = next(s for s in steps if s.name == "train-ipo")
+    assert ipo.after == ["pairs"] and str(tmp_path / "out" / "data" / "pairs.jsonl") in ipo.cmd
+    assert _train_cfg(ipo)["mode"] == "dpo" and "pairs" not in next(s for s in steps if s.name == "train-sft").after
+    assert "ipo" in presets()  # the paper setup
+    exp, here = load_experiment("ipo")
+    assert any(v.mode == "dpo" for v in exp.variants)

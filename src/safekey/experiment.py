@@ -35,7 +35,13 @@ from .experiment_file import (  # re-exported: the planner's callers read the fi
     presets,
     source_path,
 )
-from .stage_configs import reasoning_config_yaml, safety_bench_names, safety_config_yaml, train_config_yaml
+from .stage_configs import (
+    pairs_config_yaml,
+    reasoning_config_yaml,
+    safety_bench_names,
+    safety_config_yaml,
+    train_config_yaml,
+)
 from .steps import Step, cli, count_lines
 from .types import SafekeyError
 
@@ -172,17 +178,31 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
     groups: dict[str, list[str]] = {"base": ["base"]} if exp.include_base else {}
     seeds_of: dict[str, int] = {}
     trains: dict[str, Step] = {}
+    pairs_file = Path(P(exp.pairs.file)) if exp.pairs.file else out / "data" / "pairs.jsonl"
+    if any(v.mode == "dpo" for v in exp.variants) and not exp.pairs.file:
+        # the dpo variants' preference pairs, made on-policy with the base model (safekey data pairs)
+        pr = exp.pairs
+        prompts = P(pr.data) if pr.data else data
+        pcfg = out / "configs" / "pairs.yaml"
+        steps.append(Step("pairs", cli("data", "pairs", prompts, "-o", str(pairs_file), "--config", str(pcfg), "--no-progress",
+                                       *(["--limit", str(pr.limit)] if pr.limit else [])), [pairs_file], 60,
+                          lambda: f"{count_lines([pairs_file])} items", env=env, inputs=[Path(prompts), *base_inputs, pcfg],
+                          after=[] if pr.data else data_after, fresh_args=["--overwrite"],
+                          writes={pcfg: pairs_config_yaml(pr, f"{pr.backend}:{base_model}")}))
     for seed in exp.seeds:
         for v in exp.variants:
             name = run_name(v.name, seed, exp)
             folder = out / "train" / name
             cfg_file = out / "configs" / f"train-{name}.yaml"
-            args = ["train", "run", data, "--config", str(cfg_file), "-o", str(folder), "--no-progress"]
+            dpo = v.mode == "dpo"
+            args = ["train", "run", str(pairs_file) if dpo else data, "--config", str(cfg_file), "-o", str(folder),
+                    "--no-progress"]
             # train_stats.json is written last: its presence means the model was exported whole
             trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],
-                                20 + n_train * (t.epochs or 1) * 1.2, _trained(folder), env=train_env,
-                                inputs=[*train_inputs, cfg_file], after=data_after, resume_args=["--auto-resume"],
-                                fresh_args=["--overwrite"],
+                                20 + n_train * (t.epochs or 1) * (2.4 if dpo else 1.2), _trained(folder), env=train_env,
+                                inputs=[*train_inputs, cfg_file, *([pairs_file] if dpo else [])],
+                                after=(["pairs"] if not exp.pairs.file else []) if dpo else data_after,
+                                resume_args=["--auto-resume"], fresh_args=["--overwrite"],
                                 writes={cfg_file: train_config_yaml(exp, v, seed, base_model, P, targets)})
             models[name] = str(folder)
             groups.setdefault(v.name, []).append(name)

@@ -46,8 +46,21 @@ class TrainSpec(_Strict):
 
 class Variant(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    mode: Literal["sft", "safekey"]
+    mode: Literal["sft", "safekey", "dpo"]  # dpo trains on the pairs of the `pairs:` step
     set: dict[str, Any] = {}  # e.g. {head: false} for the −DPSH ablation
+
+
+class PairsSpec(_Strict):
+    """How the dpo variants' preference pairs are made (`safekey data pairs`, the base model as policy)."""
+
+    file: str | None = None  # pairs you bring ({id, question, prefix, chosen, rejected}): no pairs step
+    data: str | None = None  # prompts (default: the experiment's train_data)
+    judge: str = "keyword"
+    judge_model: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
+    benign: bool = True
+    backend: Literal["hf", "vllm"] = "hf"  # how the policy generates
 
 
 class SafetySpec(_Strict):
@@ -115,6 +128,7 @@ class Experiment(_Strict):
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = [2002]  # numpy/torch seeds are 32-bit
     include_base: bool = True
     offline: bool = False  # HF_HUB_OFFLINE=1 for every step
+    pairs: PairsSpec = PairsSpec()
     safety: SafetySpec | None = None
     reasoning: ReasoningSpec | None = None
     analyses: Analyses = Analyses()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .experiment_file import Experiment, Paths, ReasoningSpec, SafetySpec, Variant
+from .experiment_file import Experiment, PairsSpec, Paths, ReasoningSpec, SafetySpec, Variant
 from .types import SafekeyError
 
 PATH_SETTINGS = {"prefixes"}  # attack settings that name files (resolved like every path in the experiment)
@@ -76,6 +76,19 @@ def reasoning_config_yaml(r: ReasoningSpec) -> str:
     return _dump("reasoning:", cfg)
 
 
+def pairs_config_yaml(p: PairsSpec, policy: str) -> str:
+    """``data pairs --config``: the experiment's `pairs:` keys as PairsConfig keys, the base model as policy."""
+    from .datamaking.pairs import PairsConfig
+
+    cfg: dict[str, Any] = {"policy": policy, "judge": p.judge, "benign": p.benign}
+    if p.judge_model:
+        cfg["judge_model"] = p.judge_model
+    if p.max_new_tokens is not None:
+        cfg["max_new_tokens"] = p.max_new_tokens
+    PairsConfig.model_validate(cfg)
+    return _dump("pairs:", cfg)
+
+
 def train_config_yaml(exp: Experiment, v: Variant, seed: int, base_model: str, P: Paths,
                       lora_targets: str | None) -> str:
     """``train run --config``: the train config file named in `train.config` (if any), then the
@@ -113,4 +126,4 @@ def train_config_yaml(exp: Experiment, v: Variant, seed: int, base_model: str, P
     return _dump(f"train: and variant {v.name}", data)
 
 
-__all__ = ["reasoning_config_yaml", "safety_bench_names", "safety_config_yaml", "train_config_yaml"]
+__all__ = ["pairs_config_yaml", "reasoning_config_yaml", "safety_bench_names", "safety_config_yaml", "train_config_yaml"]
