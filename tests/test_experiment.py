@@ -272,5 +272,5 @@ def test_dpo_variants_get_a_pairs_step_made_with_the_base_model(tmp_path, tiny_m
     assert ipo.after == ["pairs"] and str(tmp_path / "out" / "data" / "pairs.jsonl") in ipo.cmd
     assert _train_cfg(ipo)["mode"] == "dpo" and "pairs" not in next(s for s in steps if s.name == "train-sft").after
     assert "ipo" in presets()  # the paper setup
-    exp, here = load_experiment("ipo")
+    exp, _ = load_experiment("ipo")
     assert any(v.mode == "dpo" for v in exp.variants)
