@@ -257,3 +257,28 @@ def test_prefill_thinking_prefixes_written_by_a_backend_model(tmp_path, key):
         run_safety_eval(cfg, tmp_path / "run", backend=be, judge=KeywordJudge(), progress=False)
     assert len(asked) == 3 and all("first 6 words" in a for a in asked)
     assert {r.prefill for r in be.seen} == {"Sure, I will help with this"}  # the written opening, cut at 6 words
+
+
+def test_the_attacker_serves_every_batch_and_is_closed_once_after_the_run(tmp_path, key):
+    from safekey.evals.safety import SafetyRun
+    from safekey.llm import Completion
+
+    class Stub:
+        closed = 0
+        calls = 0
+
+        def generate(self, reqs, cache=None):
+            assert Stub.closed == 0, "the attacker was closed while batches remained"
+            Stub.calls += len(reqs)
+            return [Completion(text=attacker(r.messages)) for r in reqs]
+
+        def close(self):
+            Stub.closed += 1
+
+    cfg = SafetyEvalConfig(model="openai:scripted", bench_files=[BENCH], attacks=["pair"], limit=6, batch_size=2,
+                           attack_settings={"pair": {"attacker": "openai:never-built", "streams": 1, "iterations": 3}})
+    run = SafetyRun(cfg, tmp_path / "run", backend=Recording(target_reply, opens_think=False), judge=KeywordJudge(),
+                    progress=False)
+    run.solvers["pair"].attacker._backend = Stub()
+    s = run.run()
+    assert Stub.closed == 1 and Stub.calls > 6 and s["benchmarks"]["heldout_harmful@pair"]["attack_stats"]["items"] == 6

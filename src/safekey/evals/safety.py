@@ -270,6 +270,8 @@ class SafetyRun:
             for task in tasks:
                 results[task.name] = self.runner.run_task(task, target)
         finally:
+            for solver in self.solvers.values():
+                solver.close()
             if self._own_judge:
                 self.judge.close()
             if self._own_backend and self._backend is not None:

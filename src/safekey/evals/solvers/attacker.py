@@ -106,6 +106,7 @@ class AttackerModel:
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
+            self._backend = None
 
 
 def parse_attack(text: str | None, key: str = "prompt") -> str | None:

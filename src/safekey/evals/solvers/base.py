@@ -86,5 +86,9 @@ class Solver:
     def solve(self, batch: list[Record], target: Target) -> list[Record | Failure]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the solver opened (an attacker model); called once, after the run's last task."""
+        return None
+
 
 __all__ = ["Solver", "Target", "respond", "with_fields"]

@@ -38,6 +38,9 @@ class Crescendo(Solver):
         self.attacker = AttackerModel(attacker, attacker_base_url, attacker_temperature, attacker_max_tokens)
         self.max_turns, self.max_backtracks, self.max_queries = max_turns, max_backtracks, max_queries
 
+    def close(self) -> None:
+        self.attacker.close()
+
     def fingerprint(self) -> dict[str, Any]:
         return {"solver": self.name, **self.attacker.fingerprint(), "max_turns": self.max_turns,
                 "max_backtracks": self.max_backtracks, "max_queries": self.max_queries}
@@ -80,15 +83,12 @@ class Crescendo(Solver):
             raise SafekeyError("--attack crescendo needs the run's judge and folder (run it through eval safety)")
         logs = {r.id: Transcript(target.workdir, r.id) for r in batch}
         entries = {r.id: logs[r.id].load() for r in batch}
-        try:
-            for _ in range(2 * (self.max_turns + self.max_backtracks) + 1):  # every step adds an entry or stops an item
-                active = [r for r in batch if self._active(entries[r.id])]
-                if not active:
-                    break
-                self._step(active, target, logs, entries)
-            return [self._final(r, entries[r.id], target) for r in batch]
-        finally:
-            self.attacker.close()
+        for _ in range(2 * (self.max_turns + self.max_backtracks) + 1):  # every step adds an entry or stops an item
+            active = [r for r in batch if self._active(entries[r.id])]
+            if not active:
+                break
+            self._step(active, target, logs, entries)
+        return [self._final(r, entries[r.id], target) for r in batch]
 
     def _step(self, active: list[Record], target: Target, logs: dict[str, Transcript],
               entries: dict[str, list[dict[str, Any]]]) -> None:

@@ -44,6 +44,9 @@ class Pair(Solver):
         self.attacker = AttackerModel(attacker, attacker_base_url, attacker_temperature, attacker_max_tokens)
         self.streams, self.iterations, self.max_queries, self.target_str = streams, iterations, max_queries, target_str
 
+    def close(self) -> None:
+        self.attacker.close()
+
     def fingerprint(self) -> dict[str, Any]:
         return {"solver": self.name, **self.attacker.fingerprint(), "streams": self.streams,
                 "iterations": self.iterations, "max_queries": self.max_queries, "target_str": self.target_str}
@@ -105,10 +108,7 @@ class Pair(Solver):
             if not todo:
                 continue
             self._step(todo, target, logs, entries, round_)
-        try:
-            return [self._final(r, entries[r.id], target) for r in batch]
-        finally:
-            self.attacker.close()
+        return [self._final(r, entries[r.id], target) for r in batch]
 
     def _step(self, todo: list[tuple[Record, str, list[dict[str, Any]]]], target: Target, logs: dict[str, Transcript],
               entries: dict[str, list[dict[str, Any]]], round_: int) -> None:

@@ -109,6 +109,10 @@ class PrefillThinking(Solver):
         text = self.by_id.get(r.id) or written or _pick(self.pool, r.id).replace("{request}", r.prompt_messages()[-1]["content"])
         return ("" if opens else "<think>\n") + _words(text, self.words)
 
+    def close(self) -> None:
+        if self.prefix_model is not None:
+            self.prefix_model.close()
+
     def written(self, batch: list[Record]) -> dict[str, str]:
         """Openings written by `prefix_model` (greedy) for the items the file does not cover; an
         empty or failed reply falls back to a built-in opening (the prefix is recorded either way)."""
