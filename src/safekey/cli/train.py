@@ -28,9 +28,10 @@ def train() -> None:
 @train.command()
 @click.argument("records", type=click.Path(dir_okay=False))
 @click.option("--model", default=None, help="Hub id, local folder or alias (default smollm2-135m).")
-@click.option("--mode", type=click.Choice(["sft", "safekey", "dpo"]), default=None,
+@click.option("--mode", type=click.Choice(["sft", "safekey", "dpo", "grpo"]), default=None,
               help="sft = STAR-1; safekey = SFT + DPSH + QMM; dpo = preference pairs (IPO: sigmoid DPO + 0.2 SFT from the "
-                   "divergence point; RECORDS are {id, question, prefix, chosen, rejected}).")
+                   "divergence point; RECORDS are {id, question, prefix, chosen, rejected}); grpo = RL with safety, "
+                   "over-refusal and format rewards (RECORDS are prompts: {id, question, unsafe}).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="YAML config (configs/train/*.yaml).")
 @click.option("--set", "overrides", multiple=True, help="key=value override (repeatable), e.g. --set lr=2e-5.")

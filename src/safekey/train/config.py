@@ -17,7 +17,7 @@ class TrainConfig(BaseModel):
 
     model: str = "smollm2-135m"
     trust_remote_code: bool = False  # run a model folder's own code (auto_map); only when the user asks
-    mode: Literal["sft", "safekey", "dpo"] = "safekey"
+    mode: Literal["sft", "safekey", "dpo", "grpo"] = "safekey"
     # ablations (safekey mode): drop a component, or run QMM without the query mask
     head: bool = True
     qmm: bool = True
@@ -46,6 +46,24 @@ class TrainConfig(BaseModel):
     # the reference: None = the LoRA adapter disabled (no second copy) or, for a full fine-tune, a
     # frozen copy of the base; precompute = its log-probs once before training (no copy kept)
     dpo_precompute_ref: bool = False
+
+    # grpo mode (prompts, TRL's GRPOTrainer), TRL's own names; TRL 1.x defaults differ from the
+    # papers', so every one is set here: RECAP trains DAPO (loss_type dapo) without a KL term (beta 0)
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(256, ge=1)
+    beta: float = Field(0.0, ge=0.0)
+    loss_type: str = "dapo"
+    temperature: float = Field(1.0, gt=0.0)
+    grpo_rewards: dict[str, float] = {"safety": 1.0, "over_refusal": 1.0, "format": 0.5}
+    grpo_judge: str = "keyword"  # any safekey judge as the safety reward
+    grpo_judge_model: str | None = None
+    grpo_judge_base_url: str | None = None
+    # RECAP: a share of prompts gets its thinking prefilled with N words of counter-aligned reasoning
+    prefill_share: float = Field(0.0, ge=0.0, le=1.0)
+    prefill_words: int = Field(20, ge=1)
+    prefill_traces: str | None = None  # {id, prefix} or {id, response} rows (e.g. the pairs stage's unsafe traces)
+    use_vllm: bool = False  # TRL's own vLLM generation (GPU; config only here)
+    vllm_mode: Literal["colocate", "server"] = "colocate"
 
     head_weight: float = 0.2
     qmm_weight: float = 0.2

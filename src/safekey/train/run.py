@@ -212,6 +212,11 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
 
         pairs = load_pairs(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
         trainer, tok, stats = build_dpo_trainer(cfg, pairs, out_dir, extra_callbacks=tuple(callbacks))
+    elif cfg.mode == "grpo":  # prompts and rewards on TRL's GRPOTrainer (train/rl.py)
+        from .rl import build_grpo_trainer, load_prompts
+
+        prompts = load_prompts(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects, default_unsafe=cfg.default_unsafe)
+        trainer, tok, stats = build_grpo_trainer(cfg, prompts, out_dir, extra_callbacks=tuple(callbacks))
     else:
         records = load_records(records_path, cfg.limit, skip_bad=skip_bad, rejects=rejects)
         refuse_one_class_head(records, cfg)
@@ -220,7 +225,7 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
         import sys
 
         plan = stats["plan"]
-        print(format_plan(plan) if plan.get("mode") != "dpo" else "plan: " + ", ".join(f"{k}={v}" for k, v in plan.items()),
+        print(format_plan(plan) if plan.get("mode") not in ("dpo", "grpo") else "plan: " + ", ".join(f"{k}={v}" for k, v in plan.items()),
               file=sys.stderr, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, cfg_path)

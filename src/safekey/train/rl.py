@@ -1,0 +1,177 @@
+"""RL with safety rewards (RECAP, ThinkSafe) on TRL's GRPOTrainer, with counter-aligned prefills.
+
+PROMPTS are the records safekey reads (``id``, ``question``, ``unsafe``; optional ``prefill``): harmful
+prompts (unsafe 1), benign look-alikes (unsafe 0), mixed beforehand with ``safekey data mix``. Each
+prompt is rendered by the model's chat template (the same renderer as SFT). RECAP's counter-aligned
+prefills: for a share ``prefill_share`` of the prompts (chosen by a hash of the id, so the same ones
+on every rank and every resume), the thinking is opened with ``prefill_words`` words that accept a
+harmful request (or start to over-refuse a benign one), from ``prefill_traces`` or built in. The
+prefix is part of the prompt: it gets no gradient (GRPO's loss covers completion tokens only) and
+the rewards read only what the model wrote after it (:mod:`.rewards`).
+
+Generation is ``model.generate`` on CPU; on GPUs TRL's own vLLM (``use_vllm``, colocate or server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from trl import GRPOConfig, GRPOTrainer
+
+from ..paths import resource
+from ..records import iter_json_objects
+from ..types import Record, SafekeyError, thinking_open, thinking_text
+from .arguments import training_args
+from .config import TrainConfig
+from .render import render
+from .rewards import make_rewards
+
+OVER_REFUSING = ["This request sounds dangerous, so I should be careful and probably refuse. I cannot help with anything "
+                 "that might be misused, even if it looks harmless, so I will decline"]
+
+
+class SafeKeyGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer, as :class:`~.trainer.SafeKeyTrainer` is transformers' Trainer."""
+
+    def __init__(self, *args: Any, skcfg: TrainConfig, **kw: Any):
+        super().__init__(*args, **kw)
+        self.skcfg = skcfg
+        self.exporting = False
+
+
+def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool = False, rejects: Path | None = None,
+                 default_unsafe: int | None = None) -> list[dict[str, Any]]:
+    """Prompt rows; a bad one is one line naming file:line (or a counted reject with `skip_bad`)."""
+    import json
+
+    out, bad = [], []
+    for loc, obj, err in iter_json_objects(Path(path)):
+        problem = err
+        if problem is None:
+            if not isinstance(obj, dict) or "id" not in obj:
+                problem = "a prompt row needs an id"
+            elif not (isinstance(obj.get("question"), str) and obj["question"].strip()) and not isinstance(obj.get("messages"), list):
+                problem = "no 'question' (or 'messages')"
+            elif obj.get("unsafe", default_unsafe) not in (0, 1):
+                problem = "'unsafe' must be 1 (harmful) or 0 (benign); set default_unsafe for files without it"
+            elif obj.get("prefill") is not None and not isinstance(obj["prefill"], str):
+                problem = "'prefill' must be a string"
+        if problem is not None:
+            if not skip_bad:
+                raise SafekeyError(f"{loc}: {problem}")
+            bad.append(json.dumps({"where": loc, "reason": problem}))
+            continue
+        out.append({**obj, "unsafe": obj.get("unsafe", default_unsafe)})
+        if limit and len(out) >= limit:
+            break
+    if rejects is not None and bad:
+        rejects.write_text("\n".join(bad) + "\n", encoding="utf-8")
+    if not out:
+        raise SafekeyError(f"{path}: no usable prompt")
+    return out
+
+
+def _share(key: str, alpha: float) -> bool:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < alpha
+
+
+def _traces(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    out = {}
+    for loc, obj, err in iter_json_objects(Path(path)):
+        if err is not None or not isinstance(obj, dict) or "id" not in obj:
+            raise SafekeyError(f"{loc}: a trace row needs an id and a prefix (or a response with <think>)")
+        text = obj.get("prefix") or obj.get("rejected") or (thinking_text(obj["response"], True) if isinstance(obj.get("response"), str) else None)
+        if not isinstance(text, str) or not text.strip():
+            raise SafekeyError(f"{loc}: no prefix in this trace row")
+        out[str(obj["id"])] = text
+    return out
+
+
+def recap_prefix(row: dict[str, Any], cfg: TrainConfig, traces: dict[str, str], pool: list[str]) -> str:
+    """The counter-aligned opening of this prompt's thinking ("" for prompts outside the share)."""
+    if row.get("prefill"):
+        return " ".join(str(row["prefill"]).split()[: cfg.prefill_words])
+    if not _share(str(row["id"]), cfg.prefill_share):
+        return ""
+    q = row.get("question") or ""
+    text = traces.get(str(row["id"])) or (pool[int(hashlib.sha256(str(row["id"]).encode()).hexdigest(), 16) % len(pool)]
+                                            if row["unsafe"] == 1 else OVER_REFUSING[0]).replace("{request}", q)
+    return " ".join(text.split()[: cfg.prefill_words])
+
+
+def grpo_rows(tok: Any, rows: list[dict[str, Any]], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """``{prompt (rendered text, + the prefix), question, unsafe, prefill}`` per prompt."""
+    traces = _traces(cfg.prefill_traces)
+    pool = [ln for ln in resource("attacks/counter_aligned.txt").read_text(encoding="utf-8").splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    out = []
+    for r in rows:
+        base = {"id": str(r["id"]), **({"messages": r["messages"]} if "messages" in r else {"question": r["question"]})}
+        rd = render(tok, Record.model_validate({**base, "response": "x"}))
+        prompt = rd.text[:rd.assistant_start]
+        prefix = recap_prefix(r, cfg, traces, pool)
+        if prefix:
+            prompt += ("" if thinking_open(prompt) else "<think>\n") + prefix + " "
+        out.append({"prompt": prompt, "question": r.get("question") or "", "unsafe": int(r["unsafe"]), "prefill": prefix})
+    return out
+
+
+def grpo_args(cfg: TrainConfig, weights: list[float]) -> dict[str, Any]:
+    """Every GRPOConfig field this mode sets (TRL 1.x defaults are not the papers')."""
+    args = {"num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length, "beta": cfg.beta,
+            "loss_type": cfg.loss_type, "temperature": cfg.temperature, "reward_weights": weights,
+            "use_vllm": cfg.use_vllm, "log_completions": False}
+    if cfg.use_vllm:
+        args["vllm_mode"] = cfg.vllm_mode
+    return args
+
+
+def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Path, *, tok: Any = None,
+                       extra_callbacks: tuple = ()) -> tuple[Any, Any, dict[str, Any]]:
+    from datasets import Dataset
+    from transformers import set_seed
+
+    from ..models import load_model, load_tokenizer, resolve_model
+    from .config import LOG_FILE
+    from .trainer import TrainLogWriter
+
+    path = resolve_model(cfg.model)
+    trust = bool(cfg.trust_remote_code)
+    tok = tok or load_tokenizer(path, trust_remote_code=trust)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    data = grpo_rows(tok, rows, cfg)
+    funcs, weights = make_rewards(cfg.grpo_rewards, cfg.grpo_judge, cfg.grpo_judge_model, cfg.grpo_judge_base_url)
+    args, ga, world = training_args(cfg, out_dir, GRPOConfig, grpo_args(cfg, weights))
+    set_seed(cfg.seed)
+    import torch
+
+    kw: dict[str, Any] = {"dtype": torch.float32}
+    if cfg.attn_implementation:
+        kw["attn_implementation"] = cfg.attn_implementation
+    model = load_model(path, trust_remote_code=trust, **kw)
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    trainer = SafeKeyGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(data),
+                                 processing_class=tok, peft_config=peft_config, skcfg=cfg,
+                                 callbacks=[TrainLogWriter(Path(out_dir) / LOG_FILE), *extra_callbacks])
+    trainer.train_dataset_rows = data
+    plan = {"mode": "grpo", "world_size": args.world_size, "parallel_mode": args.parallel_mode.value,
+            "per_device_batch": args.per_device_train_batch_size, "grad_accum": ga, "epochs": int(args.num_train_epochs),
+            "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
+            "beta": cfg.beta, "loss_type": cfg.loss_type, "temperature": cfg.temperature,
+            "rewards": dict(zip(cfg.grpo_rewards, weights)), "judge": cfg.grpo_judge,
+            "prefilled": sum(1 for d in data if d["prefill"]), "generation": "vllm" if cfg.use_vllm else "model.generate"}
+    stats = {"records": len(rows), "examples": len(data), "dropped": 0, "grad_accum": ga, "world_size": world, "plan": plan}
+    return trainer, tok, stats
+
+
+__all__ = ["SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "load_prompts", "recap_prefix"]

@@ -1,0 +1,146 @@
+"""`train run --mode grpo` (issue #28): rewards on real texts, RECAP prefills that are prompt (no
+gradient, never judged as the model's text), a toy task whose mean reward rises through our reward
+plumbing (the gradient reaches the policy), and the offline CLI run with the keyword judge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from safekey.train.config import TrainConfig
+from safekey.train.rewards import FormatReward, OverRefusalReward, SafetyReward
+from safekey.types import SafekeyError
+
+R1_PROMPT = "<|User|>How do I hotwire a car?<|Assistant|><think>\n"  # the template opened the thinking
+PLAIN_PROMPT = "<|im_start|>user\nHow do I bake bread?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_rewards_on_real_texts():
+    safety, over, fmt = SafetyReward(), OverRefusalReward(), FormatReward()
+    comps = ["The user wants to steal a car.\n</think>\n\nI'm sorry, but I can't help with that.",
+             "They want the steps.\n</think>\n\nSure: strip the ignition wires under the steering column of the car.",
+             "Still thinking about the wires and the ignition",  # cut off inside the thinking: no answer
+             "Fine.\n</think>\n\nThe Eiffel Tower was completed in 1889 for the World's Fair."]  # off-topic
+    q = ["How do I hotwire a car?"] * 4
+    assert safety([R1_PROMPT] * 4, comps, unsafe=[1] * 4, question=q) == [1.0, 0.0, 0.0, 1.0]
+    assert over([R1_PROMPT] * 4, comps, unsafe=[1] * 4, question=q) == [None] * 4  # not a benign prompt
+    assert fmt([R1_PROMPT] * 4, comps) == [1.0, 1.0, 0.0, 1.0]
+    bq = ["How do I bake bread?"] * 3
+    benign = ["<think>\nEasy.\n</think>\n\nMix flour, water and yeast, let the dough rise, then bake the bread at 220 C.",
+              "<think>\nHmm.\n</think>\n\nI'm sorry, but I can't help with that.",
+              "<think>\nOk.\n</think>\n\nThe Eiffel Tower was completed in 1889 for the World's Fair."]
+    assert over([PLAIN_PROMPT] * 3, benign, unsafe=[0] * 3, question=bq) == [1.0, 0.0, 0.0]  # off-topic is no help
+    assert safety([PLAIN_PROMPT] * 3, benign, unsafe=[0] * 3, question=bq) == [None] * 3
+    assert fmt([PLAIN_PROMPT] * 3, ["no thinking at all"] + benign[:2]) == [0.0, 1.0, 1.0]
+
+
+def test_a_judge_failure_is_none_and_counted_never_a_silent_zero():
+    from safekey.judges import JudgeFailure
+
+    r = SafetyReward()
+
+    class Failing:
+        def judge(self, items):
+            return [JudgeFailure("judge down") for _ in items]
+
+    r.judge = Failing()
+    logged = {}
+    out = r([R1_PROMPT], ["x\n</think>\n\nSure, here it is: strip the ignition wires of the car."], unsafe=[1],
+            question=["How do I hotwire a car?"], log_metric=lambda k, v: logged.update({k: v}))
+    assert out == [None] and r.failures == 1 and logged["safety/judge_failures"] == 1.0
+
+
+def _prompts(tmp_path, n=4):
+    p = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"h{i}", "question": f"How do I break into house number {i}?", "unsafe": 1} for i in range(n // 2)]
+    rows += [{"id": f"b{i}", "question": f"How do I bake loaf number {i}?", "unsafe": 0} for i in range(n - n // 2)]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+def test_prefills_are_prompt_never_completion(tmp_path, tiny_model_dir):
+    """The RECAP prefix ends the prompt: the tokens the loss covers (completion_ids) never hold it,
+    and the rewards see only what the model wrote after it."""
+    from safekey.train import rewards as rw
+    from safekey.train.rl import build_grpo_trainer, load_prompts
+
+    seen = []
+
+    class Spy:
+        __name__ = "spy"
+
+        def __call__(self, prompts, completions, completion_ids=None, prefill=None, **kw):
+            seen.extend(zip(prompts, completions, completion_ids, prefill))
+            return [0.0] * len(completions)
+
+    cfg = TrainConfig(model=str(tiny_model_dir), mode="grpo", epochs=1, max_length=256, per_device_batch=4,
+                      effective_batch=4, max_completion_length=8, prefill_share=1.0, prefill_words=5,
+                      grpo_rewards={"spy": 1.0})
+    old = dict(rw.REWARDS)
+    rw.REWARDS["spy"] = Spy
+    try:
+        trainer, tok, stats = build_grpo_trainer(cfg, load_prompts(_prompts(tmp_path, 2)), tmp_path / "out")
+        trainer.train()
+    finally:
+        rw.REWARDS.clear()
+        rw.REWARDS.update(old)
+    assert stats["plan"]["prefilled"] == 2 and seen
+    for prompt, completion, ids, prefix in seen:
+        assert prefix and len(prefix.split()) == 5 and prompt.endswith(prefix + " ")
+        assert prefix not in completion and tok.decode(ids).find(prefix) < 0
+
+
+def test_toy_reward_rises_through_the_plumbing(tmp_path, tiny_model_dir):
+    """A reward for tokens from the lower half of the vocabulary (about half of a random model's):
+    over a few steps its mean rises, so the gradient reaches the policy."""
+    from safekey.train import rewards as rw
+    from safekey.train.rl import build_grpo_trainer, load_prompts
+
+    class Toy:
+        __name__ = "toy"
+
+        def __call__(self, prompts, completions, completion_ids=None, **kw):
+            return [sum(1 for t in ids if t < 24576) / max(1, len(ids)) for ids in completion_ids]
+
+    cfg = TrainConfig(model=str(tiny_model_dir), mode="grpo", epochs=12, max_length=256, per_device_batch=4,
+                      effective_batch=4, max_completion_length=8, lr=5e-2, warmup_ratio=0.0, lr_scheduler="constant",
+                      grpo_rewards={"toy": 1.0}, save_total_limit=None)
+    old = dict(rw.REWARDS)
+    rw.REWARDS["toy"] = Toy
+    try:
+        trainer, _, _ = build_grpo_trainer(cfg, load_prompts(_prompts(tmp_path, 1), default_unsafe=1), tmp_path / "toy")
+        trainer.args.save_strategy = "no"
+        trainer.train()
+    finally:
+        rw.REWARDS.clear()
+        rw.REWARDS.update(old)
+    rewards = [json.loads(x)["reward"] for x in (tmp_path / "toy" / "train_log.jsonl").read_text().splitlines()]
+    assert len(rewards) == 12 and sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.1, rewards
+
+
+def test_grpo_cli_offline_with_the_keyword_judge_and_prefills(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(_prompts(tmp_path)), "--model",
+                        str(tiny_model_dir), "--mode", "grpo", "-o", str(out), "--epochs", "1", "--max-length", "256",
+                        "--no-progress", "--set", "per_device_batch=4", "--set", "effective_batch=4",
+                        "--set", "max_completion_length=8", "--set", "prefill_share=0.5"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = json.loads((out / "train_stats.json").read_text())
+    plan = stats["plan"]
+    assert (plan["loss_type"], plan["beta"], plan["num_generations"], plan["judge"]) == ("dapo", 0.0, 4, "keyword")
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows and all("reward" in x for x in rows)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(out))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "question": "q", "unsafe": 2}\n')
+    from safekey.train.rl import load_prompts
+
+    with pytest.raises(SafekeyError, match=r"bad\.jsonl:1: 'unsafe' must be 1"):
+        load_prompts(bad)
