@@ -66,7 +66,10 @@ def test_experiment_errors_are_one_line(tmp_path):
     with pytest.raises(SafekeyError, match=r"bad\.yaml:\d+: not valid YAML"):
         load_experiment(bad)
     with pytest.raises(SafekeyError, match=r"variants\.0\.mode"):
-        load_experiment(_write(tmp_path, {**BASE, "variants": [{"name": "x", "mode": "dpo"}]}))
+        load_experiment(_write(tmp_path, {**BASE, "variants": [{"name": "x", "mode": "ppo"}]}))
+    with pytest.raises(SafekeyError, match=r"from_variant 'sft' must name an earlier variant"):
+        load_experiment(_write(tmp_path, {**BASE, "variants": [{"name": "g", "mode": "grpo", "from_variant": "sft"},
+                                                               {"name": "sft", "mode": "sft"}]}))
     with pytest.raises(SafekeyError, match=r"trian: Extra inputs"):
         load_experiment(_write(tmp_path, {**BASE, "trian": {}}))
     with pytest.raises(SafekeyError, match=r"report\.baseline 'nope'"):
@@ -111,7 +114,8 @@ def experiment_run(tmp_path_factory, tiny_model_dir):
         "name": "tiny", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
         "train": {"epochs": 1, "max_length": 192, "limit": 8,
                   "set": {"effective_batch": 4, "per_device_batch": 4, "last_k_epochs": 1, "save_total_limit": 1}},
-        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}, {"name": "dpo", "mode": "dpo"}],
+        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}, {"name": "dpo", "mode": "dpo"},
+                     {"name": "grpo", "mode": "grpo", "from_variant": "sft", "set": {"max_completion_length": 8}}],
         "pairs": {"file": "pairs.jsonl"},
         "seeds": [1, 2],
         "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl", "{starter}/heldout_benign.jsonl"], "limit": "4",
@@ -130,8 +134,8 @@ def test_experiment_end_to_end(experiment_run):
     out, _, _ = experiment_run
     m = json.loads((out / "experiment.json").read_text())
     assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"],
-                           "dpo": ["dpo-s1", "dpo-s2"]}
-    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2", "dpo-s1", "dpo-s2"):
+                           "dpo": ["dpo-s1", "dpo-s2"], "grpo": ["grpo-s1", "grpo-s2"]}
+    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2", "dpo-s1", "dpo-s2", "grpo-s1", "grpo-s2"):
         cfg = yaml.safe_load((out / "train" / run / "train_config.yaml").read_text())
         assert cfg["seed"] == int(run[-1]) and cfg["mode"] == run.split("-")[0]
         summary = json.loads((out / "eval" / run / "summary.json").read_text())
@@ -146,7 +150,9 @@ def test_experiment_end_to_end(experiment_run):
     assert 'id="seed-table"' in html and "safekey" in html
     md = CliRunner().invoke(cli, ["report", str(out), "--format", "md"])
     assert md.exit_code == 0 and "Across training seeds" in md.output and "| safekey | 2 |" in md.output
-    assert "| dpo | 2 |" in md.output  # SFT, SafeKey and DPO in one table, from one experiment file
+    assert "| dpo | 2 |" in md.output and "| grpo | 2 |" in md.output  # every method in one table, one file
+    grpo_cfg = yaml.safe_load((out / "train" / "grpo-s1" / "train_config.yaml").read_text())
+    assert grpo_cfg["model"] == str(out / "train" / "sft-s1")  # SFT → GRPO: started from this seed's SFT model
     assert json.loads((out / "train" / "dpo-s1" / "train_stats.json").read_text())["plan"]["mode"] == "dpo"
 
 

@@ -195,15 +195,20 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             folder = out / "train" / name
             cfg_file = out / "configs" / f"train-{name}.yaml"
             dpo = v.mode == "dpo"
+            start, start_after = base_model, []
+            if v.from_variant:  # e.g. SFT → GRPO: this seed's trained model of the earlier variant
+                parent = run_name(v.from_variant, seed, exp)
+                start, start_after = models[parent], [trains[parent].name]
             args = ["train", "run", str(pairs_file) if dpo else data, "--config", str(cfg_file), "-o", str(folder),
                     "--no-progress"]
             # train_stats.json is written last: its presence means the model was exported whole
             trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],
                                 20 + n_train * (t.epochs or 1) * (2.4 if dpo else 1.2), _trained(folder), env=train_env,
-                                inputs=[*train_inputs, cfg_file, *([pairs_file] if dpo else [])],
-                                after=(["pairs"] if not exp.pairs.file else []) if dpo else data_after,
+                                inputs=[*train_inputs, cfg_file, *([pairs_file] if dpo else []),
+                                        *([Path(start)] if v.from_variant else [])],
+                                after=[*((["pairs"] if not exp.pairs.file else []) if dpo else data_after), *start_after],
                                 resume_args=["--auto-resume"], fresh_args=["--overwrite"],
-                                writes={cfg_file: train_config_yaml(exp, v, seed, base_model, P, targets)})
+                                writes={cfg_file: train_config_yaml(exp, v, seed, start, P, targets)})
             models[name] = str(folder)
             groups.setdefault(v.name, []).append(name)
             seeds_of[name] = seed
@@ -288,7 +293,8 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
     manifest = {"kind": "experiment", "name": exp.name, "description": exp.description, "model": exp.model,
                 "seeds": exp.seeds, "groups": groups, "seed_of": seeds_of, "models": models, "evals": evals,
                 "analyses": analysis_files, "baseline": exp.report.baseline,
-                "variants": {v.name: {"mode": v.mode, "set": v.set} for v in exp.variants},
+                "variants": {v.name: {"mode": v.mode, "set": v.set, **({"from": v.from_variant} if v.from_variant else {})}
+                             for v in exp.variants},
                 "config": exp.model_dump(mode="json")}
     return steps, manifest
 

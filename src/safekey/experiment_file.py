@@ -46,7 +46,8 @@ class TrainSpec(_Strict):
 
 class Variant(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    mode: Literal["sft", "safekey", "dpo"]  # dpo trains on the pairs of the `pairs:` step
+    mode: Literal["sft", "safekey", "dpo", "grpo"]  # dpo trains on the pairs of the `pairs:` step, grpo on the prompts
+    from_variant: str | None = None  # start from this (earlier) variant's trained model, e.g. SFT → GRPO
     set: dict[str, Any] = {}  # e.g. {head: false} for the −DPSH ablation
 
 
@@ -139,6 +140,9 @@ class Experiment(_Strict):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names) or "base" in names:
             raise ValueError(f"variant names must be unique and not 'base': {names}")
+        for i, v in enumerate(self.variants):
+            if v.from_variant is not None and v.from_variant not in names[:i]:
+                raise ValueError(f"variant {v.name}: from_variant {v.from_variant!r} must name an earlier variant")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds must be a non-empty list without repeats: {self.seeds}")
         if self.launch.kind == "accelerate" and not self.launch.accelerate_config:
