@@ -144,3 +144,19 @@ def test_grpo_cli_offline_with_the_keyword_judge_and_prefills(tmp_path, tiny_mod
 
     with pytest.raises(SafekeyError, match=r"bad\.jsonl:1: 'unsafe' must be 1"):
         load_prompts(bad)
+
+
+@pytest.mark.smollm
+def test_grpo_smoke_on_smollm2_offline(tmp_path):
+    from safekey.paths import resource
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(resource("starter/train.jsonl")),
+                        "--model", "smollm2-135m", "--mode", "grpo", "-o", str(out), "--limit", "2", "--epochs", "1",
+                        "--max-length", "512", "--no-progress", "--set", "per_device_batch=4", "--set", "effective_batch=4",
+                        "--set", "max_completion_length=16", "--set", "prefill_share=0.5"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(x["completions/mean_length"] <= 16 for x in rows)
+    assert json.loads((out / "train_stats.json").read_text())["plan"]["prefilled"] == 1
