@@ -160,3 +160,37 @@ def test_grpo_smoke_on_smollm2_offline(tmp_path):
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(x["completions/mean_length"] <= 16 for x in rows)
     assert json.loads((out / "train_stats.json").read_text())["plan"]["prefilled"] == 1
+
+
+@pytest.fixture(scope="module")
+def grpo_ranks(tmp_path_factory, tiny_model_dir):
+    from test_train_distributed import _launch
+
+    tmp = tmp_path_factory.mktemp("grpo-ddp")
+    prompts = _prompts(tmp, 4)
+
+    def args(out, *extra):
+        return ["-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir), "--mode", "grpo",
+                "-o", str(out), "--epochs", "2", "--max-length", "256", "--no-progress", "--set", "per_device_batch=2",
+                "--set", "effective_batch=4", "--set", "max_completion_length=8", "--set", "lr=1e-3",
+                "--set", "logging_steps=1", "--set", "save_steps=2", "--set", "grpo_rewards={format: 1.0, over_refusal: 1.0}",
+                *extra]
+
+    _launch(2, args(tmp / "two"))
+    return {"tmp": tmp, "args": args}
+
+
+@pytest.mark.slow
+def test_grpo_on_two_ddp_ranks_and_kill_9_then_resume(grpo_ranks):
+    from test_train_distributed import _kill_9_at_checkpoint_2, _launch, _weights
+
+    tmp, args = grpo_ranks["tmp"], grpo_ranks["args"]
+    st = json.loads((tmp / "two" / "train_stats.json").read_text())
+    assert st["world_size"] == 2 and st["plan"]["world_size"] == 2 and st["global_step"] == 8
+    out = tmp / "killed"
+    proc = _launch(2, args(out), wait=False)
+    _kill_9_at_checkpoint_2(proc, out)
+    r = _launch(2, args(out, "--resume"))
+    assert "resuming from" in r.stderr
+    wa, wb = _weights(tmp / "two"), _weights(out)
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
