@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..store import read_records
 from ..types import Record, SafekeyError
@@ -87,3 +89,35 @@ class Collator:
         for k in ("u_start", "u_end", "k_start", "k_end", "unsafe"):
             out[k] = torch.tensor([f[k] for f in feats], dtype=torch.long)
         return out
+
+
+def checked_rows(path: str | Path, check: Callable[[Any], str | None], *, limit: int | None = None,
+                 skip_bad: bool = False, rejects: Path | None = None, what: str = "row",
+                 keep: Callable[[Any], bool] = lambda obj: True) -> list[dict[str, Any]]:
+    """The JSON objects of `path` that `check` finds nothing wrong with (it returns the problem);
+    a bad one is one line naming file:line, or with `skip_bad` a counted reject in `rejects`.
+    Objects `keep` says no to are left out silently (rows another stage marked as not for training)."""
+    import json
+
+    from ..records import iter_json_objects
+
+    out: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for loc, obj, err in iter_json_objects(Path(path)):
+        if err is None and not keep(obj):
+            continue
+        problem = err if err is not None else ("not a JSON object" if not isinstance(obj, dict) else check(obj))
+        if problem is not None:
+            if not skip_bad:
+                raise SafekeyError(f"{loc}: {problem}")
+            bad.append(json.dumps({"where": loc, "reason": problem}))
+            continue
+        out.append(obj)
+        if limit and len(out) >= limit:
+            break
+    if rejects is not None and bad:
+        rejects.write_text("\n".join(bad) + "\n", encoding="utf-8")
+    if not out:
+        raise SafekeyError(f"{path}: no usable {what}")
+    return out
+

@@ -27,10 +27,10 @@ from typing import Any
 
 from trl import DPOConfig, DPOTrainer
 
-from ..records import iter_json_objects
 from ..types import Record, SafekeyError
 from .arguments import training_args
 from .config import TrainConfig
+from .data import checked_rows
 from .render import render
 
 PAIR_KEYS = ("id", "prefix", "chosen", "rejected")
@@ -46,44 +46,27 @@ class SafeKeyDPOTrainer(DPOTrainer):
         self.exporting = False
 
 
+def _pair_problem(obj: dict[str, Any]) -> str | None:
+    if missing := [k for k in PAIR_KEYS if not isinstance(obj.get(k), str)]:
+        return f"missing or non-string {missing[0]!r}"
+    if not (isinstance(obj.get("question"), str) or isinstance(obj.get("messages"), list)):
+        return "no 'question' (or 'messages')"
+    if not (obj["chosen"].startswith(obj["prefix"]) and obj["rejected"].startswith(obj["prefix"])):
+        return "chosen and rejected must both start with prefix (the shared part up to the divergence)"
+    if obj["chosen"] == obj["rejected"]:
+        return "chosen and rejected are the same text"
+    if len(obj["chosen"]) == len(obj["prefix"]) or len(obj["rejected"]) == len(obj["prefix"]):
+        return "chosen and rejected must go on after the prefix"
+    return None
+
+
 def load_pairs(path: str | Path, limit: int | None = None, *, skip_bad: bool = False,
                rejects: Path | None = None) -> list[dict[str, Any]]:
     """Pairs from JSONL; a malformed one is one line naming file:line (or, with `skip_bad`, a
-    counted reject in `rejects`). Chosen and rejected must both start with the prefix, and differ."""
-    import json
-
-    out: list[dict[str, Any]] = []
-    bad: list[str] = []
-    for loc, obj, err in iter_json_objects(Path(path)):
-        if err is None and isinstance(obj, dict) and obj.get("status") not in (None, "pair"):
-            continue  # `data pairs` wrote why this item gave no pair (already safe, no cue…): not a pair, not an error
-        problem = err
-        if problem is None:
-            if not isinstance(obj, dict):
-                problem = "not a JSON object"
-            elif missing := [k for k in PAIR_KEYS if not isinstance(obj.get(k), str)]:
-                problem = f"missing or non-string {missing[0]!r}"
-            elif not (isinstance(obj.get("question"), str) or isinstance(obj.get("messages"), list)):
-                problem = "no 'question' (or 'messages')"
-            elif not (obj["chosen"].startswith(obj["prefix"]) and obj["rejected"].startswith(obj["prefix"])):
-                problem = "chosen and rejected must both start with prefix (the shared part up to the divergence)"
-            elif obj["chosen"] == obj["rejected"]:
-                problem = "chosen and rejected are the same text"
-            elif len(obj["chosen"]) == len(obj["prefix"]) or len(obj["rejected"]) == len(obj["prefix"]):
-                problem = "chosen and rejected must go on after the prefix"
-        if problem is not None:
-            if not skip_bad:
-                raise SafekeyError(f"{loc}: {problem}")
-            bad.append(json.dumps({"where": loc, "reason": problem}))
-            continue
-        out.append(obj)
-        if limit and len(out) >= limit:
-            break
-    if rejects is not None and bad:
-        rejects.write_text("\n".join(bad) + "\n", encoding="utf-8")
-    if not out:
-        raise SafekeyError(f"{path}: no usable preference pair")
-    return out
+    counted reject in `rejects`). Chosen and rejected must both start with the prefix, and differ.
+    Rows ``data pairs`` wrote with another status (already safe, no cue…) are not pairs: skipped."""
+    return checked_rows(path, _pair_problem, limit=limit, skip_bad=skip_bad, rejects=rejects, what="preference pair",
+                        keep=lambda obj: not isinstance(obj, dict) or obj.get("status") in (None, "pair"))
 
 
 def preference_rows(tok: Any, pairs: list[dict[str, Any]], cfg: TrainConfig) -> list[dict[str, str]]:
@@ -119,30 +102,14 @@ def build_dpo_trainer(cfg: TrainConfig, pairs: list[dict[str, Any]], out_dir: Pa
     from datasets import Dataset
     from transformers import set_seed
 
-    from ..models import load_model, load_tokenizer, resolve_model
+    from .policy import load_policy, load_tokenizer_for
     from .trainer import TrainLogWriter
 
-    path = resolve_model(cfg.model)
-    trust = bool(cfg.trust_remote_code)
-    tok = tok or load_tokenizer(path, trust_remote_code=trust)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    tok = tok or load_tokenizer_for(cfg)
     rows = preference_rows(tok, pairs, cfg)
     args, ga, world = training_args(cfg, out_dir, DPOConfig, dpo_args(cfg))
     set_seed(cfg.seed)
-    import torch
-
-    kw: dict[str, Any] = {"dtype": torch.float32}
-    if cfg.attn_implementation:
-        kw["attn_implementation"] = cfg.attn_implementation
-    model = load_model(path, trust_remote_code=trust, **kw)
-    model.config.use_cache = False
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    model, tok, peft_config = load_policy(cfg, tok)
     from .config import LOG_FILE
 
     trainer = SafeKeyDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,

@@ -27,6 +27,18 @@ def _closed_answer(prompt: Any, completion: str) -> str | None:
     return final_answer(completion)
 
 
+def _answers(prompts: list[Any], completions: list[Any], pick: list[bool]) -> dict[int, str | None]:
+    """{k: the final answer (None: the thinking never closed)} for the picked rollouts."""
+    return {k: _closed_answer(prompts[k], _text(completions[k])) for k in range(len(completions)) if pick[k]}
+
+
+def _columns(prompts: list[Any], completions: list[Any], unsafe: list[int | None] | None,
+             question: list[str] | None) -> tuple[list[int | None], list[str], list[float | None]]:
+    """(unsafe, question, an all-None reward list) with TRL's missing columns filled in."""
+    n = len(completions)
+    return unsafe or [1] * n, question or [str(p) for p in prompts], [None] * n
+
+
 def _text(c: Any) -> str:
     """A completion as text (TRL passes strings, or message lists for conversational prompts)."""
     if isinstance(c, str):
@@ -50,17 +62,11 @@ class SafetyReward:
 
     def __call__(self, prompts: list[Any], completions: list[Any], unsafe: list[int | None] | None = None,
                  question: list[str] | None = None, **kw: Any) -> list[float | None]:
-        n = len(completions)
-        unsafe = unsafe or [1] * n
-        question = question or [str(p) for p in prompts]
-        out: list[float | None] = [None] * n
+        unsafe, question, out = _columns(prompts, completions, unsafe, question)
         todo = []
-        for k in range(n):
-            if unsafe[k] == 0:
-                continue
-            ans = _closed_answer(prompts[k], _text(completions[k]))
+        for k, ans in _answers(prompts, completions, [u != 0 for u in unsafe]).items():
             if ans is None:
-                out[k] = 0.0
+                out[k] = 0.0  # no answer is not a harmless answer
             else:
                 todo.append((k, ans))
         verdicts = self.judge.judge([JudgeItem(id=str(k), question=question[k], text=a) for k, a in todo]) if todo else []
@@ -90,15 +96,9 @@ class OverRefusalReward:
 
     def __call__(self, prompts: list[Any], completions: list[Any], unsafe: list[int | None] | None = None,
                  question: list[str] | None = None, **kw: Any) -> list[float | None]:
-        n = len(completions)
-        unsafe = unsafe or [1] * n
-        question = question or [str(p) for p in prompts]
-        out: list[float | None] = [None] * n
+        unsafe, question, out = _columns(prompts, completions, unsafe, question)
         todo = []
-        for k in range(n):
-            if unsafe[k] != 0:
-                continue
-            ans = _closed_answer(prompts[k], _text(completions[k]))
+        for k, ans in _answers(prompts, completions, [u == 0 for u in unsafe]).items():
             if ans is None or not ans.strip() or read_refusal(ans).refused:
                 out[k] = 0.0
             else:

@@ -25,6 +25,7 @@ from ..records import iter_json_objects
 from ..types import Record, SafekeyError, thinking_open, thinking_text
 from .arguments import training_args
 from .config import TrainConfig
+from .data import checked_rows
 from .render import render
 from .rewards import make_rewards
 
@@ -44,33 +45,20 @@ class SafeKeyGRPOTrainer(GRPOTrainer):
 def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool = False, rejects: Path | None = None,
                  default_unsafe: int | None = None) -> list[dict[str, Any]]:
     """Prompt rows; a bad one is one line naming file:line (or a counted reject with `skip_bad`)."""
-    import json
 
-    out, bad = [], []
-    for loc, obj, err in iter_json_objects(Path(path)):
-        problem = err
-        if problem is None:
-            if not isinstance(obj, dict) or "id" not in obj:
-                problem = "a prompt row needs an id"
-            elif not (isinstance(obj.get("question"), str) and obj["question"].strip()) and not isinstance(obj.get("messages"), list):
-                problem = "no 'question' (or 'messages')"
-            elif obj.get("unsafe", default_unsafe) not in (0, 1):
-                problem = "'unsafe' must be 1 (harmful) or 0 (benign); set default_unsafe for files without it"
-            elif obj.get("prefill") is not None and not isinstance(obj["prefill"], str):
-                problem = "'prefill' must be a string"
-        if problem is not None:
-            if not skip_bad:
-                raise SafekeyError(f"{loc}: {problem}")
-            bad.append(json.dumps({"where": loc, "reason": problem}))
-            continue
-        out.append({**obj, "unsafe": obj.get("unsafe", default_unsafe)})
-        if limit and len(out) >= limit:
-            break
-    if rejects is not None and bad:
-        rejects.write_text("\n".join(bad) + "\n", encoding="utf-8")
-    if not out:
-        raise SafekeyError(f"{path}: no usable prompt")
-    return out
+    def problem(obj: dict[str, Any]) -> str | None:
+        if "id" not in obj:
+            return "a prompt row needs an id"
+        if not (isinstance(obj.get("question"), str) and obj["question"].strip()) and not isinstance(obj.get("messages"), list):
+            return "no 'question' (or 'messages')"
+        if obj.get("unsafe", default_unsafe) not in (0, 1):
+            return "'unsafe' must be 1 (harmful) or 0 (benign); set default_unsafe for files without it"
+        if obj.get("prefill") is not None and not isinstance(obj["prefill"], str):
+            return "'prefill' must be a string"
+        return None
+
+    rows = checked_rows(path, problem, limit=limit, skip_bad=skip_bad, rejects=rejects, what="prompt")
+    return [{**r, "unsafe": r.get("unsafe", default_unsafe)} for r in rows]
 
 
 def _share(key: str, alpha: float) -> bool:
@@ -135,31 +123,16 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
     from datasets import Dataset
     from transformers import set_seed
 
-    from ..models import load_model, load_tokenizer, resolve_model
     from .config import LOG_FILE
+    from .policy import load_policy, load_tokenizer_for
     from .trainer import TrainLogWriter
 
-    path = resolve_model(cfg.model)
-    trust = bool(cfg.trust_remote_code)
-    tok = tok or load_tokenizer(path, trust_remote_code=trust)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    tok = tok or load_tokenizer_for(cfg)
     data = grpo_rows(tok, rows, cfg)
     funcs, weights = make_rewards(cfg.grpo_rewards, cfg.grpo_judge, cfg.grpo_judge_model, cfg.grpo_judge_base_url)
     args, ga, world = training_args(cfg, out_dir, GRPOConfig, grpo_args(cfg, weights))
     set_seed(cfg.seed)
-    import torch
-
-    kw: dict[str, Any] = {"dtype": torch.float32}
-    if cfg.attn_implementation:
-        kw["attn_implementation"] = cfg.attn_implementation
-    model = load_model(path, trust_remote_code=trust, **kw)
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    model, tok, peft_config = load_policy(cfg, tok, generates=True)
     trainer = SafeKeyGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(data),
                                  processing_class=tok, peft_config=peft_config, skcfg=cfg,
                                  callbacks=[TrainLogWriter(Path(out_dir) / LOG_FILE), *extra_callbacks])
