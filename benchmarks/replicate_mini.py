@@ -49,10 +49,11 @@ def decontamination(train_path: str, benches: list[str]) -> dict[str, int]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/replicate-mini")
-    ap.add_argument("--quick", action="store_true", help="a few minutes: 2 seeds, SFT vs SafeKey, small slices")
+def main(preset: str = "replicate-mini", quick: list[str] = QUICK, doc: str = __doc__) -> int:
+    """Run `preset` (decontamination check first), then print the variants × seeds table."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", default=f"runs/{preset}")
+    ap.add_argument("--quick", action="store_true", help="a few minutes: fewer seeds, variants and prompts")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override of the preset (repeatable)")
     ap.add_argument("--plot", default=None, help="also save the plot here (PNG)")
     args = ap.parse_args()
@@ -60,14 +61,14 @@ def main() -> int:
     from safekey.report import seeds
     from safekey.report.collect import collect
 
-    overrides = (QUICK if args.quick else []) + args.overrides
-    exp, here = load_experiment("replicate-mini", overrides)
+    overrides = (quick if args.quick else []) + args.overrides
+    exp, here = load_experiment(preset, overrides)
     leaks = decontamination(Paths(here)(exp.train_data), [b for b in exp.safety.benches if b != "strongreject-jailbreak"])
     print(f"decontamination (eval prompts sharing an 8-word run with a training question): {leaks}")
     if any(leaks.values()):
         print("refusing to run: the training data overlaps the evaluation prompts", file=sys.stderr)
         return 2
-    cmd = [sys.executable, "-m", "safekey.cli.main", "run", "replicate-mini", "-o", args.out]
+    cmd = [sys.executable, "-m", "safekey.cli.main", "run", preset, "-o", args.out]
     for o in overrides:
         cmd += ["--set", o]
     rc = subprocess.call(cmd)
@@ -83,7 +84,7 @@ def main() -> int:
     table = seeds.to_markdown(study)
     shows = seeds.what_this_shows(study)
     (out / "study.md").write_text(table + "\n\n" + "\n".join(f"- {s}" for s in shows) + "\n")
-    png = seeds.save_plot(study, out / "replicate_mini.png")
+    png = seeds.save_plot(study, out / f"{preset.replace('-', '_')}.png")
     if args.plot:
         seeds.save_plot(study, args.plot)
     print()

@@ -76,6 +76,7 @@ class SafetySpec(_Strict):
     attack_settings: dict[str, dict[str, Any]] = {}  # per attack; a "prefixes" path is relative to this file
     samples: int | None = Field(None, ge=1)  # sampled safety (Safe@K); needs temperature > 0
     judge: str = "keyword"
+    judge_part: Literal["answer", "thinking", "both", "full"] | None = None  # both: harmful reasoning beside harmful answers
     judge_model: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)

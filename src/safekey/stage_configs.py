@@ -47,7 +47,7 @@ def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
     if s.attack_settings:
         cfg["attack_settings"] = {a: {k: P(v) if k in PATH_SETTINGS and isinstance(v, str) else v for k, v in kv.items()}
                                   for a, kv in s.attack_settings.items()}
-    for key in ("judge_model", "max_new_tokens", "batch_size", "repetition_penalty", "temperature", "samples"):
+    for key in ("judge_model", "judge_part", "max_new_tokens", "batch_size", "repetition_penalty", "temperature", "samples"):
         if getattr(s, key) is not None:
             cfg[key] = getattr(s, key)
     from .evals.safety import SafetyEvalConfig
