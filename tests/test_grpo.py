@@ -194,3 +194,17 @@ def test_grpo_on_two_ddp_ranks_and_kill_9_then_resume(grpo_ranks):
     assert "resuming from" in r.stderr
     wa, wb = _weights(tmp / "two"), _weights(out)
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+
+
+def test_prompt_mix_by_shares_is_seeded_and_one_line_when_impossible():
+    from safekey.train.rl import mix_prompts
+
+    rows = [{"id": f"h{i}", "unsafe": 1} for i in range(10)] + [{"id": f"b{i}", "unsafe": 0} for i in range(3)]
+    mixed = mix_prompts(rows, {"harmful": 0.5, "benign": 0.5}, seed=7)
+    assert sorted(r["unsafe"] for r in mixed) == [0, 0, 0, 1, 1, 1]  # the largest 50/50 mix the file holds
+    assert mixed == mix_prompts(rows, {"harmful": 0.5, "benign": 0.5}, seed=7)
+    assert [r["id"] for r in mixed] != [r["id"] for r in mix_prompts(rows, {"harmful": 0.5, "benign": 0.5}, seed=8)]
+    three_to_one = mix_prompts(rows, {"harmful": 3, "benign": 1}, seed=0)
+    assert sum(r["unsafe"] for r in three_to_one) == 3 * sum(1 - r["unsafe"] for r in three_to_one)
+    with pytest.raises(SafekeyError, match="no benign prompts"):
+        mix_prompts(rows[:10], {"harmful": 0.5, "benign": 0.5}, seed=0)

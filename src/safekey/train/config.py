@@ -59,6 +59,9 @@ class TrainConfig(BaseModel):
     grpo_judge_model: str | None = None
     grpo_judge_base_url: str | None = None
     # RECAP: a share of prompts gets its thinking prefilled with N words of counter-aligned reasoning
+    # the prompt mix by shares, e.g. {harmful: 0.5, benign: 0.5}: the largest seeded sample with those
+    # shares that the file holds (None: every prompt as given)
+    prompt_shares: dict[Literal["harmful", "benign"], float] | None = None
     prefill_share: float = Field(0.0, ge=0.0, le=1.0)
     prefill_words: int = Field(20, ge=1)
     prefill_traces: str | None = None  # {id, prefix} or {id, response} rows (e.g. the pairs stage's unsafe traces)

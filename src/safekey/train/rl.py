@@ -61,6 +61,27 @@ def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool =
     return [{**r, "unsafe": r.get("unsafe", default_unsafe)} for r in rows]
 
 
+def mix_prompts(rows: list[dict[str, Any]], shares: dict[str, float] | None, seed: int) -> list[dict[str, Any]]:
+    """The largest seeded sample of `rows` with the given shares of harmful (unsafe 1) and benign
+    (unsafe 0) prompts, in a seeded order (the same on every rank and every resume)."""
+    import random
+
+    if not shares:
+        return rows
+    total = sum(shares.values())
+    if total <= 0 or any(v < 0 for v in shares.values()):
+        raise SafekeyError(f"prompt_shares {shares}: shares must be >= 0 and not all 0")
+    pools = {"harmful": [r for r in rows if r["unsafe"] == 1], "benign": [r for r in rows if r["unsafe"] == 0]}
+    want = {k: v / total for k, v in shares.items() if v > 0}
+    n = min(int(len(pools[k]) / w) for k, w in want.items())
+    if n == 0:
+        raise SafekeyError(f"prompt_shares {shares}: the file has no {'/'.join(k for k in want if not pools[k])} prompts")
+    rng = random.Random(seed)
+    out = [r for k, w in want.items() for r in rng.sample(pools[k], round(n * w))]
+    rng.shuffle(out)
+    return out
+
+
 def _share(key: str, alpha: float) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < alpha
 
@@ -128,6 +149,7 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
     from .trainer import TrainLogWriter
 
     tok = tok or load_tokenizer_for(cfg)
+    rows = mix_prompts(rows, cfg.prompt_shares, cfg.seed)
     data = grpo_rows(tok, rows, cfg)
     funcs, weights = make_rewards(cfg.grpo_rewards, cfg.grpo_judge, cfg.grpo_judge_model, cfg.grpo_judge_base_url)
     args, ga, world = training_args(cfg, out_dir, GRPOConfig, grpo_args(cfg, weights))
@@ -142,9 +164,11 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
             "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
             "beta": cfg.beta, "loss_type": cfg.loss_type, "temperature": cfg.temperature,
             "rewards": dict(zip(cfg.grpo_rewards, weights)), "judge": cfg.grpo_judge,
+            "prompts": {"harmful": sum(1 for d in data if d["unsafe"] == 1), "benign": sum(1 for d in data if d["unsafe"] == 0)},
             "prefilled": sum(1 for d in data if d["prefill"]), "generation": "vllm" if cfg.use_vllm else "model.generate"}
     stats = {"records": len(rows), "examples": len(data), "dropped": 0, "grad_accum": ga, "world_size": world, "plan": plan}
     return trainer, tok, stats
 
 
-__all__ = ["SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "load_prompts", "recap_prefix"]
+__all__ = ["SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "load_prompts", "mix_prompts",
+           "recap_prefix"]
