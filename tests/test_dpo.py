@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import pytest
 import torch
@@ -134,7 +135,6 @@ def test_pairs_are_validated_in_one_line(tmp_path):
 
 
 def test_lora_reference_is_the_disabled_adapter_and_the_export_loads(tmp_path, tiny_model_dir):
-    import subprocess
     import sys
 
     pairs = tmp_path / "pairs.jsonl"
@@ -197,3 +197,25 @@ def test_dpo_kill_9_then_resume_equals_uninterrupted(dpo_ddp_runs):
     assert "resuming from" in r.stderr
     wa, wb = dpo_ddp_runs["weights"](tmp / "two"), dpo_ddp_runs["weights"](out)
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["zero3", "fsdp2"])
+def test_dpo_sharded_on_two_ranks_matches_one_process(dpo_ddp_runs, sharding):
+    """ZeRO-3 / FSDP2 on 2 CPU ranks (every weight partitioned; the frozen reference too): the same
+    losses and weights as one process on the same global batch."""
+    from test_train_distributed import FSDP2, ZERO3, _needs_deepspeed, _sharded
+
+    if sharding == "zero3":
+        _needs_deepspeed()
+    tmp, args = dpo_ddp_runs["tmp"], dpo_ddp_runs["args"]
+    out = tmp / sharding
+    cmd, env = _sharded(args(out, "--set", f"deepspeed={ZERO3}" if sharding == "zero3" else f"fsdp={FSDP2}"))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = json.loads((out / "train_stats.json").read_text())
+    assert st["world_size"] == 2 and st["global_step"] == 4
+    la, lb = ([json.loads(x)["loss"] for x in (tmp / n / "train_log.jsonl").read_text().splitlines()] for n in ("one", sharding))
+    assert la == pytest.approx(lb, rel=1e-4)
+    wa, wb = dpo_ddp_runs["weights"](tmp / "one"), dpo_ddp_runs["weights"](out)
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
