@@ -280,3 +280,20 @@ def test_dpo_variants_get_a_pairs_step_made_with_the_base_model(tmp_path, tiny_m
     assert "ipo" in presets()  # the paper setup
     exp, _ = load_experiment("ipo")
     assert any(v.mode == "dpo" for v in exp.variants)
+
+
+def test_an_experiment_with_a_reasoning_section_runs_its_reasoning_steps(shared, tmp_path, tiny_model_dir):
+    """The planner passed `eval reasoning` a --no-progress it did not have: every experiment with a
+    reasoning section (the paper presets) failed at its first reasoning step."""
+    shared("math500/test.jsonl")
+    spec = _write(tmp_path, {"name": "r", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
+                             "include_base": True, "variants": [{"name": "sft", "mode": "sft"}],
+                             "train": {"epochs": 1, "max_length": 128, "limit": 2,
+                                       "set": {"effective_batch": 2, "per_device_batch": 2}},
+                             "reasoning": {"benches": ["math500"], "limit": 1, "max_new_tokens": 4}})
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["run", str(spec), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    for name in ("base", "sft"):
+        s = json.loads((out / "reasoning" / name / "summary.json").read_text())
+        assert s["benchmarks"]["math500"]["n"] == 1 and s["label"] == name

@@ -53,8 +53,9 @@ def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML ReasoningConfig.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of the config (repeatable).")
 @click.option("--label", default=None, help="How reports name this model (default: the run folder's name).")
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs and pipelines; what `safekey run` passes).")
 def reasoning(model, benches, canonical, out, limit, max_new_tokens, temperature, top_p, repetition_penalty, samples,
-              pass_k, seed, sources, workers, overwrite, config_file, overrides, label) -> None:
+              pass_k, seed, sources, workers, overwrite, config_file, overrides, label, no_progress) -> None:
     """Measure general ability (the cost of safety training): accuracy with 95% CIs per benchmark (Wilson for shares).
 
     Answers are read after </think> only; math is checked with math-verify; HumanEval code runs in
@@ -96,7 +97,7 @@ def reasoning(model, benches, canonical, out, limit, max_new_tokens, temperature
         tmp = tempfile.TemporaryDirectory(prefix="safekey-canonical-")
         out = tmp.name
     try:
-        summary = run_reasoning_eval(cfg, out, canonical=canonical, overwrite=overwrite,
+        summary = run_reasoning_eval(cfg, out, canonical=canonical, overwrite=overwrite, progress=not no_progress,
                                      log=lambda s: console.print(s, style="dim", highlight=False))
         table = Table(title=f"reasoning · {summary['model']} · max_tokens={cfg.sampling.max_tokens}")
         for col in ("benchmark", "n", "metric", "score [95% CI]", "no answer", "gen. failures"):
