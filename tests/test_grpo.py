@@ -123,9 +123,10 @@ def test_toy_reward_rises_through_the_plumbing(tmp_path, tiny_model_dir):
 
 
 def test_grpo_cli_offline_with_the_keyword_judge_and_prefills(tmp_path, tiny_model_dir):
+    """LoRA here (the full fine-tune runs in the toy and DDP tests): the export is the merged model."""
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(_prompts(tmp_path)), "--model",
-                        str(tiny_model_dir), "--mode", "grpo", "-o", str(out), "--epochs", "1", "--max-length", "256",
+                        str(tiny_model_dir), "--mode", "grpo", "--lora", "-o", str(out), "--epochs", "1", "--max-length", "256",
                         "--no-progress", "--set", "per_device_batch=4", "--set", "effective_batch=4",
                         "--set", "max_completion_length=8", "--set", "prefill_share=0.5"],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -137,7 +138,8 @@ def test_grpo_cli_offline_with_the_keyword_judge_and_prefills(tmp_path, tiny_mod
     assert rows and all("reward" in x for x in rows)
     from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_pretrained(str(out))
+    m = AutoModelForCausalLM.from_pretrained(str(out))
+    assert not any("lora" in n for n, _ in m.named_parameters())
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "q", "unsafe": 2}\n')
     from safekey.train.rl import load_prompts
