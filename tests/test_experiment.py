@@ -107,16 +107,11 @@ def test_step_runner_failure_names_the_step_and_resumes(tmp_path):
 @pytest.fixture(scope="module")
 def experiment_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("exp")
-    from test_dpo import _pairs
-
-    (tmp / "pairs.jsonl").write_text("\n".join(json.dumps(x) for x in _pairs(4)) + "\n")  # pairs the user brings
     spec = {
         "name": "tiny", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
         "train": {"epochs": 1, "max_length": 192, "limit": 8,
                   "set": {"effective_batch": 4, "per_device_batch": 4, "last_k_epochs": 1, "save_total_limit": 1}},
-        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}, {"name": "dpo", "mode": "dpo"},
-                     {"name": "grpo", "mode": "grpo", "from_variant": "sft", "set": {"max_completion_length": 8}}],
-        "pairs": {"file": "pairs.jsonl"},
+        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}],
         "seeds": [1, 2],
         "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl", "{starter}/heldout_benign.jsonl"], "limit": "4",
                    "judge": "keyword", "max_new_tokens": 6, "batch_size": 8},
@@ -133,9 +128,8 @@ def experiment_run(tmp_path_factory, tiny_model_dir):
 def test_experiment_end_to_end(experiment_run):
     out, _, _ = experiment_run
     m = json.loads((out / "experiment.json").read_text())
-    assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"],
-                           "dpo": ["dpo-s1", "dpo-s2"], "grpo": ["grpo-s1", "grpo-s2"]}
-    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2", "dpo-s1", "dpo-s2", "grpo-s1", "grpo-s2"):
+    assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"]}
+    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2"):
         cfg = yaml.safe_load((out / "train" / run / "train_config.yaml").read_text())
         assert cfg["seed"] == int(run[-1]) and cfg["mode"] == run.split("-")[0]
         summary = json.loads((out / "eval" / run / "summary.json").read_text())
@@ -150,10 +144,7 @@ def test_experiment_end_to_end(experiment_run):
     assert 'id="seed-table"' in html and "safekey" in html
     md = CliRunner().invoke(cli, ["report", str(out), "--format", "md"])
     assert md.exit_code == 0 and "Across training seeds" in md.output and "| safekey | 2 |" in md.output
-    assert "| dpo | 2 |" in md.output and "| grpo | 2 |" in md.output  # every method in one table, one file
-    grpo_cfg = yaml.safe_load((out / "train" / "grpo-s1" / "train_config.yaml").read_text())
-    assert grpo_cfg["model"] == str(out / "train" / "sft-s1")  # SFT → GRPO: started from this seed's SFT model
-    assert json.loads((out / "train" / "dpo-s1" / "train_stats.json").read_text())["plan"]["mode"] == "dpo"
+
 
 
 def test_experiment_rerun_skips_finished_steps(experiment_run):
@@ -282,18 +273,32 @@ def test_dpo_variants_get_a_pairs_step_made_with_the_base_model(tmp_path, tiny_m
     assert any(v.mode == "dpo" for v in exp.variants)
 
 
-def test_an_experiment_with_a_reasoning_section_runs_its_reasoning_steps(shared, tmp_path, tiny_model_dir):
-    """The planner passed `eval reasoning` a --no-progress it did not have: every experiment with a
-    reasoning section (the paper presets) failed at its first reasoning step."""
+def test_every_method_in_one_experiment_with_reasoning_steps(shared, tmp_path, tiny_model_dir):
+    """base, SFT, DPO (pairs the user brings) and SFT → GRPO from one experiment file: one table; and
+    the reasoning steps run (the planner passed `eval reasoning` a --no-progress it did not have:
+    every experiment with a reasoning section, the paper presets included, failed at that step)."""
     shared("math500/test.jsonl")
-    spec = _write(tmp_path, {"name": "r", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
-                             "include_base": True, "variants": [{"name": "sft", "mode": "sft"}],
-                             "train": {"epochs": 1, "max_length": 128, "limit": 2,
-                                       "set": {"effective_batch": 2, "per_device_batch": 2}},
-                             "reasoning": {"benches": ["math500"], "limit": 1, "max_new_tokens": 4}})
+    from test_dpo import _pairs
+
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(x) for x in _pairs(4)) + "\n")
+    spec = _write(tmp_path, {
+        "name": "r", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
+        "variants": [{"name": "sft", "mode": "sft"}, {"name": "dpo", "mode": "dpo"},
+                     {"name": "grpo", "mode": "grpo", "from_variant": "sft", "set": {"max_completion_length": 8}}],
+        "pairs": {"file": "pairs.jsonl"},
+        "train": {"epochs": 1, "max_length": 192, "limit": 4, "set": {"effective_batch": 4, "per_device_batch": 4}},
+        "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl"], "limit": 2, "max_new_tokens": 4, "batch_size": 4},
+        "reasoning": {"benches": ["math500"], "limit": 1, "max_new_tokens": 4}})
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["run", str(spec), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    for name in ("base", "sft"):
+    for name in ("base", "sft", "dpo", "grpo"):
         s = json.loads((out / "reasoning" / name / "summary.json").read_text())
         assert s["benchmarks"]["math500"]["n"] == 1 and s["label"] == name
+    grpo_cfg = yaml.safe_load((out / "train" / "grpo" / "train_config.yaml").read_text())
+    assert grpo_cfg["model"] == str(out / "train" / "sft")  # SFT → GRPO: started from the SFT model
+    assert json.loads((out / "train" / "dpo" / "train_stats.json").read_text())["plan"]["mode"] == "dpo"
+    md = CliRunner().invoke(cli, ["report", str(out / "eval"), "--format", "md", "--baseline", "sft"])
+    assert md.exit_code == 0, md.output
+    for name in ("base", "sft (baseline)", "dpo", "grpo"):
+        assert f"| {name} |" in md.output
