@@ -195,6 +195,7 @@ def test_dpo_kill_9_then_resume_equals_uninterrupted(dpo_ddp_runs):
     _kill_9_at_checkpoint_2(proc, out)
     r = _launch(2, args(out, "--resume"))
     assert "resuming from" in r.stderr
+    assert json.loads((out / "train_stats.json").read_text())["world_size"] == 2  # the resumed run really had 2 ranks
     wa, wb = dpo_ddp_runs["weights"](tmp / "two"), dpo_ddp_runs["weights"](out)
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
 

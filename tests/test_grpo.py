@@ -194,6 +194,7 @@ def test_grpo_on_two_ddp_ranks_and_kill_9_then_resume(grpo_ranks):
     _kill_9_at_checkpoint_2(proc, out)
     r = _launch(2, args(out, "--resume"))
     assert "resuming from" in r.stderr
+    assert json.loads((out / "train_stats.json").read_text())["world_size"] == 2  # the resumed run really had 2 ranks
     wa, wb = _weights(tmp / "two"), _weights(out)
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
 

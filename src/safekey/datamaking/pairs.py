@@ -18,7 +18,6 @@ an item gave no pair, and are counted in the stats. Generation failures are retr
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..llm import ChatRequest, Sampling, get_backend, prompt_opens_think
+from ..prefixes import pick
 from ..sentences import segment
 from ..store import Failure, read_records, run_stage, sidecar
 from ..types import Record, SafekeyError, thinking_text, truncation
@@ -89,10 +89,6 @@ def find_cue(response: str, question: str, opens_think: bool | None, benign: boo
     return None
 
 
-def _pick(pool: list[str], key: str) -> str:
-    return pool[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(pool)]
-
-
 class PairMaker:
     """`process` of the stage: answer, judge, cut, continue, judge again."""
 
@@ -149,7 +145,7 @@ class PairMaker:
                 out[k] = self._status(r, "no_cue", texts[k])
                 continue
             pool = self.cfg.helpful_triggers if benign else self.cfg.safety_triggers
-            todo.append((k, cut, _pick(pool, r.id)))
+            todo.append((k, cut, pick(pool, r.id)))
         if todo:
             reqs = [ChatRequest(messages=batch[k].prompt_messages(), sampling=self._sampling(), id=batch[k].id,
                                 prefill=texts[k][:cut] + trig + " ") for k, cut, trig in todo]

@@ -14,15 +14,13 @@ Generation is ``model.generate`` on CPU; on GPUs TRL's own vLLM (``use_vllm``, c
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer
 
-from ..paths import resource
-from ..records import iter_json_objects
-from ..types import Record, SafekeyError, thinking_open, thinking_text
+from ..prefixes import builtin_openings, first_words, in_share, pick, read_prefixes
+from ..types import Record, SafekeyError, thinking_open
 from .arguments import training_args
 from .config import TrainConfig
 from .data import checked_rows
@@ -82,41 +80,21 @@ def mix_prompts(rows: list[dict[str, Any]], shares: dict[str, float] | None, see
     return out
 
 
-def _share(key: str, alpha: float) -> bool:
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < alpha
-
-
-def _traces(path: str | None) -> dict[str, str]:
-    if not path:
-        return {}
-    out = {}
-    for loc, obj, err in iter_json_objects(Path(path)):
-        if err is not None or not isinstance(obj, dict) or "id" not in obj:
-            raise SafekeyError(f"{loc}: a trace row needs an id and a prefix (or a response with <think>)")
-        text = obj.get("prefix") or obj.get("rejected") or (thinking_text(obj["response"], True) if isinstance(obj.get("response"), str) else None)
-        if not isinstance(text, str) or not text.strip():
-            raise SafekeyError(f"{loc}: no prefix in this trace row")
-        out[str(obj["id"])] = text
-    return out
-
-
 def recap_prefix(row: dict[str, Any], cfg: TrainConfig, traces: dict[str, str], pool: list[str]) -> str:
     """The counter-aligned opening of this prompt's thinking ("" for prompts outside the share)."""
     if row.get("prefill"):
-        return " ".join(str(row["prefill"]).split()[: cfg.prefill_words])
-    if not _share(str(row["id"]), cfg.prefill_share):
+        return first_words(str(row["prefill"]), cfg.prefill_words)
+    key = str(row["id"])
+    if not in_share(key, cfg.prefill_share):
         return ""
-    q = row.get("question") or ""
-    text = traces.get(str(row["id"])) or (pool[int(hashlib.sha256(str(row["id"]).encode()).hexdigest(), 16) % len(pool)]
-                                            if row["unsafe"] == 1 else OVER_REFUSING[0]).replace("{request}", q)
-    return " ".join(text.split()[: cfg.prefill_words])
+    text = traces.get(key) or (pick(pool, key) if row["unsafe"] == 1 else OVER_REFUSING[0])
+    return first_words(text.replace("{request}", row.get("question") or ""), cfg.prefill_words)
 
 
 def grpo_rows(tok: Any, rows: list[dict[str, Any]], cfg: TrainConfig) -> list[dict[str, Any]]:
     """``{prompt (rendered text, + the prefix), question, unsafe, prefill}`` per prompt."""
-    traces = _traces(cfg.prefill_traces)
-    pool = [ln for ln in resource("attacks/counter_aligned.txt").read_text(encoding="utf-8").splitlines()
-            if ln.strip() and not ln.startswith("#")]
+    traces = read_prefixes(cfg.prefill_traces) if cfg.prefill_traces else {}
+    pool = builtin_openings()
     out = []
     for r in rows:
         base = {"id": str(r["id"]), **({"messages": r["messages"]} if "messages" in r else {"question": r["question"]})}

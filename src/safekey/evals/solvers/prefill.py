@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...llm import prompt_opens_think
-from ...paths import resource
+from ...prefixes import builtin_openings, first_words, pick, read_prefixes
 from ...store import Failure
 from ...types import Record, SafekeyError
 from .attacker import AttackerModel, attack_prompt
@@ -42,15 +42,6 @@ def _check_prefill(target: Target, attack: str) -> None:
     if style == "none":
         raise SafekeyError(f"--attack {attack} continues a prefilled turn, and this endpoint is configured with "
                            "prefill_style: none (no continue-generation); use a vLLM/DeepSeek-style server or hf:/vllm:")
-
-
-def _pick(pool: list[str], key: str) -> str:
-    """A fixed choice per item (stable across runs and resumes)."""
-    return pool[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(pool)]
-
-
-def _words(text: str, n: int) -> str:
-    return " ".join(text.split()[:n])
 
 
 class PrefillAnswer(Solver):
@@ -93,9 +84,8 @@ class PrefillThinking(Solver):
         self.prefix_model = AttackerModel(prefix_model, prefix_model_base_url, 0.0, max(64, 3 * words)) if prefix_model \
             else None
         self.source = str(Path(prefixes).resolve()) if prefixes else None
-        self.by_id = _read_prefixes(Path(prefixes)) if prefixes else {}
-        self.pool = [ln for ln in resource("attacks/counter_aligned.txt").read_text(encoding="utf-8").splitlines()
-                     if ln.strip() and not ln.startswith("#")]
+        self.by_id = read_prefixes(prefixes) if prefixes else {}
+        self.pool = builtin_openings()
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256(json.dumps(self.by_id, sort_keys=True).encode()).hexdigest()[:16] if self.by_id else None
@@ -106,8 +96,8 @@ class PrefillThinking(Solver):
 
     def prefix(self, target: Target, r: Record, written: str | None = None) -> str:
         opens = _opens_think(target, r, self.template_opens_think, self.name)
-        text = self.by_id.get(r.id) or written or _pick(self.pool, r.id).replace("{request}", r.prompt_messages()[-1]["content"])
-        return ("" if opens else "<think>\n") + _words(text, self.words)
+        text = self.by_id.get(r.id) or written or pick(self.pool, r.id).replace("{request}", r.prompt_messages()[-1]["content"])
+        return ("" if opens else "<think>\n") + first_words(text, self.words)
 
     def close(self) -> None:
         if self.prefix_model is not None:
@@ -128,28 +118,6 @@ class PrefillThinking(Solver):
         _check_prefill(target, self.name)
         got = self.written(batch)
         return respond(target, batch, prefills=[self.prefix(target, r, got.get(r.id)) for r in batch])
-
-
-def _read_prefixes(path: Path) -> dict[str, str]:
-    """{id: prefix} from JSONL rows ``{id, prefix}`` or traces ``{id, response}`` (their thinking)."""
-    from ...records import iter_json_objects
-    from ...types import thinking_text
-
-    if not path.is_file():
-        raise SafekeyError(f"attack prefixes: {path} not found")
-    out: dict[str, str] = {}
-    for loc, obj, err in iter_json_objects(path):
-        if err is not None:
-            raise SafekeyError(f"{loc}: {err}")
-        if not isinstance(obj, dict) or "id" not in obj:
-            raise SafekeyError(f"{loc}: a prefix row needs an id and a prefix (or a response with <think>)")
-        text = obj.get("prefix")
-        if text is None and isinstance(obj.get("response"), str):
-            text = thinking_text(obj["response"], True)
-        if not isinstance(text, str) or not text.strip():
-            raise SafekeyError(f"{loc}: no prefix (a 'prefix' string, or a 'response' with thinking)")
-        out[str(obj["id"])] = text
-    return out
 
 
 PUZZLES = [
