@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replicate_mini import main
 
-QUICK = ["seeds=[1]", "train.limit=8", "safety.limit=10", "safety.max_new_tokens=32", "reasoning.limit=3",
+QUICK = ["seeds=[1]", "train.limit=8", "safety.limit='strongreject=10,strongreject-jailbreak=10,xstest=10,strongreject@pair=4'", "safety.max_new_tokens=32", "reasoning.limit=3",
          "reasoning.max_new_tokens=64", "pairs.limit=8"]
 
 if __name__ == "__main__":

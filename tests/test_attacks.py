@@ -114,6 +114,29 @@ def test_cot_hijack_wraps_the_request_but_the_judge_reads_the_request(tmp_path):
     assert CotHijack(puzzles=2).messages(rec) == CotHijack(puzzles=2).messages(rec)
 
 
+def test_attack_benches_and_a_task_limit_run_an_attack_on_part_of_one_benchmark(tmp_path):
+    """A costly attack on a stratified part of one benchmark's own sample: attack_benches limits where
+    it runs, `limit: {BENCH@ATTACK: N}` how many of that benchmark's (already sampled) items it gets."""
+    other = tmp_path / "other.jsonl"
+    other.write_text(resource("starter/heldout_benign.jsonl").read_text(encoding="utf-8"))
+    be = Recording(lambda req: "\n</think>\n\nI'm sorry, but I can't help with that.", opens_think=False)
+    cfg = SafetyEvalConfig(model="openai:scripted", bench_files=[BENCH, str(other)], attacks=["none", "cot-hijack"],
+                           attack_benches={"cot-hijack": ["heldout_harmful"]},
+                           limit={"heldout_harmful": 10, "other": 4, "heldout_harmful@cot-hijack": 3})
+    s = run_safety_eval(cfg, tmp_path / "run", backend=be, judge=KeywordJudge(), progress=False)
+    assert set(s["benchmarks"]) == {"heldout_harmful", "other", "heldout_harmful@cot-hijack"}
+    plain = {r["id"] for r in _judged(tmp_path / "run", "heldout_harmful")}
+    attacked = {r["id"] for r in _judged(tmp_path / "run", "heldout_harmful@cot-hijack")}
+    assert len(plain) == 10 and len(attacked) == 3 and attacked < plain  # paired with the plain items
+    assert sum(1 for r in be.seen if r.prefill) == 3
+    with pytest.raises(ValueError, match="attack_benches names 'pair'"):
+        SafetyEvalConfig(model="openai:x", bench_files=[BENCH], attack_benches={"pair": ["heldout_harmful"]})
+    with pytest.raises(ValueError, match=r"attack_benches.cot-hijack: \['nosuch'\] must name benchmarks"):
+        SafetyEvalConfig(model="openai:x", bench_files=[BENCH], attacks=["cot-hijack"], attack_benches={"cot-hijack": ["nosuch"]})
+    with pytest.raises(SafekeyError, match="--limit names 'other@cot-hijack'"):  # the attack does not run there
+        run_safety_eval(cfg.model_copy(update={"limit": {"other@cot-hijack": 2}}), tmp_path / "b", backend=be, progress=False)
+
+
 def test_attack_settings_and_endpoints_fail_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="unknown attack 'nosuch'"):
         SafetyEvalConfig(model="openai:x", bench_files=[BENCH], attacks=["nosuch"])

@@ -71,9 +71,10 @@ class SafetySpec(_Strict):
     python: str | None = None
     benches: list[str] = []
     bench_files: list[str] = []
-    limit: str | int | None = None  # N, or BENCH=N,…
+    limit: str | int | None = None  # N, or BENCH=N,… (BENCH@ATTACK=N: that attack on N of them)
     attacks: list[str] = []  # solvers run on every benchmark (eval safety --attack); [] = none
     attack_settings: dict[str, dict[str, Any]] = {}  # per attack; a "prefixes" path is relative to this file
+    attack_benches: dict[str, list[str]] = {}  # per attack: the benchmarks it runs on (default: all)
     samples: int | None = Field(None, ge=1)  # sampled safety (Safe@K); needs temperature > 0
     judge: str = "keyword"
     judge_part: Literal["answer", "thinking", "both", "full"] | None = None  # both: harmful reasoning beside harmful answers
@@ -175,6 +176,9 @@ def _check_limit(key: str, spec: SafetySpec | ReasoningSpec) -> None:
 
     known = [b.lower() for b in spec.benches] + [name_from_stem(Path(f).stem).lower()
                                                  for f in getattr(spec, "bench_files", [])]
+    if isinstance(spec, SafetySpec):  # BENCH@ATTACK: an attack's task on part of the benchmark
+        on = {a: [b.lower() for b in v] for a, v in spec.attack_benches.items()}
+        known += [f"{b}@{a}" for a in spec.attacks if a != "none" for b in list(known) if b in on.get(a, [b])]
     try:
         lim = parse_limit(str(spec.limit), lambda k: k.strip().lower())
     except SafekeyError as e:
@@ -182,7 +186,7 @@ def _check_limit(key: str, spec: SafetySpec | ReasoningSpec) -> None:
     if isinstance(lim, dict):
         unknown = [k for k in lim if k not in known]
         if unknown:
-            raise ValueError(f"{key}.limit names {unknown[0]!r}, not a benchmark of this experiment ({', '.join(known) or 'none'})")
+            raise ValueError(f"{key}.limit names {unknown[0]!r}, not a benchmark or task of this experiment ({', '.join(known) or 'none'})")
 
 
 MAX_YAML_NODES = 100_000  # an experiment file is tens of lines; aliases can expand a few bytes to GBs

@@ -47,6 +47,8 @@ def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
     if s.attack_settings:
         cfg["attack_settings"] = {a: {k: P(v) if k in PATH_SETTINGS and isinstance(v, str) else v for k, v in kv.items()}
                                   for a, kv in s.attack_settings.items()}
+    if s.attack_benches:
+        cfg["attack_benches"] = {a: list(v) for a, v in s.attack_benches.items()}
     for key in ("judge_model", "judge_part", "max_new_tokens", "batch_size", "repetition_penalty", "temperature", "samples"):
         if getattr(s, key) is not None:
             cfg[key] = getattr(s, key)

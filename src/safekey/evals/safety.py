@@ -69,9 +69,11 @@ class SafetyEvalConfig(BaseModel):
     bench_files: list[str] = []
     bench_paths: dict[str, str] = {}  # NAME -> local file overriding the registry's source
     # the solver slot: how each item becomes the model's response (none = the prompt as written);
-    # every attack runs on every benchmark, one summary row per (benchmark, attack)
+    # every attack runs on every benchmark (or those attack_benches names), one summary row per
+    # (benchmark, attack); `limit` may name a task, BENCH@ATTACK: N of that benchmark's items
     attacks: list[str] = ["none"]
     attack_settings: dict[str, dict[str, Any]] = {}  # per attack: its solver's settings
+    attack_benches: dict[str, list[str]] = {}  # per attack: the benchmarks it runs on (default: all)
     judge: str = "keyword"
     judge_model: str | None = None
     judge_base_url: str | None = None
@@ -89,7 +91,7 @@ class SafetyEvalConfig(BaseModel):
     # sampled safety: K generations per item (temperature > 0) → Safe@1, Safe@K (all K safe),
     # ConsSafe@K (a majority safe); 1 = greedy, one answer per item
     samples: int = Field(1, ge=1)
-    limit: int | dict[str, int] | None = None  # N per benchmark, or {bench: N}
+    limit: int | dict[str, int] | None = None  # N per benchmark, or {bench: N, bench@attack: N}
     limit_seed: int = 0  # the stratified --limit sample
     label: str | None = None  # how reports name this model (default: the run folder)
     max_judge_failures: float = Field(0.1, ge=0.0, le=1.0)  # share of a benchmark's items; above: EvalFailed
@@ -100,10 +102,20 @@ class SafetyEvalConfig(BaseModel):
     judge_batch_size: int = Field(16, ge=1)
 
     @model_validator(mode="after")
-    def _sampled(self) -> SafetyEvalConfig:
+    def _consistent(self) -> SafetyEvalConfig:
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 with temperature 0 gives identical samples; set temperature > 0")
+        names = self.bench_names()
+        for attack, on in self.attack_benches.items():  # a typo would silently run the attack everywhere
+            if attack not in self.attacks:
+                raise ValueError(f"attack_benches names {attack!r}, not an attack of this run ({', '.join(self.attacks)})")
+            if not on or any(b.lower() not in names for b in on):
+                raise ValueError(f"attack_benches.{attack}: {on} must name benchmarks of this run ({', '.join(names)})")
         return self
+
+    def bench_names(self) -> list[str]:
+        """The run-folder names of the benchmarks, lower-cased, in order."""
+        return [b.lower() for b in self.benches] + [bench_file_name(f).lower() for f in self.bench_files]
 
     @field_validator("attacks")
     @classmethod
@@ -165,11 +177,12 @@ class SafetyRun:
         self._backend = backend
         self._own_backend = backend is None  # close only what we opened
         self._own_judge = judge is None
+        names = cfg.bench_names()
         if isinstance(cfg.limit, dict):  # `--limit nosuch=2` silently evaluated everything in full
-            names = [b.lower() for b in cfg.benches] + [bench_file_name(f).lower() for f in cfg.bench_files]
-            unknown = [k for k in cfg.limit if k.lower() not in names]
+            tasks = names + [f"{b}@{a}" for b in names for a in cfg.attacks if a != "none" and self._attacks(b, a)]
+            unknown = [k for k in cfg.limit if k.lower() not in tasks]
             if unknown:
-                raise SafekeyError(f"--limit names {unknown[0]!r}, not a benchmark of this run ({', '.join(names)})")
+                raise SafekeyError(f"--limit names {unknown[0]!r}, not a benchmark or task of this run ({', '.join(tasks)})")
         self.judge = judge or make_judge(cfg.judge, judge_model=cfg.judge_model, base_url=cfg.judge_base_url,
                                          max_tokens=cfg.judge_max_tokens, ensemble_rule=cfg.judge_ensemble)
         unused = set(cfg.attack_settings) - set(cfg.attacks)
@@ -206,6 +219,10 @@ class SafetyRun:
                         {"bench": name, "source": str(Path(f).resolve())}))
         return out
 
+    def _attacks(self, bench: str, attack: str) -> bool:
+        on = self.cfg.attack_benches.get(attack)
+        return on is None or bench.lower() in {b.lower() for b in on}
+
     def _limit(self, name: str) -> int | None:
         lim = self.cfg.limit
         return {k.lower(): v for k, v in lim.items()}.get(name.lower()) if isinstance(lim, dict) else lim
@@ -221,11 +238,20 @@ class SafetyRun:
                                                  "ids": [r.id for r in items]}} if self._limit(name) is not None else {})
             units = expand_samples(items, self.cfg.samples) if self.cfg.samples > 1 else items
             for attack, solver in self.solvers.items():
+                if not self._attacks(name, attack):
+                    continue
                 if attack == "none":
                     out.append(Task(name, units, gen_cfg, solver, scorer, self.cfg.batch_size, extra))
-                else:
-                    out.append(Task(f"{name}@{attack}", units, gen_cfg, solver, scorer, self.cfg.batch_size,
-                                    {**extra, "bench": name, "attack": attack}))
+                    continue
+                task, sub, sample = f"{name}@{attack}", units, extra
+                n = self._limit(task)
+                if n is not None:  # a costly attack on a stratified part of the benchmark's own sample
+                    part = limit_sample(items, n, self.cfg.limit_seed)
+                    sub = expand_samples(part, self.cfg.samples) if self.cfg.samples > 1 else part
+                    sample = {"sample": {"limit": n, "seed": self.cfg.limit_seed, "ids": [r.id for r in part],
+                                         "of": self._limit(name)}}
+                out.append(Task(task, sub, gen_cfg, solver, scorer, self.cfg.batch_size,
+                                {**sample, "bench": name, "attack": attack}))
         return out
 
     # -- the run ----------------------------------------------------------------------------------
