@@ -75,8 +75,7 @@ def main(preset: str = "replicate-mini", quick: list[str] = QUICK, doc: str = __
     if rc != 0:
         return rc
     out = Path(args.out)
-    evals = [e for e in collect([out]).evals if e.kind == "safety"]
-    study = seeds.seed_study(out / "experiment.json", evals)
+    study = seeds.seed_study(out / "experiment.json", collect([out]).evals)  # safety and reasoning: one row per model
     if study is None:
         print("no runs to aggregate", file=sys.stderr)
         return 1

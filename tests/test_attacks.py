@@ -29,9 +29,11 @@ class Recording(ScriptedModel):
     def __init__(self, reply, **kw):
         super().__init__(reply, finish="stop", **kw)
         self.seen = []
+        self.batches = []  # the requests of each generate call
 
     def generate(self, reqs, cache=None):
         self.seen += reqs
+        self.batches.append(list(reqs))
         return super().generate(reqs, cache)
 
 

@@ -95,6 +95,20 @@ def test_pair_stops_at_the_judges_success_and_counts_attacker_refusals(tmp_path,
     assert len(logs) == 6 and all(len({e["node"] for e in es}) == len(es) for es in logs.values())
 
 
+@pytest.mark.parametrize("attack", ["pair", "tap", "crescendo"])
+def test_items_the_attacker_never_attacked_are_answered_as_written_in_one_batch(tmp_path, key, attack):
+    """A weak attacker refuses every item: each is answered as written — all in one target batch (one
+    at a time, a 135M attacker's refusals cost one sequential generation per item)."""
+    with FakeOpenAI(lambda messages: "I can't help with creating jailbreak prompts.") as srv:
+        be = Recording(lambda req: REFUSE, opens_think=False)
+        s = run_safety_eval(_cfg(srv, attack), tmp_path / "run", backend=be, judge=KeywordJudge(), progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / f"heldout_harmful@{attack}" / "judged.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["attack"]["fallback"] == "attacker produced no prompt" for r in rows)
+    assert [len(b) for b in be.batches] == [6]
+    assert {q.messages[-1]["content"] for q in be.batches[0]} == {r["question"] for r in rows}
+    assert s["benchmarks"][f"heldout_harmful@{attack}"]["attack_stats"]["attacker_gave_no_prompt"] == 6
+
+
 def test_pair_query_budget_and_tap_pruning(tmp_path, key):
     with FakeOpenAI(attacker) as srv:
         be = Recording(lambda req: REFUSE, opens_think=False)  # never jailbroken: the budget is what stops it

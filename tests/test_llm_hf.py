@@ -114,3 +114,17 @@ def test_smollm2_batched_equals_one_by_one(smollm2_dir):
     assert "Paris" in batched[1].text
     pre = be.generate([ChatRequest(messages=[{"role": "user", "content": "What is the capital of France?"}], prefill="The capital of France is", sampling=Sampling(max_tokens=4))])[0]
     assert not pre.text.startswith("The capital") and "Paris" in pre.text
+
+
+def test_greedy_requests_with_different_seeds_share_a_batch(tiny, monkeypatch):
+    """Greedy decoding ignores the seed, so per-item seeds (the attackers') must not split a batch into
+    single generations; sampled requests with different seeds stay apart (each its own seed)."""
+    calls = []
+    real = tiny._generate_batch
+    monkeypatch.setattr(tiny, "_generate_batch", lambda reqs, s: calls.append(len(reqs)) or real(reqs, s))
+    reqs = [ChatRequest(messages=Q, sampling=Sampling(max_tokens=3, seed=k)) for k in range(4)]
+    greedy = tiny.generate(reqs)
+    assert calls == [4] and len({c.text for c in greedy}) == 1
+    calls.clear()
+    tiny.generate([ChatRequest(messages=Q, sampling=Sampling(max_tokens=3, temperature=1.0, seed=k)) for k in range(4)])
+    assert calls == [1, 1, 1, 1]

@@ -49,7 +49,7 @@ def study(tmp_path):
 def test_seed_statistics_by_hand(study):
     s, sft, sk = study
     rows = {r["variant"]: r for r in s["rows"]}
-    cell = rows["safekey"]["cells"]["sr"]
+    cell = rows["safekey"]["cells"]["sr|harmful_rate"]
     per_seed = [sum(f) / 10 for f in sk]
     assert cell["seeds"]["values"] == per_seed
     assert cell["seeds"]["mean"] == pytest.approx(statistics.fmean(per_seed))
@@ -61,7 +61,7 @@ def test_seed_statistics_by_hand(study):
     d = cell["delta_vs_baseline"]
     assert d["delta"] == pytest.approx(statistics.fmean(by_prompt)) and d["n"] == 10 and d["seeds"] == [3, 3]
     assert d["ci"][0] <= d["delta"] <= d["ci"][1]
-    assert "delta_vs_baseline" not in rows["sft"]["cells"]["sr"]
+    assert "delta_vs_baseline" not in rows["sft"]["cells"]["sr|harmful_rate"]
     assert rows["safekey"]["aha_rate"]["sr"]["mean"] == pytest.approx((.5 + .6 + .9) / 3)
     assert rows["sft"]["probe_auroc_last"]["sd"] == pytest.approx(0.1)  # relative path from the manifest works
 
@@ -113,3 +113,39 @@ def test_no_claim_below_the_minimum_n(tmp_path):
                                                           "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
     (line,) = seeds.what_this_shows(seeds.seed_study(tmp_path / "experiment.json", runs))
     assert "no claim" in line and "lower" not in line and "n=2" in line
+
+
+def test_reasoning_retention_and_harmful_reasoning_join_the_row(tmp_path):
+    """A label's reasoning eval joins its safety row (accuracy, higher is better, last); an eval that
+    judged both parts adds the harmful-reasoning column beside the harmful answers."""
+    def both(label, answer, thinking):
+        r = _run(label, answer)
+        b = r.summary["benchmarks"]["sr"]
+        b["metrics"]["harmful_reasoning_rate"] = {"rate": sum(thinking) / len(thinking), "ci": [0, 1], "n": len(thinking)}
+        for it, t in zip(r.items["sr"].values(), thinking):
+            it["metrics"]["harmful_reasoning_rate"] = float(t)
+        return r
+
+    def math(label, correct):
+        summary = {"kind": "reasoning", "label": label,
+                   "benchmarks": {"math500": {"n": len(correct), "metrics": {"accuracy": {"rate": sum(correct) / len(correct)}}}}}
+        items = {f"q{i}": {"id": f"q{i}", "correct": bool(c)} for i, c in enumerate(correct)}
+        return EvalRun(Path("r-" + label), label, summary, {"math500": items})
+
+    ok = [1, 0] * 6
+    runs = [both("sft-s1", [1, 0] * 6, [1] * 12), both("sft-s2", [1, 0] * 6, [1] * 12),
+            both("sk-s1", [0] * 12, [0] * 12), both("sk-s2", [0] * 12, [0] * 12),
+            math("sft-s1", ok), math("sft-s2", ok), math("sk-s1", [1] * 12), math("sk-s2", [1] * 12)]
+    (tmp_path / "experiment.json").write_text(json.dumps({"seeds": [1, 2], "baseline": "sft",
+                                                          "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
+    s = seeds.seed_study(tmp_path / "experiment.json", runs)
+    head = seeds.to_markdown(s).splitlines()[0]
+    assert head == "| variant | seeds | sr harmful % ↓ | sr harmful reasoning % ↓ | math500 accuracy % ↑ |"
+    sk = next(r for r in s["rows"] if r["variant"] == "sk")
+    assert sk["cells"]["math500|accuracy"]["seeds"]["mean"] == 1.0 and sk["cells"]["math500|accuracy"]["pooled"]["n"] == 24
+    assert sk["cells"]["math500|accuracy"]["delta_vs_baseline"]["delta"] == pytest.approx(0.5)
+    shows = seeds.what_this_shows(s)
+    assert shows[1].startswith("sk vs sft on sr: harmful reasoning rate lower by 100.0 pp")
+    assert shows[2].startswith("sk vs sft on math500: accuracy higher by 50.0 pp")
+    fig = seeds.figure(s)
+    assert fig.axes[2].get_ylabel() == "%  (higher is better)"

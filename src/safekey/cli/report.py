@@ -45,7 +45,7 @@ def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
             from ..report import seeds
 
             manifest = seeds.find_manifest(list(runs))
-            study = seeds.seed_study(manifest, [e for e in evals if e.kind == "safety"]) if manifest else None
+            study = seeds.seed_study(manifest, evals) if manifest else None
             if study is not None and len(study.get("seeds") or []) > 1:
                 text += "\n\nAcross training seeds (mean ± sd; [pooled 95 % CI]; Δ vs " + str(study["baseline"]) + " in pp):\n\n"
                 text += seeds.to_markdown(study) + "\n"

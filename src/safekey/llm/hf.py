@@ -245,8 +245,9 @@ class HFBackend(BaseBackend):
         self._load()
         results: list[Completion | None] = [None] * len(requests)
         groups: dict[Sampling, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.sampling, []).append(i)
+        for i, r in enumerate(requests):  # greedy decoding ignores the seed: per-item seeds still batch
+            key = r.sampling if r.sampling.temperature > 0 else r.sampling.model_copy(update={"seed": None})
+            groups.setdefault(key, []).append(i)
         bs = max(1, self.config.batch_size)
         for s, idx in groups.items():
             lengths = {i: len(self.render_ids(requests[i])) for i in idx}

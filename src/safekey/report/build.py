@@ -271,14 +271,15 @@ def _paper(safety: list[EvalRun], mismatches: list[str], baseline: str | None) -
             "shows": what_this_shows(t), "baseline": base}
 
 
-def _seeds(paths: list[str | Path], safety: list[EvalRun]) -> dict[str, Any] | None:
-    """The variants × seeds table when a folder is a `safekey run` experiment with several seeds."""
+def _seeds(paths: list[str | Path], evals: list[EvalRun]) -> dict[str, Any] | None:
+    """The variants × seeds table when a folder is a `safekey run` experiment with several seeds
+    (safety and reasoning evals of one model are one row)."""
     from . import seeds
 
     manifest = seeds.find_manifest(paths)
     if manifest is None or len(json.loads(manifest.read_text(encoding="utf-8")).get("seeds") or []) < 2:
         return None
-    study = seeds.seed_study(manifest, safety)
+    study = seeds.seed_study(manifest, evals)
     if study is None:
         return None
     head, rows = seeds.table_cells(study)
@@ -357,7 +358,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),
         paper=_paper(safety, mismatches or [], _baseline(paths, safety, baseline)),
-        seeds=_seeds(paths, safety),
+        seeds=_seeds(paths, col.evals),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,
     )

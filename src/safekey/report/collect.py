@@ -101,7 +101,8 @@ def _load_eval(d: Path, label: str) -> EvalRun:
 
     for bench in summary["benchmarks"]:
         safe_name(bench, what=f"{d / 'summary.json'}: benchmark")
-        items = {str(r["id"]): r for r in read_jsonl(d / bench / "judged.jsonl") if "id" in r}
+        scored = "graded.jsonl" if run.kind == "reasoning" else "judged.jsonl"
+        items = {str(r["id"]): r for r in read_jsonl(d / bench / scored) if "id" in r}
         for r in read_jsonl(d / bench / "judged.uk.jsonl"):
             rid = str(r.get("id"))
             if rid in items and r.get("u_end") is not None and r.get("response") == items[rid].get("response"):

@@ -75,12 +75,36 @@ def _analysis(manifest: dict[str, Any], kind: str, root: Path) -> dict[str, Any]
     return None
 
 
+HIGHER_IS_BETTER = {"accuracy", "pass@1"}  # reasoning retention; every safety rate is lower-is-better
+SECOND_METRICS = ("harmful_reasoning_rate",)  # beside the headline when the eval judged both parts
+
+
+class _Merged:
+    """A label's safety and reasoning runs seen as one (their benchmark names never collide); a
+    reasoning item's `correct` becomes its `accuracy` outcome, so both kinds pool and pair alike."""
+
+    def __init__(self, runs: list[EvalRun]):
+        self.summary: dict[str, Any] = {"benchmarks": {}}
+        self.items: dict[str, dict[str, dict[str, Any]]] = {}
+        for e in runs:
+            self.summary["benchmarks"].update(e.summary["benchmarks"])
+            for bench, items in e.items.items():
+                if e.kind == "reasoning":
+                    items = {i: {**r, "metrics": {"accuracy": float(r["correct"])}} for i, r in items.items()
+                             if r.get("correct") is not None}
+                self.items[bench] = items
+
+
 def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any] | None:
-    """Aggregate the runs an experiment manifest groups by variant. None when it has no seeds to pool."""
+    """Aggregate the runs an experiment manifest groups by variant (safety and reasoning evals share
+    a label: one row). None when it has no seeds to pool."""
     manifest_path = Path(manifest_path)
     m = json.loads(manifest_path.read_text(encoding="utf-8"))
     root = manifest_path.parent
-    by_label = {e.label: e for e in evals}
+    kinds: dict[str, list[EvalRun]] = {}
+    for e in evals:
+        kinds.setdefault(e.label, []).append(e)
+    by_label = {label: _Merged(sorted(runs, key=lambda e: e.kind != "safety")) for label, runs in kinds.items()}
     groups = {g: [r for r in runs if r in by_label] for g, runs in m.get("groups", {}).items()}
     groups = {g: runs for g, runs in groups.items() if runs}
     if not groups:
@@ -89,9 +113,11 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
     for runs in groups.values():
         for r in runs:
             for b, s in by_label[r].summary["benchmarks"].items():
-                metric = headline_metric(s)
-                if metric and (b, metric) not in benches:
-                    benches.append((b, metric))
+                for metric in (headline_metric(s), *(k for k in SECOND_METRICS if k in s.get("metrics", {}))):
+                    if metric and (b, metric) not in benches:
+                        benches.append((b, metric))
+    reasoning = [bm for bm in benches if bm[1] in HIGHER_IS_BETTER]
+    benches = [bm for bm in benches if bm[1] not in HIGHER_IS_BETTER] + reasoning  # retention last
     baseline = m.get("baseline")
     aha = _analysis(m, "aha", root)
     probe = _analysis(m, "probe", root)
@@ -126,7 +152,7 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
                 if ids:
                     cell["delta_vs_baseline"] = seed_prompt_delta(matrix(runs, bench, metric, ids),
                                                                   matrix(groups[baseline], bench, metric, ids))
-            cells[bench] = cell
+            cells[f"{bench}|{metric}"] = cell
         extra: dict[str, Any] = {}
         if aha:
             vals: dict[str, list[float]] = {}
@@ -149,6 +175,16 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
             "benches": [{"bench": b, "metric": mt} for b, mt in benches], "rows": rows}
 
 
+def _cell(row: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
+    return row["cells"].get(f"{c['bench']}|{c['metric']}", {})
+
+
+def _label(c: dict[str, Any]) -> str:
+    """Column name: benchmark, metric, and which way is better."""
+    arrow = "↑" if c["metric"] in HIGHER_IS_BETTER else "↓"
+    return f"{c['bench']} {c['metric'].replace('_rate', '').replace('_', ' ')} % {arrow}"
+
+
 def _pp(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
@@ -166,7 +202,7 @@ def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of text cells: rates in %, mean ± sd over seeds, [pooled 95 % interval],
     Δ vs the baseline in pp [95 % interval]."""
     cols = study["benches"]
-    head = ["variant", "seeds"] + [f"{c['bench']} {c['metric'].replace('_rate', '')} % ↓" for c in cols]
+    head = ["variant", "seeds"] + [_label(c) for c in cols]
     extras = [("aha_rate", "aha rate % ↑"), ("probe_auroc_last", "probe AUROC (last layer)"), ("attention_u", "attention on U %")]
     present = [(k, h) for k, h in extras if any(r.get(k) for r in study["rows"])]
     head += [h for _, h in present]
@@ -174,7 +210,7 @@ def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for r in study["rows"]:
         cells = [r["variant"], str(r["n_seeds"])]
         for c in cols:
-            cell = r["cells"].get(c["bench"], {})
+            cell = _cell(r, c)
             txt = _ms(cell.get("seeds"))
             if cell.get("pooled"):
                 lo, hi = cell["pooled"]["ci"]
@@ -209,22 +245,23 @@ def what_this_shows(study: dict[str, Any]) -> list[str]:
     base = study.get("baseline")
     for r in study["rows"]:
         for c in study["benches"]:
-            d = r["cells"].get(c["bench"], {}).get("delta_vs_baseline")
+            d = _cell(r, c).get("delta_vs_baseline")
             if not d:
                 continue
             lo, hi = 100 * d["ci"][0], 100 * d["ci"][1]
             what = c["metric"].replace("_rate", "").replace("_", " ")
+            unit = "" if c["metric"] in HIGHER_IS_BETTER else " rate"
             from ..metrics import MIN_CLAIM_N
 
             if d.get("n", 0) < MIN_CLAIM_N:  # a bootstrap over a handful of prompts can collapse: no claim
-                out.append(f"{r['variant']} vs {base} on {c['bench']} ({what} rate): {100 * d['delta']:+.1f} pp on "
+                out.append(f"{r['variant']} vs {base} on {c['bench']} ({what}{unit}): {100 * d['delta']:+.1f} pp on "
                            f"n={d.get('n', 0)} prompts, below the {MIN_CLAIM_N} a claim needs — no claim either way")
             elif lo > 0 or hi < 0:
                 word = "lower" if hi < 0 else "higher"
-                out.append(f"{r['variant']} vs {base} on {c['bench']}: {what} rate {word} by {abs(100 * d['delta']):.1f} pp "
+                out.append(f"{r['variant']} vs {base} on {c['bench']}: {what}{unit} {word} by {abs(100 * d['delta']):.1f} pp "
                            f"[{lo:+.1f}, {hi:+.1f}] — the interval excludes 0")
             else:
-                out.append(f"{r['variant']} vs {base} on {c['bench']} ({what} rate): no significant difference, "
+                out.append(f"{r['variant']} vs {base} on {c['bench']} ({what}{unit}): no significant difference, "
                            f"{100 * d['delta']:+.1f} pp [{lo:+.1f}, {hi:+.1f}]")
     return out
 
@@ -239,7 +276,7 @@ def figure(study: dict[str, Any]) -> Any:
     names = [r["variant"] for r in study["rows"]]
     for ax, c in zip(axes[0], cols):
         for x, r in enumerate(study["rows"]):
-            s = r["cells"].get(c["bench"], {}).get("seeds") or {}
+            s = _cell(r, c).get("seeds") or {}
             if s.get("mean") is None:
                 continue
             ax.bar(x, 100 * s["mean"], yerr=100 * (s["sd"] or 0), color="#9bb7d4" if r["variant"] != study.get("baseline")
@@ -247,7 +284,7 @@ def figure(study: dict[str, Any]) -> Any:
             ax.scatter([x] * len(s["values"]), [100 * v for v in s["values"]], color="black", s=10, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set_title(f"{c['bench']}: {c['metric'].replace('_', ' ')}", fontsize=9)
-        ax.set_ylabel("%  (lower is better)")
+        ax.set_ylabel("%  (higher is better)" if c["metric"] in HIGHER_IS_BETTER else "%  (lower is better)")
     fig.tight_layout()
     return fig
 

@@ -109,6 +109,15 @@ class AttackerModel:
             self._backend = None
 
 
+def answer_as_written(items: list[Record], entries: dict[str, list[dict[str, Any]]], target: Any) -> dict[str, Any]:
+    """The items whose attacker never produced a prompt, answered as written — in one batch (one at
+    a time, a 135M attacker's 20 refusals cost 20 sequential generations)."""
+    from .base import respond
+
+    plain = [r for r in items if not any(e.get("result") is not None for e in entries[r.id])]
+    return dict(zip([r.id for r in plain], respond(target, plain))) if plain else {}
+
+
 def parse_attack(text: str | None, key: str = "prompt") -> str | None:
     """The attacker's new prompt from its JSON reply; None when there is none (a refusal, a
     malformed reply): counted as an attacker refusal, never sent to the target."""

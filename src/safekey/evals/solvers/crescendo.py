@@ -19,7 +19,7 @@ from typing import Any
 from ...judges.refusal_cues import read_refusal
 from ...store import Failure
 from ...types import Record, SafekeyError, final_answer
-from .attacker import AttackerModel, Transcript, attack_prompt, goal_of, judge_responses, parse_attack
+from .attacker import AttackerModel, Transcript, answer_as_written, attack_prompt, goal_of, judge_responses, parse_attack
 from .base import Solver, Target, respond, with_fields
 from .pair import _seed
 
@@ -88,7 +88,8 @@ class Crescendo(Solver):
             if not active:
                 break
             self._step(active, target, logs, entries)
-        return [self._final(r, entries[r.id], target) for r in batch]
+        plain = answer_as_written(batch, entries, target)
+        return [self._final(r, entries[r.id], plain.get(r.id)) for r in batch]
 
     def _step(self, active: list[Record], target: Target, logs: dict[str, Transcript],
               entries: dict[str, list[dict[str, Any]]]) -> None:
@@ -119,17 +120,16 @@ class Crescendo(Solver):
             logs[r.id].append(e)
             es.append(e)
 
-    def _final(self, r: Record, es: list[dict[str, Any]], target: Target) -> Record | Failure:
+    def _final(self, r: Record, es: list[dict[str, Any]], plain: Record | Failure | None) -> Record | Failure:
         answered = [e for e in es if e.get("result") is not None]
         stats: dict[str, Any] = {"name": self.name, "queries": len(answered), "attacker_calls": len(es),
                                  "attacker_refusals": sum(1 for e in es if e.get("refused")),
                                  "backtracks": sum(1 for e in es if e.get("backtracked")),
                                  "turns": sum(1 for e in answered if not e.get("backtracked")), "success": False}
-        if not answered:
-            (res,) = respond(target, [r])
-            if isinstance(res, Failure):
-                return res
-            return with_fields(res, attack={**stats, "queries": 1, "fallback": "attacker produced no prompt"})
+        if not answered:  # the attacker never produced a prompt: the request answered as written
+            if plain is None or isinstance(plain, Failure):
+                return plain or Failure(r.id, "no attack step and no plain answer")
+            return with_fields(plain, attack={**stats, "queries": 1, "fallback": "attacker produced no prompt"})
         wins = [k for k, e in enumerate(answered) if (e.get("verdict") or {}).get("harmful")]
         last = answered[wins[0]] if wins else answered[-1]
         if wins:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ...store import Failure
 from ...types import Record, SafekeyError
-from .attacker import AttackerModel, Transcript, attack_prompt, goal_of, judge_responses, parse_attack, rating
+from .attacker import AttackerModel, Transcript, answer_as_written, attack_prompt, goal_of, judge_responses, parse_attack, rating
 from .base import Solver, Target, respond, with_fields
 
 
@@ -108,7 +108,8 @@ class Pair(Solver):
             if not todo:
                 continue
             self._step(todo, target, logs, entries, round_)
-        return [self._final(r, entries[r.id], target) for r in batch]
+        plain = answer_as_written(batch, entries, target)
+        return [self._final(r, entries[r.id], plain.get(r.id)) for r in batch]
 
     def _step(self, todo: list[tuple[Record, str, list[dict[str, Any]]]], target: Target, logs: dict[str, Transcript],
               entries: dict[str, list[dict[str, Any]]], round_: int) -> None:
@@ -157,16 +158,17 @@ class Pair(Solver):
         parts = node.split(".")
         return [by_node[".".join(parts[:i])] for i in range(1, len(parts)) if ".".join(parts[:i]) in by_node]
 
-    def _final(self, r: Record, es: list[dict[str, Any]], target: Target) -> Record | Failure:
+    def _final(self, r: Record, es: list[dict[str, Any]], plain: Record | Failure | None) -> Record | Failure:
+        """The item's result: its first success, else its best-rated attempt, else `plain` (the
+        request answered as written, when the attacker never produced a prompt)."""
         tried = [e for e in es if e.get("result") is not None]
         stats: dict[str, Any] = {"name": self.name, "queries": len(tried), "attacker_calls": len(es),
                                  "attacker_refusals": sum(1 for e in es if e.get("refused")),
                                  "off_topic": sum(1 for e in es if e.get("on_topic") is False), "success": False}
-        if not tried:  # the attacker never produced a prompt: the target answers the request as written
-            (res,) = respond(target, [r])
-            if isinstance(res, Failure):
-                return res
-            return with_fields(res, attack={**stats, "queries": 1, "fallback": "attacker produced no prompt"})
+        if not tried:
+            if plain is None or isinstance(plain, Failure):
+                return plain or Failure(r.id, "no attack step and no plain answer")
+            return with_fields(plain, attack={**stats, "queries": 1, "fallback": "attacker produced no prompt"})
         wins = [k for k, e in enumerate(tried) if (e.get("verdict") or {}).get("harmful")]
         best = tried[wins[0]] if wins else max(tried, key=lambda e: e.get("rating") or 0)
         if wins:
