@@ -272,9 +272,13 @@ def figure(study: dict[str, Any]) -> Any:
 
     plt = _plt()
     cols = study["benches"]
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.6), squeeze=False)
+    wide = min(len(cols), 4)  # panels wrap after 4: a 9-column table stays readable
+    tall = -(-len(cols) // wide)
+    fig, axes = plt.subplots(tall, wide, figsize=(4.2 * wide, 3.6 * tall), squeeze=False)
+    for ax in axes.flat[len(cols):]:
+        fig.delaxes(ax)
     names = [r["variant"] for r in study["rows"]]
-    for ax, c in zip(axes[0], cols):
+    for ax, c in zip(axes.flat, cols):
         for x, r in enumerate(study["rows"]):
             s = _cell(r, c).get("seeds") or {}
             if s.get("mean") is None:

@@ -241,6 +241,15 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
     from ..provenance import provenance
 
     stats.update({"global_step": trainer.state.global_step, "train_loss": result.training_loss, "provenance": provenance()})
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    if lrs and not any(lrs):  # e.g. one optimizer step, all of it warmup: a "trained" model that is the start model
+        note = (f"every optimizer step ({trainer.state.global_step}) ran at learning rate 0 (warmup_ratio "
+                f"{cfg.warmup_ratio}): the weights did not change; set warmup_ratio 0 or train on more examples")
+        stats["warnings"] = [note]
+        if trainer.args.should_save:
+            import sys
+
+            print(f"warning: {note}", file=sys.stderr, flush=True)
     if trainer.args.should_save:  # written last, atomically: its presence means "finished"
         from ..store import write_stats
 
