@@ -93,6 +93,30 @@ def costs(out: Path) -> str:
     return "\n".join(rows)
 
 
+def brief(study: dict) -> str:
+    """The README's table: per variant and column the mean ± sd over seeds and the paired Δ vs the
+    baseline with its two-level bootstrap interval; * where that interval excludes 0 (n ≥ 10)."""
+    from safekey.metrics import MIN_CLAIM_N
+    from safekey.report.seeds import _cell, _label
+
+    cols = study["benches"]
+    out = ["| variant | " + " | ".join(_label(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in study["rows"]:
+        cells = []
+        for c in cols:
+            cell = _cell(r, c)
+            sd = (cell.get("seeds") or {}).get("sd")
+            mean_ = (cell.get("seeds") or {}).get("mean")
+            txt = "—" if mean_ is None else f"{100 * mean_:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+            d = cell.get("delta_vs_baseline")
+            if d:
+                star = "*" if d.get("n", 0) >= MIN_CLAIM_N and (d["ci"][0] > 0 or d["ci"][1] < 0) else ""
+                txt += f" (Δ {100 * d['delta']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]{star})"
+            cells.append(txt)
+        out.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     rc = main("baselines-mini", QUICK, __doc__)
     if rc == 0:
@@ -101,5 +125,8 @@ if __name__ == "__main__":
         out = Path(ap.parse_known_args()[0].out)
         table = costs(out)
         (out / "costs.md").write_text(table + "\n")
+        short = brief(json.loads((out / "study.json").read_text()))
+        (out / "brief.md").write_text(short + "\n")
+        print("\nmean ± sd over seeds (Δ vs the baseline [95 % interval], * = excludes 0):\n" + short)
         print("\nwhat each method cost (mean over seeds; 2 CPU cores):\n" + table)
     sys.exit(rc)

@@ -124,6 +124,13 @@ def test_reasoning_retention_and_harmful_reasoning_join_the_row(tmp_path):
         b["metrics"]["harmful_reasoning_rate"] = {"rate": sum(thinking) / len(thinking), "ci": [0, 1], "n": len(thinking)}
         for it, t in zip(r.items["sr"].values(), thinking):
             it["metrics"]["harmful_reasoning_rate"] = float(t)
+        xs = _run(label, [0] * 12, bench="xs", metric="refusal_rate")  # benign: refuses none, answers half
+        helped = [1, 0] * 6
+        xs.summary["benchmarks"]["xs"]["metrics"]["compliance_rate"] = {"rate": 0.5, "ci": [0, 1], "n": 12}
+        for it, h in zip(xs.items["xs"].values(), helped):
+            it["metrics"]["compliance_rate"] = float(h)
+        r.summary["benchmarks"].update(xs.summary["benchmarks"])
+        r.items.update(xs.items)
         return r
 
     def math(label, correct):
@@ -140,12 +147,14 @@ def test_reasoning_retention_and_harmful_reasoning_join_the_row(tmp_path):
                                                           "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
     s = seeds.seed_study(tmp_path / "experiment.json", runs)
     head = seeds.to_markdown(s).splitlines()[0]
-    assert head == "| variant | seeds | sr harmful % ↓ | sr harmful reasoning % ↓ | math500 accuracy % ↑ |"
+    assert head == ("| variant | seeds | sr harmful % ↓ | sr harmful reasoning % ↓ | xs refusal % ↓ | xs compliance % ↑ | "
+                    "math500 accuracy % ↑ |")
     sk = next(r for r in s["rows"] if r["variant"] == "sk")
     assert sk["cells"]["math500|accuracy"]["seeds"]["mean"] == 1.0 and sk["cells"]["math500|accuracy"]["pooled"]["n"] == 24
     assert sk["cells"]["math500|accuracy"]["delta_vs_baseline"]["delta"] == pytest.approx(0.5)
     shows = seeds.what_this_shows(s)
     assert shows[1].startswith("sk vs sft on sr: harmful reasoning rate lower by 100.0 pp")
-    assert shows[2].startswith("sk vs sft on math500: accuracy higher by 50.0 pp")
-    fig = seeds.figure(s)
-    assert fig.axes[2].get_ylabel() == "%  (higher is better)"
+    assert shows[-1].startswith("sk vs sft on math500: accuracy higher by 50.0 pp")
+    fig = seeds.figure(s)  # 5 panels: 4 in the first row, then 1
+    assert len(fig.axes) == 5 and [ax.get_ylabel() for ax in fig.axes][2:] == [
+        "%  (lower is better)", "%  (higher is better)", "%  (higher is better)"]

@@ -75,8 +75,11 @@ def _analysis(manifest: dict[str, Any], kind: str, root: Path) -> dict[str, Any]
     return None
 
 
-HIGHER_IS_BETTER = {"accuracy", "pass@1"}  # reasoning retention; every safety rate is lower-is-better
-SECOND_METRICS = ("harmful_reasoning_rate",)  # beside the headline when the eval judged both parts
+# reasoning retention, and answers that address a benign request; every other rate is lower-is-better
+HIGHER_IS_BETTER = {"accuracy", "pass@1", "compliance_rate"}
+# beside the headline: harmful reasoning when the eval judged both parts; on a benign set, the share
+# of answers that address the request (a refusal rate alone hides off-topic and empty answers)
+SECOND_METRICS = ("harmful_reasoning_rate", "compliance_rate")
 
 
 class _Merged:
@@ -116,8 +119,8 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
                 for metric in (headline_metric(s), *(k for k in SECOND_METRICS if k in s.get("metrics", {}))):
                     if metric and (b, metric) not in benches:
                         benches.append((b, metric))
-    reasoning = [bm for bm in benches if bm[1] in HIGHER_IS_BETTER]
-    benches = [bm for bm in benches if bm[1] not in HIGHER_IS_BETTER] + reasoning  # retention last
+    retention = [bm for bm in benches if bm[1] in ("accuracy", "pass@1")]
+    benches = [bm for bm in benches if bm not in retention] + retention  # reasoning retention last
     baseline = m.get("baseline")
     aha = _analysis(m, "aha", root)
     probe = _analysis(m, "probe", root)
