@@ -140,11 +140,13 @@ def test_reasoning_retention_and_harmful_reasoning_join_the_row(tmp_path):
         return EvalRun(Path("r-" + label), label, summary, {"math500": items})
 
     ok = [1, 0] * 6
-    runs = [both("sft-s1", [1, 0] * 6, [1] * 12), both("sft-s2", [1, 0] * 6, [1] * 12),
+    runs = [math("base", ok), _run("base", [1] * 12),  # no thinking: no harmful-reasoning metric (listed first)
+            both("sft-s1", [1, 0] * 6, [1] * 12), both("sft-s2", [1, 0] * 6, [1] * 12),
             both("sk-s1", [0] * 12, [0] * 12), both("sk-s2", [0] * 12, [0] * 12),
             math("sft-s1", ok), math("sft-s2", ok), math("sk-s1", [1] * 12), math("sk-s2", [1] * 12)]
     (tmp_path / "experiment.json").write_text(json.dumps({"seeds": [1, 2], "baseline": "sft",
-                                                          "groups": {"sft": ["sft-s1", "sft-s2"], "sk": ["sk-s1", "sk-s2"]}}))
+                                                          "groups": {"base": ["base"], "sft": ["sft-s1", "sft-s2"],
+                                                                     "sk": ["sk-s1", "sk-s2"]}}))
     s = seeds.seed_study(tmp_path / "experiment.json", runs)
     head = seeds.to_markdown(s).splitlines()[0]
     assert head == ("| variant | seeds | sr harmful % ↓ | sr harmful reasoning % ↓ | xs refusal % ↓ | xs compliance % ↑ | "
@@ -153,8 +155,9 @@ def test_reasoning_retention_and_harmful_reasoning_join_the_row(tmp_path):
     assert sk["cells"]["math500|accuracy"]["seeds"]["mean"] == 1.0 and sk["cells"]["math500|accuracy"]["pooled"]["n"] == 24
     assert sk["cells"]["math500|accuracy"]["delta_vs_baseline"]["delta"] == pytest.approx(0.5)
     shows = seeds.what_this_shows(s)
-    assert shows[1].startswith("sk vs sft on sr: harmful reasoning rate lower by 100.0 pp")
-    assert shows[-1].startswith("sk vs sft on math500: accuracy higher by 50.0 pp")
-    fig = seeds.figure(s)  # 5 panels: 4 in the first row, then 1
+    sk_lines = [x for x in shows if x.startswith("sk ")]
+    assert sk_lines[1].startswith("sk vs sft on sr: harmful reasoning rate lower by 100.0 pp")
+    assert sk_lines[-1].startswith("sk vs sft on math500: accuracy higher by 50.0 pp")
+    fig = seeds.figure(s)  # 5 panels: 4 in the first row, then 1 (the base run's first column is ordered too)
     assert len(fig.axes) == 5 and [ax.get_ylabel() for ax in fig.axes][2:] == [
         "%  (lower is better)", "%  (higher is better)", "%  (higher is better)"]

@@ -119,8 +119,11 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
                 for metric in (headline_metric(s), *(k for k in SECOND_METRICS if k in s.get("metrics", {}))):
                     if metric and (b, metric) not in benches:
                         benches.append((b, metric))
-    retention = [bm for bm in benches if bm[1] in ("accuracy", "pass@1")]
-    benches = [bm for bm in benches if bm not in retention] + retention  # reasoning retention last
+    # a benchmark's columns side by side (answers, then reasoning; refusals, then help), reasoning
+    # retention last — whichever run happened to name a metric first
+    order = {b: k for k, b in enumerate(dict.fromkeys(b for b, _ in benches))}
+    rank = {m: k for k, m in enumerate(("harmful_rate", "harmful_reasoning_rate", "refusal_rate", "compliance_rate"))}
+    benches.sort(key=lambda bm: (bm[1] in ("accuracy", "pass@1"), order[bm[0]], rank.get(bm[1], len(rank))))
     baseline = m.get("baseline")
     aha = _analysis(m, "aha", root)
     probe = _analysis(m, "probe", root)
