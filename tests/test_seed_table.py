@@ -73,6 +73,10 @@ def test_seed_table_and_reading(study):
     assert lines[0].startswith("| variant | seeds | sr harmful % ↓ | aha rate % ↑ | probe AUROC (last layer) |")
     row = next(line for line in lines if line.startswith("| safekey |"))
     assert "| safekey | 3 | 23.3 ± 5.8 [11.8, 40.9] (n=30); Δ -36.7 [" in row and "Δ -36.7 [" in row and "| 66.7 ± 20.8 |" in row
+    tex = seeds.to_latex(s)  # `report --format latex`: the same cells, escaped
+    assert r"sr harmful \% $\downarrow$" in tex and r"23.3 $\pm$ 5.8 [11.8, 40.9] (n=30); $\Delta$ -36.7 [" in tex
+    hostile = {**s, "rows": [{**s["rows"][0], "variant": r"\input{/etc/passwd}"}]}
+    assert r"\input{" not in seeds.to_latex(hostile) and r"\textbackslash{}input\{" in seeds.to_latex(hostile)
     shows = seeds.what_this_shows(s)
     assert len(shows) == 1 and shows[0].startswith("safekey vs sft on sr: harmful rate lower by 36.7 pp [") and shows[0].endswith("the interval excludes 0")
 

@@ -41,14 +41,15 @@ def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
         table = paper_table(evals, baseline=baseline)
         table["footer"] += [f"NOT COMPARABLE: {p}" for p in _mismatches(evals, allow_mismatch)]
         text = {"md": to_markdown, "latex": to_latex, "csv": to_csv}[fmt](table)
-        if fmt == "md":
+        if fmt in ("md", "latex"):
             from ..report import seeds
 
             manifest = seeds.find_manifest(list(runs))
             study = seeds.seed_study(manifest, evals) if manifest else None
             if study is not None and len(study.get("seeds") or []) > 1:
-                text += "\n\nAcross training seeds (mean ± sd; [pooled 95 % CI]; Δ vs " + str(study["baseline"]) + " in pp):\n\n"
-                text += seeds.to_markdown(study) + "\n"
+                title = "Across training seeds (mean ± sd; [pooled 95 % CI]; Δ vs " + str(study["baseline"]) + " in pp)"
+                text += (f"\n\n{title}:\n\n" + seeds.to_markdown(study) + "\n" if fmt == "md"
+                         else f"\n% {title}\n" + seeds.to_latex(study))
         if to_stdout:
             click.echo(text, nl=False)
         else:

@@ -245,6 +245,22 @@ def to_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def to_latex(study: dict[str, Any]) -> str:
+    """The same table as a booktabs tabular (cells as in the markdown: mean ± sd [pooled CI] (n); Δ)."""
+    from .paper_table import latex_escape
+
+    def tex(text: str) -> str:
+        out = latex_escape(text)
+        for a, b in (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$")):
+            out = out.replace(a, b)
+        return out
+
+    head, rows = table_cells(study)
+    lines = [r"\begin{tabular}{ll" + "c" * (len(head) - 2) + "}", r"\toprule", " & ".join(map(tex, head)) + r" \\",
+             r"\midrule", *(" & ".join(map(tex, r)) + r" \\" for r in rows), r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
 def what_this_shows(study: dict[str, Any]) -> list[str]:
     """One plain sentence per (variant, benchmark) delta vs the baseline: does its interval exclude 0?"""
     out = []
@@ -295,6 +311,7 @@ def figure(study: dict[str, Any]) -> Any:
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         ax.set_title(f"{c['bench']}: {c['metric'].replace('_', ' ')}", fontsize=9)
         ax.set_ylabel("%  (higher is better)" if c["metric"] in HIGHER_IS_BETTER else "%  (lower is better)")
+        ax.set_ylim(bottom=0)  # a rate: the sd bar must not suggest one below 0
     fig.tight_layout()
     return fig
 
