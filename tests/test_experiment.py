@@ -274,7 +274,7 @@ def test_dpo_variants_get_a_pairs_step_made_with_the_base_model(tmp_path, tiny_m
 
 
 def test_every_method_in_one_experiment_with_reasoning_steps(shared, tmp_path, tiny_model_dir):
-    """base, SFT, DPO (pairs the user brings) and SFT → GRPO from one experiment file: one table; and
+    """SFT, DPO (pairs the user brings) and SFT → GRPO from one experiment file: one table; and
     the reasoning steps run (the planner passed `eval reasoning` a --no-progress it did not have:
     every experiment with a reasoning section, the paper presets included, failed at that step)."""
     shared("math500/test.jsonl")
@@ -283,6 +283,7 @@ def test_every_method_in_one_experiment_with_reasoning_steps(shared, tmp_path, t
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(x) for x in _pairs(4)) + "\n")
     spec = _write(tmp_path, {
         "name": "r", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
+        "include_base": False,  # the base model's steps are the e2e fixture's (suite time)
         "variants": [{"name": "sft", "mode": "sft"}, {"name": "dpo", "mode": "dpo"},
                      {"name": "grpo", "mode": "grpo", "from_variant": "sft", "set": {"max_completion_length": 8}}],
         "pairs": {"file": "pairs.jsonl"},
@@ -292,7 +293,7 @@ def test_every_method_in_one_experiment_with_reasoning_steps(shared, tmp_path, t
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["run", str(spec), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    for name in ("base", "sft", "dpo", "grpo"):
+    for name in ("sft", "dpo", "grpo"):
         s = json.loads((out / "reasoning" / name / "summary.json").read_text())
         assert s["benchmarks"]["math500"]["n"] == 1 and s["label"] == name
     grpo_cfg = yaml.safe_load((out / "train" / "grpo" / "train_config.yaml").read_text())
@@ -300,5 +301,6 @@ def test_every_method_in_one_experiment_with_reasoning_steps(shared, tmp_path, t
     assert json.loads((out / "train" / "dpo" / "train_stats.json").read_text())["plan"]["mode"] == "dpo"
     md = CliRunner().invoke(cli, ["report", str(out / "eval"), "--format", "md", "--baseline", "sft"])
     assert md.exit_code == 0, md.output
-    for name in ("base", "sft (baseline)", "dpo", "grpo"):
+    for name in ("sft (baseline)", "dpo", "grpo"):
         assert f"| {name} |" in md.output
+    assert not (out / "eval" / "base").exists()
