@@ -97,14 +97,14 @@ def brief(study: dict) -> str:
     """The README's table: per variant and column the mean ± sd over seeds and the paired Δ vs the
     baseline with its two-level bootstrap interval; * where that interval excludes 0 (n ≥ 10)."""
     from safekey.metrics import MIN_CLAIM_N
-    from safekey.report.seeds import _cell, _label
+    from safekey.report.seeds import cell_of, column_label
 
     cols = study["benches"]
-    out = ["| variant | " + " | ".join(_label(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    out = ["| variant | " + " | ".join(column_label(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for r in study["rows"]:
         cells = []
         for c in cols:
-            cell = _cell(r, c)
+            cell = cell_of(r, c)
             sd = (cell.get("seeds") or {}).get("sd")
             mean_ = (cell.get("seeds") or {}).get("mean")
             txt = "—" if mean_ is None else f"{100 * mean_:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")

@@ -181,11 +181,11 @@ def seed_study(manifest_path: str | Path, evals: list[EvalRun]) -> dict[str, Any
             "benches": [{"bench": b, "metric": mt} for b, mt in benches], "rows": rows}
 
 
-def _cell(row: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
+def cell_of(row: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
     return row["cells"].get(f"{c['bench']}|{c['metric']}", {})
 
 
-def _label(c: dict[str, Any]) -> str:
+def column_label(c: dict[str, Any]) -> str:
     """Column name: benchmark, metric, and which way is better."""
     arrow = "↑" if c["metric"] in HIGHER_IS_BETTER else "↓"
     return f"{c['bench']} {c['metric'].replace('_rate', '').replace('_', ' ')} % {arrow}"
@@ -208,7 +208,7 @@ def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of text cells: rates in %, mean ± sd over seeds, [pooled 95 % interval],
     Δ vs the baseline in pp [95 % interval]."""
     cols = study["benches"]
-    head = ["variant", "seeds"] + [_label(c) for c in cols]
+    head = ["variant", "seeds"] + [column_label(c) for c in cols]
     extras = [("aha_rate", "aha rate % ↑"), ("probe_auroc_last", "probe AUROC (last layer)"), ("attention_u", "attention on U %")]
     present = [(k, h) for k, h in extras if any(r.get(k) for r in study["rows"])]
     head += [h for _, h in present]
@@ -216,7 +216,7 @@ def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for r in study["rows"]:
         cells = [r["variant"], str(r["n_seeds"])]
         for c in cols:
-            cell = _cell(r, c)
+            cell = cell_of(r, c)
             txt = _ms(cell.get("seeds"))
             if cell.get("pooled"):
                 lo, hi = cell["pooled"]["ci"]
@@ -267,7 +267,7 @@ def what_this_shows(study: dict[str, Any]) -> list[str]:
     base = study.get("baseline")
     for r in study["rows"]:
         for c in study["benches"]:
-            d = _cell(r, c).get("delta_vs_baseline")
+            d = cell_of(r, c).get("delta_vs_baseline")
             if not d:
                 continue
             lo, hi = 100 * d["ci"][0], 100 * d["ci"][1]
@@ -302,7 +302,7 @@ def figure(study: dict[str, Any]) -> Any:
     names = [r["variant"] for r in study["rows"]]
     for ax, c in zip(axes.flat, cols):
         for x, r in enumerate(study["rows"]):
-            s = _cell(r, c).get("seeds") or {}
+            s = cell_of(r, c).get("seeds") or {}
             if s.get("mean") is None:
                 continue
             ax.bar(x, 100 * s["mean"], yerr=100 * (s["sd"] or 0), color="#9bb7d4" if r["variant"] != study.get("baseline")

@@ -27,6 +27,7 @@ from ...judges.refusal_cues import read_refusal
 from ...llm import ChatRequest, Sampling
 from ...paths import resource
 from ...types import Record, SafekeyError
+from .base import respond
 
 
 def attack_prompt(name: str, **values: str) -> str:
@@ -112,8 +113,6 @@ class AttackerModel:
 def answer_as_written(items: list[Record], entries: dict[str, list[dict[str, Any]]], target: Any) -> dict[str, Any]:
     """The items whose attacker never produced a prompt, answered as written — in one batch (one at
     a time, a 135M attacker's 20 refusals cost 20 sequential generations)."""
-    from .base import respond
-
     plain = [r for r in items if not any(e.get("result") is not None for e in entries[r.id])]
     return dict(zip([r.id for r in plain], respond(target, plain))) if plain else {}
 
