@@ -65,6 +65,9 @@ def _probe(url: str, role: str) -> Finding:
         r = httpx2.get(url.rstrip("/") + "/models", timeout=3.0)
     except httpx2.HTTPError as e:
         return Finding("error", role, f"endpoint {url} does not answer ({type(e).__name__})")
+    except (httpx2.InvalidURL, ValueError, TypeError) as e:  # e.g. a "/" in a password: the host part is cut there
+        return Finding("error", role, f"endpoint {url} is not a valid URL ({type(e).__name__}; "
+                                      "percent-encode '/', '@', ':' in a user name or password)")
     level: Level = "ok" if r.status_code < 500 else "error"
     return Finding(level, role, f"endpoint {url} answered HTTP {r.status_code}")
 

@@ -183,6 +183,17 @@ def _dumps(r: Record | dict) -> str:
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, each with its ``\n``. Split on ``\n`` only: ``str.splitlines`` also
+    splits on U+2028/U+2029/U+0085 (and \x1c-\x1e), which ``json.dumps(ensure_ascii=False)`` writes raw
+    inside strings, so one such character in a record would break every reread."""
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
 def repair_tail(path: Path) -> int | None:
     """Cut a torn last line (a writer killed mid-write). Returns its 1-based line number, or None.
 

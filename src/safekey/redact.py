@@ -13,7 +13,10 @@ import os
 import re
 from typing import Any
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@\"']+)@")
+# userinfo runs to the LAST "@" before the next space or quote (URL parsers split there, so a
+# password may hold "@"; a "/" in it makes the URL malformed but must not leak either). Greedy on
+# purpose: hiding a little too much of a malformed URL beats printing half a password.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s\"'<>]*)@")
 _URL_SECRET_PARAM = re.compile(r"(?P<k>[?&](?:api[_-]?key|key|token|access[_-]?token|auth|sig|signature|password)=)"
                                r"(?P<v>[^&\s\"'#]+)", re.IGNORECASE)
 _AUTH_HEADER = re.compile(r"(?P<k>\b(?:authorization|proxy-authorization|x-api-key|api-key)\b[\"']?\s*[:=]\s*[\"']?"

@@ -20,6 +20,23 @@ PATH_SETTINGS = {"prefixes"}  # attack settings that name files (resolved like e
 HEADER = "# written by safekey run from the experiment file ({section}); edit the experiment, not this\n"
 
 
+def _refuse_secrets(obj: Any, where: str) -> None:
+    """A config file under OUT/configs is a plain file anyone with the run folder reads: a setting
+    that carries a credential (``http://user:KEY@host``, ``?api_key=``, a secret env value) is refused
+    at planning; keys come from the environment (the spec's ``api_key_env``, OPENAI_API_KEY)."""
+    from .redact import redact_secrets
+
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _refuse_secrets(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _refuse_secrets(v, f"{where}[{i}]")
+    elif isinstance(obj, str) and redact_secrets(obj) != obj:
+        raise SafekeyError(f"{where}: {redact_secrets(obj)!r} carries a credential, which would be written to the run's "
+                           "configs/ file; give the key through the environment (OPENAI_API_KEY or the spec's api_key_env)")
+
+
 def _dump(section: str, cfg: dict[str, Any]) -> str:
     return HEADER.format(section=section) + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
 
@@ -52,6 +69,7 @@ def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
     for key in ("judge_model", "judge_part", "max_new_tokens", "batch_size", "repetition_penalty", "temperature", "samples"):
         if getattr(s, key) is not None:
             cfg[key] = getattr(s, key)
+    _refuse_secrets(cfg, "safety")
     from .evals.safety import SafetyEvalConfig
 
     try:  # a typo (an unknown attack, a bad setting) fails at planning, in one line

@@ -85,8 +85,9 @@ def cli(*args: str) -> list[str]:
 
 
 class Digests:
-    """Content hashes of files, cached by (size, mtime, inode) in OUT/.digests.json: a 16 GB model
-    folder is read once, not at every rerun; any write to a file changes its stat and its hash."""
+    """Content hashes of files, cached by (size, mtime, ctime, inode) in OUT/.digests.json: a 16 GB
+    model folder is read once, not at every rerun; any write to a file changes its stat and its hash
+    (ctime too: ``touch -r`` restores a swapped file's mtime, nothing in userspace sets its ctime)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -100,10 +101,11 @@ class Digests:
     def file(self, p: Path) -> str:
         st = p.stat()
         key = str(p.resolve())
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self.cache.get(key)
-        if isinstance(hit, list) and hit[:3] == stamp:
-            return hit[3]
+        # only a cache: an entry of another shape (short, edited, an older layout) is hashed again
+        if isinstance(hit, list) and len(hit) == len(stamp) + 1 and hit[:-1] == stamp and isinstance(hit[-1], str):
+            return hit[-1]
         h = hashlib.sha256()
         with p.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

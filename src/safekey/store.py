@@ -35,6 +35,7 @@ from .config import dump_yaml, fingerprint
 from .records import (  # noqa: F401 - re-exported: stages read records through the store
     _dumps,
     iter_json_objects,
+    jsonl_lines,
     max_record_bytes,
     read_records,
     repair_tail,
@@ -174,7 +175,7 @@ class StageOutput:
     def reorder(self, order: Sequence[str]) -> None:
         """Rewrite the output in input order, so resumed runs equal uninterrupted ones byte for byte."""
         rank = {rid: i for i, rid in enumerate(order)}
-        lines = self.out.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = [ln for ln in jsonl_lines(self.out.read_text(encoding="utf-8")) if ln.strip()]
         keyed = sorted(lines, key=lambda ln: rank.get(str(json.loads(ln)["id"]), len(rank)))
         if keyed != lines:
             tmp = self.out.with_name(self.out.name + ".tmp")

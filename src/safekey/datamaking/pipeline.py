@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import fingerprint
+from ..records import jsonl_lines
 from ..store import sidecar
 from . import benign, classify, collect, dedup, reason, score, select
 from .benign import BenignConfig
@@ -114,7 +115,7 @@ def run(cfg: DataConfig, *, log: Callable[[str], None] = print, progress: bool =
     llm_in = p["dedup"]
     if cfg.limit:
         sliced = p["dedup"].with_name(f"dedup.first{cfg.limit}.jsonl")
-        lines = p["dedup"].read_text(encoding="utf-8").splitlines(keepends=True)[: cfg.limit]
+        lines = jsonl_lines(p["dedup"].read_text(encoding="utf-8"))[: cfg.limit]
         if not sliced.exists() or sliced.read_text(encoding="utf-8") != "".join(lines):
             sliced.write_text("".join(lines), encoding="utf-8")
         llm_in = sliced

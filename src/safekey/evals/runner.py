@@ -13,12 +13,14 @@ when model, weights and settings agree).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..config import fingerprint
 from ..store import ALL_FAILED, Failure, check_failure_share, iter_json_objects, merge_benchmarks, run_stage, write_stats
 from ..types import Record, SafekeyError
 from .solvers import Solver, Target
@@ -143,9 +145,12 @@ class EvalRunner:
         """Answer, score and summarise one task (resuming whatever is already in its folder)."""
         d = self.out / task.name
         gen_cfg = {**task.generation_config, **task.solver.fingerprint()}
+        if self.overwrite:  # an attack's per-item state belongs to the generations it produced: gone with them
+            shutil.rmtree(d / "transcripts", ignore_errors=True)
+        key = fingerprint({"stage": self.generation_stage, "config": gen_cfg})
         self.log(f"[{task.name}] generating {len(task.items)} items")
         run_stage(stage=self.generation_stage, inputs=task.items, out=d / "generations.jsonl", config=gen_cfg,
-                  process=lambda batch: task.solver.solve(batch, replace(target, workdir=d) if target else target),  # type: ignore[arg-type]
+                  process=lambda batch: task.solver.solve(batch, replace(target, workdir=d, run_key=key) if target else target),  # type: ignore[arg-type]
                   batch_size=task.generation_batch, overwrite=self.overwrite, progress=self.progress,
                   max_failure_share=self.stage_failure_share, label=f"{task.name}: generate")
         ids = [r.id for r in task.items]

@@ -289,12 +289,14 @@ class SafetyRun:
                 return sampling
             return sampling.model_copy(update={"seed": sample_seed(self.cfg.seed, 0, r)})
 
+        cache_use: dict[str, Any] = {}
         try:
             model_id = self._model_id()
             tasks = self.tasks(model_id, benches)
             target = Target(self.backend, sampling_of, judge=self.judge)
             for task in tasks:
                 results[task.name] = self.runner.run_task(task, target)
+            cache_use = _cache_use({"model": self._backend, "judge": getattr(self.judge, "_backend", None)})
         finally:
             for solver in self.solvers.values():
                 solver.close()
@@ -306,7 +308,7 @@ class SafetyRun:
         summary = {"kind": "safety", "model": self.cfg.model, "label": self.cfg.label, "judge": self.judge.name,
                    "judge_fingerprint": self.judge.fingerprint(), "judge_part": self.cfg.judge_part,
                    "weights": model_id, "sampling": self.cfg.sampling_dict(), "created": info["created"],
-                   "provenance": provenance(), "benchmarks": results}
+                   "provenance": provenance(), "llm_cache": cache_use, "benchmarks": results}
         summary = self.runner.write_summary(summary, SAME_RUN_KEYS)
         check_failure_budget(results, {"generation": self.cfg.max_generation_failures, "judge": self.cfg.max_judge_failures})
         return summary
@@ -316,6 +318,18 @@ class SafetyRun:
         that retraining a model into the same folder never reuses the old generations."""
         mid = getattr(self.backend, "model_id", None)
         return str(mid()) if callable(mid) else self.cfg.model
+
+
+def _cache_use(backends: dict[str, Any]) -> dict[str, Any]:
+    """``{"model": {"requests": n, "from_cache": k}, …}`` for this run: how many answers came from
+    the response cache (keyed by model files, endpoint and sampling), so a reader can see it."""
+    out: dict[str, Any] = {}
+    for role, b in backends.items():
+        stats = getattr(b, "stats", None)
+        if callable(stats):
+            s = stats()
+            out[role] = {"requests": s.get("requests", 0), "from_cache": s.get("cache_hits", 0)}
+    return out
 
 
 def run_safety_eval(cfg: SafetyEvalConfig, out: str | Path, **kw: Any) -> dict[str, Any]:

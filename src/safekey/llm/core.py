@@ -26,20 +26,28 @@ log = logging.getLogger("safekey.llm")
 OnResult = Callable[[int, Completion], None]
 
 
-def local_model_id(path: str | Path) -> str:
-    """A cache identity for a local model folder: its path plus the size/mtime of its weights.
+# top-level files that never shape a prompt, a token or a weight (notes, licences, locks)
+_IDENTITY_SKIP = (".md", ".lock", ".log", ".png", ".jpg", ".html")
 
-    Why: a training run that rewrites a checkpoint in place must not be answered from the cache of
-    the previous weights.
+
+def local_model_id(path: str | Path) -> str:
+    """A cache identity for a local model folder: its path plus the name, size, mtime and ctime of
+    every top-level file that can shape an answer (weights, configs, the chat template, tokenizer
+    files of any format: ``chat_template.jinja``, ``tokenizer.model``, ``merges.txt``, ``vocab.txt``).
+
+    Why: a training run that rewrites a checkpoint in place, or an edited template, must not be
+    answered from the cache of the previous one; ctime because ``touch -r`` restores a swapped
+    file's mtime and nothing in userspace can set its ctime.
     """
     p = Path(path)
     if not p.is_dir():
         return str(path)
     h = hashlib.sha256()
     for f in sorted(p.iterdir()):
-        if f.suffix in (".safetensors", ".bin", ".json", ".gguf", ".pt") and f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        if f.name.startswith(".") or f.suffix.lower() in _IDENTITY_SKIP or not f.is_file():
+            continue
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns};".encode())
     return f"{p.resolve()}@{h.hexdigest()[:16]}"
 
 

@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import time
+import urllib.parse
 from typing import Any
 
 import httpx2
@@ -108,15 +109,35 @@ def _server_message(e: openai.APIStatusError) -> str:
     return str(e.message)[:300]
 
 
+def endpoint_identity(base_url: str | None) -> str:
+    """``scheme://host:port/path`` of an endpoint, lower-cased host, credentials, query and fragment
+    dropped: what tells two servers apart without carrying a secret into a cache key or a file."""
+    if not base_url:
+        return "https://api.openai.com/v1"
+    u = urllib.parse.urlsplit(base_url.strip())
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    scheme = (u.scheme or "http").lower()
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    host = (u.hostname or "").lower()
+    return f"{scheme}://{host}{f':{port}' if port else ''}{u.path.rstrip('/')}"
+
+
 class OpenAIBackend(BaseBackend):
     """``openai:MODEL``; for Azure set ``api_version`` and ``base_url`` to the resource endpoint."""
 
     kind = "openai"
 
     def model_id(self) -> str:
+        """The served name *and* the endpoint (scheme, host, port, path; never credentials or query):
+        two servers that serve one name (vLLM ``--served-model-name``, a proxy, two checkpoints served
+        one after the other on another port) must not answer from each other's cache."""
+        mid = f"{self.config.model}@{endpoint_identity(self._base_url())}"
         if self.config.extra_body:
-            return f"{self.config.model}|{json.dumps(self.config.extra_body, sort_keys=True)}"
-        return self.config.model
+            return f"{mid}|{json.dumps(self.config.extra_body, sort_keys=True)}"
+        return mid
 
     # -- client ------------------------------------------------------------------------------
     def _key(self) -> str:

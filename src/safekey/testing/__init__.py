@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ALL_FAULTS", "DEFAULT_FAULTS", "FakeOpenAI", "LogEntry", "echo"]
+__all__ = ["ALL_FAULTS", "DEFAULT_FAULTS", "FakeOpenAI", "LogEntry", "Refuse", "echo"]
 
 
 def __getattr__(name: str) -> Any:

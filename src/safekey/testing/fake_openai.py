@@ -57,6 +57,15 @@ DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "503", "drop", "slow", "nonjson
 ALL_FAULTS: tuple[str, ...] = DEFAULT_FAULTS + ("garbage", "400", "trickle")
 
 
+class Refuse(Exception):
+    """Raised by a responder: answer this one request with HTTP `status` (default 400, which clients
+    do not retry), e.g. an outage of one kind of call only."""
+
+    def __init__(self, message: str = "", status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
 def echo(messages: list[dict[str, Any]]) -> str:
     """Default responder: the content of the last user message."""
     for m in reversed(messages):
@@ -225,6 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         try:
             text = fake._respond(messages, body) if fault != "garbage" else fake._garbage()
+        except Refuse as e:  # the responder asked for an HTTP error on this request only
+            fake._record("POST", self.path, e.status, "responder", body)
+            return self._error(e.status, str(e) or "refused by the test responder", "invalid_request_error")
         except Exception as e:  # a broken test responder must show up as a 500, not hang the client
             fake._record("POST", self.path, 500, "responder", body)
             return self._error(500, f"responder raised {type(e).__name__}: {e}", "server_error")

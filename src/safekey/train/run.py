@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..records import jsonl_lines
 from ..types import SafekeyError
 from .arguments import training_args
 from .config import CONFIG_FILE, LOG_FILE, STATS_FILE, TrainConfig
@@ -234,7 +235,7 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
             step = int(Path(ckpt).name.split("-")[-1])
             lp = out_dir / LOG_FILE
             if lp.exists():
-                rows = [ln for ln in lp.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+                rows = [ln for ln in jsonl_lines(lp.read_text()) if ln.strip() and json.loads(ln)["step"] <= step]
                 lp.write_text("".join(r + "\n" for r in rows))
     result = trainer.train(resume_from_checkpoint=ckpt)
     export(trainer, tok, out_dir, cfg)

@@ -7,7 +7,7 @@ reasoning-model safety eval judges, is dropped. Here the attacker and the target
 spec (hf, vLLM, OpenAI-compatible), the target's full response (thinking included) is kept, and
 every turn is appended to a transcript that a rerun after kill -9 continues from.
 
-Transcript: ``RUN/<task>/transcripts/<sha>.jsonl``, one line per attack step, flushed and fsynced
+Transcript: ``RUN/<task>/transcripts/<item sha>-<run key>.jsonl``, one line per attack step, flushed and fsynced
 before the next step; a torn last line (a kill mid-write) is dropped on reload. The attacker's
 conversation is rebuilt from those lines, so a resumed attack asks the attacker what an
 uninterrupted one would have.
@@ -26,6 +26,7 @@ from ...judges.base import JudgeFailure, JudgeItem, judged_text
 from ...judges.refusal_cues import read_refusal
 from ...llm import ChatRequest, Sampling
 from ...paths import resource
+from ...store import Failure
 from ...types import Record, SafekeyError
 from .base import respond
 
@@ -43,12 +44,30 @@ def goal_of(r: Record) -> str:
     return r.prompt_messages()[-1]["content"]
 
 
-class Transcript:
-    """One item's attack log: append-only JSONL, durable line by line."""
+@dataclass(frozen=True)
+class CallFailed:
+    """An attacker / evaluator / prefix-writer call that failed after the backend's retries (HTTP
+    error, connection refused, timeout). Never a refusal: it is not written to the transcript, the
+    item is a generation failure this run (counted against ``--max-generation-failures``) and the
+    rerun asks again."""
 
-    def __init__(self, folder: Path, item_id: str):
-        self.path = Path(folder) / "transcripts" / (hashlib.sha256(item_id.encode()).hexdigest()[:20] + ".jsonl")
+    reason: str
+
+
+def failed_calls(replies: list[Any]) -> list[int]:
+    return [k for k, x in enumerate(replies) if isinstance(x, CallFailed)]
+
+
+class Transcript:
+    """One item's attack log: append-only JSONL, durable line by line, under the run's key (the
+    generation fingerprint: model, weights, endpoint, sampling, solver and attacker settings), so
+    a transcript is only ever continued by the run that wrote it."""
+
+    def __init__(self, folder: Path, item_id: str, key: str | None = None):
+        name = hashlib.sha256(item_id.encode()).hexdigest()[:20] + (f"-{key[:12]}" if key else "")
+        self.path = Path(folder) / "transcripts" / f"{name}.jsonl"
         self.item_id = item_id
+        self.key = key
 
     def load(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -67,12 +86,12 @@ class Transcript:
                 # a torn last line (killed mid-write): cut it off so the next append starts clean
                 with self.path.open("r+b") as f:
                     f.truncate(len(b"\n".join(lines[:i])) + (1 if i else 0))
-        return [g for g in good if g.get("id") == self.item_id]
+        return [g for g in good if g.get("id") == self.item_id and g.get("run") == self.key]
 
     def append(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("ab") as f:
-            f.write((json.dumps({"id": self.item_id, **entry}, ensure_ascii=False) + "\n").encode())
+            f.write((json.dumps({"id": self.item_id, "run": self.key, **entry}, ensure_ascii=False) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
 
@@ -95,11 +114,13 @@ class AttackerModel:
             self._backend = get_backend(self.spec, base_url=self.base_url)
         return self._backend
 
-    def ask(self, conversations: list[list[dict[str, str]]], seeds: list[int]) -> list[str | None]:
-        """One reply per conversation (None: the call failed after the backend's retries)."""
+    def ask(self, conversations: list[list[dict[str, str]]], seeds: list[int]) -> list[str | CallFailed]:
+        """One reply per conversation; :class:`CallFailed` where the call failed after the
+        backend's retries (an outage is a failure, never the attacker's refusal)."""
         reqs = [ChatRequest(messages=c, sampling=Sampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=s))
                 for c, s in zip(conversations, seeds)]
-        return [None if c.error is not None else c.text for c in self.backend.generate(reqs)] if reqs else []
+        return [CallFailed(f"{self.spec}: {c.error}") if c.error is not None else c.text
+                for c in self.backend.generate(reqs)] if reqs else []
 
     def fingerprint(self) -> dict[str, Any]:
         return {"attacker": self.spec, "attacker_temperature": self.temperature, "attacker_max_tokens": self.max_tokens}
@@ -117,12 +138,16 @@ def answer_as_written(items: list[Record], entries: dict[str, list[dict[str, Any
     return dict(zip([r.id for r in plain], respond(target, plain))) if plain else {}
 
 
+def call_failure(r: Record, reason: str) -> Failure:
+    return Failure(r.id, f"attacker call failed: {reason}")
+
+
 def parse_attack(text: str | None, key: str = "prompt") -> str | None:
     """The attacker's new prompt from its JSON reply; None when there is none (a refusal, a
     malformed reply): counted as an attacker refusal, never sent to the target."""
     from ...llm.structured import ParseFailure, extract_json
 
-    if not text:
+    if not isinstance(text, str) or not text:
         return None
     obj = extract_json(text)
     if isinstance(obj, ParseFailure) or not isinstance(obj, dict):
@@ -133,7 +158,7 @@ def parse_attack(text: str | None, key: str = "prompt") -> str | None:
 
 def attacker_refused(text: str | None) -> bool:
     """The attacker declined to write an attack (its own refusal), or wrote nothing usable."""
-    return text is None or (parse_attack(text) is None and read_refusal(text).refused)
+    return not isinstance(text, str) or (parse_attack(text) is None and read_refusal(text).refused)
 
 
 def judge_responses(judge: Any, goals: list[str], results: list[Record]) -> list[dict[str, Any]]:
@@ -166,5 +191,16 @@ def rating(v: dict[str, Any]) -> int:
     return 1
 
 
-__all__ = ["AttackerModel", "Transcript", "attack_prompt", "attacker_refused", "goal_of", "judge_responses",
-           "parse_attack", "rating"]
+__all__ = [
+    "AttackerModel",
+    "CallFailed",
+    "Transcript",
+    "attack_prompt",
+    "attacker_refused",
+    "call_failure",
+    "failed_calls",
+    "goal_of",
+    "judge_responses",
+    "parse_attack",
+    "rating",
+]

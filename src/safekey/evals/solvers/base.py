@@ -33,6 +33,7 @@ class Target:
     keep_response: bool = True  # False: no ``response`` copy (reasoning runs; the prefix is always empty there)
     judge: Any = None  # the run's judge: an adaptive attack's stop signal
     workdir: Path | None = None  # the task's folder (set by the runner): where attack transcripts live
+    run_key: str | None = None  # the task's generation fingerprint (set by the runner): transcripts are kept under it
 
 
 def with_fields(r: Record, **fields: Any) -> Record:

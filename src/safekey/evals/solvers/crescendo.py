@@ -19,7 +19,17 @@ from typing import Any
 from ...judges.refusal_cues import read_refusal
 from ...store import Failure
 from ...types import Record, SafekeyError, final_answer
-from .attacker import AttackerModel, Transcript, answer_as_written, attack_prompt, goal_of, judge_responses, parse_attack
+from .attacker import (
+    AttackerModel,
+    Transcript,
+    answer_as_written,
+    attack_prompt,
+    call_failure,
+    failed_calls,
+    goal_of,
+    judge_responses,
+    parse_attack,
+)
 from .base import Solver, Target, respond, with_fields
 from .pair import _seed
 
@@ -81,20 +91,24 @@ class Crescendo(Solver):
     def solve(self, batch: list[Record], target: Target) -> list[Record | Failure]:
         if target.judge is None or target.workdir is None:
             raise SafekeyError("--attack crescendo needs the run's judge and folder (run it through eval safety)")
-        logs = {r.id: Transcript(target.workdir, r.id) for r in batch}
+        logs = {r.id: Transcript(target.workdir, r.id, target.run_key) for r in batch}
         entries = {r.id: logs[r.id].load() for r in batch}
+        down: dict[str, str] = {}  # items whose attacker call failed this run: a failure, retried next run
         for _ in range(2 * (self.max_turns + self.max_backtracks) + 1):  # every step adds an entry or stops an item
-            active = [r for r in batch if self._active(entries[r.id])]
+            active = [r for r in batch if r.id not in down and self._active(entries[r.id])]
             if not active:
                 break
-            self._step(active, target, logs, entries)
-        plain = answer_as_written(batch, entries, target)
-        return [self._final(r, entries[r.id], plain.get(r.id)) for r in batch]
+            self._step(active, target, logs, entries, down)
+        plain = answer_as_written([r for r in batch if r.id not in down], entries, target)
+        return [call_failure(r, down[r.id]) if r.id in down else self._final(r, entries[r.id], plain.get(r.id))
+                for r in batch]
 
     def _step(self, active: list[Record], target: Target, logs: dict[str, Transcript],
-              entries: dict[str, list[dict[str, Any]]]) -> None:
+              entries: dict[str, list[dict[str, Any]]], down: dict[str, str]) -> None:
         raws = self.attacker.ask([self.conversation(goal_of(r), entries[r.id]) for r in active],
                                  [_seed(r.id, len(entries[r.id])) for r in active])
+        for k in failed_calls(raws):  # an outage, not a refusal: nothing written, the item fails this run
+            down[active[k].id] = raws[k].reason  # type: ignore[union-attr]
         prompts = [parse_attack(x) for x in raws]
         ask = [k for k, p in enumerate(prompts) if p is not None]
         sent = [[*self.history(entries[active[k].id]), {"role": "user", "content": prompts[k] or ""}] for k in ask]
@@ -104,7 +118,7 @@ class Crescendo(Solver):
         got = {k: (res, v) for (k, res), v in zip(ok, verdicts)}
         failed = {k for k, res in zip(ask, results) if isinstance(res, Failure)}
         for k, r in enumerate(active):
-            if k in failed:
+            if k in failed or r.id in down:
                 continue  # retried on the next step or run
             es = entries[r.id]
             e: dict[str, Any] = {"step": len(es), "attacker": raws[k], "prompt": prompts[k], "refused": prompts[k] is None}

@@ -23,7 +23,7 @@ from ...llm import prompt_opens_think
 from ...prefixes import builtin_openings, first_words, pick, read_prefixes
 from ...store import Failure
 from ...types import Record, SafekeyError
-from .attacker import AttackerModel, attack_prompt
+from .attacker import AttackerModel, CallFailed, attack_prompt, call_failure
 from .base import Solver, Target, respond
 
 
@@ -103,21 +103,27 @@ class PrefillThinking(Solver):
         if self.prefix_model is not None:
             self.prefix_model.close()
 
-    def written(self, batch: list[Record]) -> dict[str, str]:
+    def written(self, batch: list[Record]) -> dict[str, str | CallFailed]:
         """Openings written by `prefix_model` (greedy) for the items the file does not cover; an
-        empty or failed reply falls back to a built-in opening (the prefix is recorded either way)."""
+        empty reply falls back to a built-in opening (the prefix is recorded either way), a failed
+        call is the item's failure (retried next run, never answered with another prefix)."""
         todo = [r for r in batch if r.id not in self.by_id]
         if self.prefix_model is None or not todo:
             return {}
         asks = [[{"role": "user", "content": attack_prompt("prefix_writer", request=r.prompt_messages()[-1]["content"],
                                                            words=str(self.words))}] for r in todo]
         replies = self.prefix_model.ask(asks, [0] * len(todo))
-        return {r.id: x.strip() for r, x in zip(todo, replies) if x and x.strip()}
+        return {r.id: x if isinstance(x, CallFailed) else x.strip() for r, x in zip(todo, replies)
+                if isinstance(x, CallFailed) or x.strip()}
 
     def solve(self, batch: list[Record], target: Target) -> list[Record | Failure]:
         _check_prefill(target, self.name)
         got = self.written(batch)
-        return respond(target, batch, prefills=[self.prefix(target, r, got.get(r.id)) for r in batch])
+        down = {rid: x.reason for rid, x in got.items() if isinstance(x, CallFailed)}
+        live = [r for r in batch if r.id not in down]
+        answered = dict(zip([r.id for r in live], respond(target, live, prefills=[
+            self.prefix(target, r, got.get(r.id)) for r in live]))) if live else {}  # type: ignore[arg-type]
+        return [call_failure(r, down[r.id]) if r.id in down else answered[r.id] for r in batch]
 
 
 PUZZLES = [
