@@ -66,6 +66,31 @@ FORGERIES = {
         except OSError: pass
     return 0
 """,
+    # read the checker's test (its expected values) off the shared file system; answer right only if that worked
+    "read-checker": """
+    import glob, os
+    here = os.getcwd()
+    seen = glob.glob(os.path.join(here, '..', '*', '*.py')) + glob.glob('/tmp/safekey-he-*/checker/*')
+    for p in seen:
+        try:
+            if 'def check' in open(p).read():
+                return x + y
+        except OSError:
+            pass
+    return 0
+""",
+    # rewrite the checker's files before it compiles them (a race a same-user candidate could win)
+    "rewrite-checker": """
+    import glob, os
+    for _ in range(200):
+        for p in glob.glob(os.path.join(os.getcwd(), '..', 'checker', '*.py')):
+            try:
+                with open(p, 'w') as f:
+                    f.write('def check(c):\\n    pass\\n')
+            except OSError:
+                pass
+    return 0
+""",
     "always-equal": """
     class Anything:
         def __eq__(self, other): return True
@@ -161,3 +186,18 @@ def test_limits_that_cannot_fit_are_refused():
     with pytest.raises(ValueError, match="leaves under"):
         Limits(memory_mb=256, max_procs=16)
     assert Limits(memory_mb=2048, max_procs=16).per_process_mb() == 128
+
+
+def test_humaneval_refuses_a_sandbox_that_shares_the_users_files_and_proc(item, monkeypatch):
+    """As a normal user the netns and audit modes run checker and candidate as one user on one /proc:
+    refused in one line (bubblewrap or root holds)."""
+    import safekey.evals.code_verdict as cv
+    from safekey.types import SafekeyError
+
+    monkeypatch.setattr(cv, "isolation_mode", lambda requested="auto": ("netns", [], "python3"))
+    monkeypatch.setattr(cv.os, "geteuid", lambda: 1000)
+    with pytest.raises(SafekeyError, match="install bubblewrap") as e:
+        cv.run_humaneval(item.code_prompt + item.reference, item.code_prompt, item.test, item.entry_point)
+    assert "\n" not in str(e.value)
+    with pytest.raises(SafekeyError, match="install bubblewrap"):
+        cv.run_many_humaneval([(item.code_prompt + item.reference, item.code_prompt, item.test, item.entry_point)])

@@ -146,6 +146,29 @@ def _trained(folder: Path) -> Callable[[], str]:
     return lambda: f"step {count_lines([folder / 'train_log.jsonl'])}"
 
 
+def named_files(value: Any, *, skip: frozenset[str] = frozenset()) -> list[Path]:
+    """Every existing file or folder a setting names (``prefixes: traces.jsonl``, ``prefill_traces``,
+    ``--bench-path NAME=PATH`` in extra args, a DeepSpeed JSON): a step's inputs, so editing one of
+    them reruns the step instead of leaving the old numbers in the report."""
+    out: list[Path] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k not in skip:
+                out += named_files(v, skip=skip)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out += named_files(v, skip=skip)
+    elif isinstance(value, str) and 0 < len(value) < 4096 and "\n" not in value:
+        for cand in (value, value.split("=", 1)[1] if "=" in value else ""):
+            try:
+                # a file, or a folder written as a path ("sft" is a mode, not the folder ./sft)
+                if cand and (Path(cand).is_file() or ("/" in cand and Path(cand).is_dir())):
+                    out.append(Path(cand))
+            except OSError:  # a name too long for the file system is no file
+                continue
+    return out
+
+
 def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple[list[Step], dict[str, Any]]:
     """The steps of the experiment and the manifest (`experiment.json`) that names every run."""
     P = Paths(here)
@@ -201,14 +224,17 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
                 start, start_after = models[parent], [trains[parent].name]
             args = ["train", "run", str(pairs_file) if dpo else data, "--config", str(cfg_file), "-o", str(folder),
                     "--no-progress"]
+            train_text = train_config_yaml(exp, v, seed, start, P, targets)
+            # files the settings name (prefill_traces, a DeepSpeed/FSDP JSON) are inputs too; the model is above
+            setting_files = named_files(yaml.safe_load(train_text) or {}, skip=frozenset({"model"}))
             # train_stats.json is written last: its presence means the model was exported whole
             trains[name] = Step(f"train-{name}", _train_cmd(exp, args, here), [folder / "train_stats.json", folder / "config.json"],
                                 20 + n_train * (t.epochs or 1) * (2.4 if dpo else 1.2), _trained(folder), env=train_env,
-                                inputs=[*train_inputs, cfg_file, *([pairs_file] if dpo else []),
+                                inputs=[*train_inputs, cfg_file, *setting_files, *([pairs_file] if dpo else []),
                                         *([Path(start)] if v.from_variant else [])],
                                 after=[*((["pairs"] if not exp.pairs.file else []) if dpo else data_after), *start_after],
                                 resume_args=["--auto-resume"], fresh_args=["--overwrite"],
-                                writes={cfg_file: train_config_yaml(exp, v, seed, start, P, targets)})
+                                writes={cfg_file: train_text})
             models[name] = str(folder)
             groups.setdefault(v.name, []).append(name)
             seeds_of[name] = seed
@@ -221,14 +247,18 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
         # one shape from the experiment file to the stage, and a changed setting changes the file the
         # eval steps read, so they rerun (no copied flags)
         safety_writes = {safety_cfg_file: safety_config_yaml(exp.safety, P)}
+        settings = yaml.safe_load(safety_writes[safety_cfg_file]) or {}
         bench_inputs = [Path(P(f)) for f in exp.safety.bench_files]
+        bench_inputs += named_files([settings.get("attack_settings") or {}, exp.safety.extra_args])
         safety_args = ["--config", str(safety_cfg_file), "--no-progress", *exp.safety.extra_args]
     reasoning_args: list[str] | None = None
+    reasoning_files: list[Path] = []
     reasoning_cfg_file = out / "configs" / "reasoning.yaml"
     reasoning_writes: dict[Path, str] = {}
     if exp.reasoning:
         reasoning_writes = {reasoning_cfg_file: reasoning_config_yaml(exp.reasoning)}
         reasoning_args = ["--config", str(reasoning_cfg_file), "--no-progress", *exp.reasoning.extra_args]
+        reasoning_files = named_files(exp.reasoning.extra_args)
     evals: dict[str, str] = {}
     # each model's evals right after its training: an interrupted experiment has whole rows, seed by seed
     eval_steps: list[str] = []
@@ -253,7 +283,7 @@ def plan_steps(exp: Experiment, here: Path, out: Path, base_model: str) -> tuple
             steps.append(Step(f"reasoning-{name}", [eval_python(exp.reasoning.python, here), *cli(
                                   "eval", "reasoning", "--model", f"{exp.reasoning.backend}:{model}", *reasoning_args,
                                   "--label", name, "-o", str(folder))[1:]], [folder / "summary.json"], 120,
-                              _generated(folder), env=env, inputs=[*model_inputs, reasoning_cfg_file], after=after,
+                              _generated(folder), env=env, inputs=[*model_inputs, reasoning_cfg_file, *reasoning_files], after=after,
                               fresh_args=["--overwrite"], writes=reasoning_writes))
     a = exp.analyses
     analysis_files: dict[str, str] = {}

@@ -12,9 +12,17 @@ from .records import iter_json_objects
 from .types import SafekeyError, thinking_text
 
 
+# pairs-stage statuses whose policy_response the judge found unsafe (harmful) or over-refusing (benign)
+_UNSAFE_STATUSES = ("no_cue", "trigger_failed")
+
+
 def read_prefixes(path: str | Path) -> dict[str, str]:
-    """{id: prefix} from JSONL rows ``{id, prefix}``, pairs ``{id, rejected}`` or traces
-    ``{id, response}`` (their thinking); a bad row is one line naming file:line."""
+    """{id: prefix} of the policy's *own* text: ``{id, prefix}`` rows, traces ``{id, response}``
+    (their thinking: e.g. an eval's generations), and pairs-stage rows — ``rejected`` of a
+    ``status: pair`` row, ``policy_response`` of a row judged unsafe without a pair. A pairs-stage
+    row's ``response`` is the *dataset's* (safe reference) trace, never the policy's: it is not read,
+    and rows judged safe give no prefix. A bad row or a repeated id (``1`` and ``"1"`` alike) is one
+    line naming file:line."""
     path = Path(path)
     if not path.is_file():
         raise SafekeyError(f"prefixes: {path} not found")
@@ -24,12 +32,21 @@ def read_prefixes(path: str | Path) -> dict[str, str]:
             raise SafekeyError(f"{loc}: {err}")
         if not isinstance(obj, dict) or "id" not in obj:
             raise SafekeyError(f"{loc}: a prefix row needs an id and a prefix (or a response with <think>)")
-        text = obj.get("prefix") or obj.get("rejected")
-        if not text and isinstance(obj.get("response"), str):
-            text = thinking_text(obj["response"], True)
+        rid = str(obj["id"])
+        if rid in out:
+            raise SafekeyError(f"{loc}: id {rid!r} appears twice; a prefix file names each item once")
+        if "status" in obj:  # a pairs-stage row: only what the policy itself wrote, and only when unsafe
+            status = obj.get("status")
+            text = obj.get("rejected") if status == "pair" else obj.get("policy_response") if status in _UNSAFE_STATUSES else None
+            if status != "pair" and status not in _UNSAFE_STATUSES:
+                continue  # judged safe (or not judged): no counter-aligned text to take
+        else:
+            text = obj.get("prefix") or obj.get("rejected")
+            if not text and isinstance(obj.get("response"), str):
+                text = thinking_text(obj["response"], True)
         if not isinstance(text, str) or not text.strip():
-            raise SafekeyError(f"{loc}: no prefix (a 'prefix' string, or a 'response' with thinking)")
-        out[str(obj["id"])] = text
+            raise SafekeyError(f"{loc}: no prefix (a 'prefix' string, a pair's 'rejected', or a 'response' with thinking)")
+        out[rid] = text
     return out
 
 

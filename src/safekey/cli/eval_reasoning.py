@@ -44,7 +44,7 @@ def _parse_sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None,
               help="Off by default: a penalty on repeated tokens distorts math and code answers (eval safety uses the "
                    "reference's 1.2). [default: 1.0]")
-@click.option("--samples", type=click.IntRange(1), default=None, help="Generations per item (pass@k). [default: 1]")
+@click.option("--samples", type=click.IntRange(1, 1024), default=None, help="Generations per item (pass@k). [default: 1]")
 @click.option("--pass-k", default=None, help="Comma-separated k for pass@k (HumanEval), each <= --samples. [default: 1]")
 @click.option("--seed", type=int, default=None, help="GPQA choice shuffles and the MMLU-Pro sample. [default: 0]")
 @click.option("--source", "sources", multiple=True, help="BENCH=PATH: read a benchmark from a local file or hub id.")

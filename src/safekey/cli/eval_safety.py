@@ -54,7 +54,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
               help="The SafeKey reference safety eval's setting (eval reasoning keeps 1.0: a penalty on repeated "
                    "tokens distorts math answers). [default: 1.2]")
 @click.option("--seed", type=int, default=None)
-@click.option("--samples", type=click.IntRange(1), default=None, help="Sampled safety: K generations per item (needs "
+@click.option("--samples", type=click.IntRange(1, 1024), default=None, help="Sampled safety: K generations per item (needs "
               "--temperature > 0) → Safe@1, Safe@K (all K safe), ConsSafe@K (majority safe) [default: 1, greedy].")
 @click.option("--prefill-tokens", type=int, default=None, help="Prefilling attack: first N tokens of the harmful trace [20], counted with the evaluated model's tokenizer (whitespace words for openai: models).")
 @click.option("--prefill-prefix", default=None, help='Text before the prefill, e.g. "<think>\\n" for templates that do not open it.')

@@ -102,10 +102,14 @@ class PairMaker:
     def _sampling(self) -> Sampling:
         return Sampling(temperature=self.cfg.temperature, max_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed)
 
-    def _verdicts(self, recs: list[Record], texts: list[str]) -> list[Any]:
+    def _verdicts(self, recs: list[Record], texts: list[str], own: list[str] | None = None) -> list[Any]:
+        """Verdicts on the answer part of `texts`, read from the policy's `own` words only (what it
+        wrote after a prefill + trigger; default: all of the text)."""
         from ..judges import JudgeFailure, JudgeItem, judged_text
 
-        items = [JudgeItem(id=r.id, question=r.question or "", text=judged_text(t, t, "answer")) for r, t in zip(recs, texts)]
+        own = own if own is not None else texts
+        items = [JudgeItem(id=r.id, question=r.question or "", text=judged_text(t, g, "answer"))
+                 for r, t, g in zip(recs, texts, own)]
         out = self.judge.judge(items) if items else []
         return [None if isinstance(v, JudgeFailure) else v for v in out]
 
@@ -152,7 +156,11 @@ class PairMaker:
             conts = self.backend.generate(reqs)
             ok = [(k, cut, trig, c) for (k, cut, trig), c in zip(todo, conts)]
             chosen = {k: texts[k][:cut] + trig + " " + c.text for k, cut, trig, c in ok if c.error is None}
-            vs = dict(zip(chosen, self._verdicts([batch[k] for k in chosen], list(chosen.values()))))
+            # judged: only what the policy wrote after the trigger (the prefix is the unsafe trace the
+            # pair rejects, the trigger is ours: a refusal-worded trigger must not make a compliant
+            # continuation "safe")
+            own = {k: c.text for k, _, _, c in ok if c.error is None}
+            vs = dict(zip(chosen, self._verdicts([batch[k] for k in chosen], list(chosen.values()), list(own.values()))))
             for k, cut, trig, c in ok:
                 r = batch[k]
                 if c.error is not None:

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..types import SafekeyError
 from .sandbox import (
     AUDIT_PRELUDE,
     Isolation,
@@ -148,10 +149,12 @@ for _c_line in _c_in:
 
 CHECKER = CODEC + '''
 import os as _ko
-_k_secret_fd, _k_proof, _k_rq, _k_rs, _k_path, _k_entry = (int(_cs.argv[1]), int(_cs.argv[2]), int(_cs.argv[3]),
-                                                            int(_cs.argv[4]), _cs.argv[5], _cs.argv[6])
+_k_secret_fd, _k_proof, _k_rq, _k_rs, _k_src_fd, _k_entry = (int(_cs.argv[1]), int(_cs.argv[2]), int(_cs.argv[3]),
+                                                              int(_cs.argv[4]), int(_cs.argv[5]), _cs.argv[6])
 _k_secret = _ko.read(_k_secret_fd, 64)
 _ko.close(_k_secret_fd)
+with _ko.fdopen(_k_src_fd, "rb") as _k_f:  # the test comes through a pipe: no file the candidate could read or rewrite
+    _k_src = _k_f.read().decode("utf-8")
 _k_to, _k_from = _ko.fdopen(_k_rq, "wb"), _ko.fdopen(_k_rs, "rb")
 
 
@@ -178,9 +181,8 @@ class _Candidate:
         return _c_dec(val)
 
 
-with open(_k_path, encoding="utf-8") as _k_f:
-    _k_code = compile(_k_f.read(), _k_path, "exec")
-_k_g = {"__name__": "__main__", "__file__": _k_path, "__builtins__": __builtins__}
+_k_code = compile(_k_src, "<check>", "exec")
+_k_g = {"__name__": "__main__", "__file__": "<check>", "__builtins__": __builtins__}
 exec(_k_code, _k_g)
 _k_g[_k_entry] = _k_cand = _Candidate()  # as in the reference harness, the entry point's name is the candidate
 _k_g["check"](_k_cand)
@@ -193,11 +195,37 @@ def checker_program(prompt: str, test: str) -> str:
     return f"{prompt}\n    pass\n\n{test}\n"
 
 
+def _feed(fd: int, data: bytes) -> None:
+    """Write `data` to the pipe `fd` from a thread and close it (a test over the pipe's 64 KiB must
+    not block the parent while the checker is still starting; a checker that died just drops it)."""
+    import threading
+
+    def go() -> None:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except (BrokenPipeError, OSError):
+            return
+
+    threading.Thread(target=go, daemon=True).start()
+
+
+def refuse_shared_user(mode: str) -> None:
+    """HumanEval's checker and candidate must not run as one user on a shared file system and
+    /proc (the netns and audit modes as a normal user): the candidate could reach the checker's
+    pipes through ``/proc/PID/fd``. Bubblewrap, or root (each side its own throw-away uid), holds."""
+    if mode != "bwrap" and os.geteuid() != 0:
+        raise SafekeyError(f"HumanEval: the '{mode}' sandbox as a normal user runs the model's code as the same user as the "
+                           "checker (shared /proc), so the verdict could be forged; install bubblewrap (apt-get install "
+                           "bubblewrap) or run as root")
+
+
 def run_humaneval(program: str, prompt: str, test: str, entry_point: str, *, limits: Limits = Limits(),
                   isolation: Isolation = "auto") -> SandboxResult:
     """Grade `program` (prompt + the model's completion) on `test`: "passed" only when the checker
     process ran every assert of ``check(candidate)`` on the candidate's returned values."""
     mode = isolation_mode(isolation)[0]
+    refuse_shared_user(mode)
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="safekey-he-"))
     os.chmod(tmp, 0o711)  # each side's throw-away uid must reach its own subfolder, not list the other's
@@ -208,8 +236,9 @@ def run_humaneval(program: str, prompt: str, test: str, entry_point: str, *, lim
     rep_r, rep_w = os.pipe()  # candidate → checker
     sec_r, sec_w = os.pipe()
     proof_r, proof_w = os.pipe()
+    src_r, src_w = os.pipe()  # parent → checker: the test program (expected values), never a file
     fds = {"req_r": req_r, "req_w": req_w, "rep_r": rep_r, "rep_w": rep_w, "sec_r": sec_r, "sec_w": sec_w,
-           "proof_r": proof_r, "proof_w": proof_w}
+           "proof_r": proof_r, "proof_w": proof_w, "src_r": src_r, "src_w": src_w}
 
     def close(*names: str) -> None:
         for n in names:
@@ -227,12 +256,16 @@ def run_humaneval(program: str, prompt: str, test: str, entry_point: str, *, lim
                          (req_r, rep_w), limits=half, isolation=isolation, file_args=("program.py",),
                          extra_args=(entry_point,))
             close("req_r", "rep_w")
-            chk = spawn(tmp / "checker", {"check.py": checker_program(prompt, test), "harness.py": prelude + CHECKER},
-                        "harness.py", (sec_r, proof_w, req_w, rep_r), limits=half, isolation=isolation,
-                        file_args=("check.py",), extra_args=(entry_point,))
+            # the checker's harness runs from argv (-c) and its test arrives through a pipe: in the netns and
+            # audit modes the host file system is shared, and a file would be readable (expected values) or,
+            # for the same user, rewritable before the checker compiled it
+            chk = spawn(tmp / "checker", {}, "", (sec_r, proof_w, req_w, rep_r, src_r), limits=half, isolation=isolation,
+                        extra_args=(entry_point,), code=prelude + CHECKER)
         except (OSError, subprocess.SubprocessError) as e:
             return SandboxResult("error", f"could not start sandbox: {e}", None, time.monotonic() - t0, mode)
-        close("sec_r", "proof_w", "req_w", "rep_r")
+        close("sec_r", "proof_w", "req_w", "rep_r", "src_r")
+        _feed(fds["src_w"], checker_program(prompt, test).encode("utf-8"))
+        fds["src_w"] = -1
         rc, timed_out = chk.wait(limits.timeout_s)
         cand.kill()
         cand.proc.wait()
@@ -264,9 +297,9 @@ def run_many_humaneval(jobs: list[tuple[str, str, str, str]], *, limits: Limits 
     """:func:`run_humaneval` over (program, prompt, test, entry point) jobs in parallel, results in order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    isolation_mode(isolation)  # probe once before the threads start
+    refuse_shared_user(isolation_mode(isolation)[0])  # probe once before the threads start; refuse in one line
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
         return list(ex.map(lambda j: run_humaneval(*j, limits=limits, isolation=isolation), jobs))
 
 
-__all__ = ["CANDIDATE", "CHECKER", "CODEC", "checker_program", "run_humaneval", "run_many_humaneval"]
+__all__ = ["CANDIDATE", "CHECKER", "CODEC", "checker_program", "refuse_shared_user", "run_humaneval", "run_many_humaneval"]

@@ -57,7 +57,7 @@ class ReasoningConfig(BaseModel):
     model: str = "hf:smollm2-135m"
     benchmarks: list[str] = ["math500", "aime2024", "gpqa_diamond", "mmlu_pro", "humaneval"]
     sampling: Sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=8192, repetition_penalty=1.0)
-    samples: int = Field(1, ge=1)  # generations per item (pass@k needs > 1 and temperature > 0)
+    samples: int = Field(1, ge=1, le=1024)  # generations per item (pass@k needs > 1 and temperature > 0); bounded: each is a record in memory
     pass_k: list[int] = [1]
     seed: int = 0  # GPQA shuffles and the MMLU-Pro sample
     mmlu_pro_sample: int = 1000

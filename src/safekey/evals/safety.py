@@ -90,7 +90,7 @@ class SafetyEvalConfig(BaseModel):
     seed: int | None = None
     # sampled safety: K generations per item (temperature > 0) → Safe@1, Safe@K (all K safe),
     # ConsSafe@K (a majority safe); 1 = greedy, one answer per item
-    samples: int = Field(1, ge=1)
+    samples: int = Field(1, ge=1, le=1024)  # Safe@K papers use K ≤ 16; each sample is a record in memory
     limit: int | dict[str, int] | None = None  # N per benchmark, or {bench: N, bench@attack: N}
     limit_seed: int = 0  # the stratified --limit sample
     label: str | None = None  # how reports name this model (default: the run folder)

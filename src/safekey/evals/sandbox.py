@@ -346,10 +346,13 @@ class Spawned:
 
 
 def spawn(tmp: Path, files: dict[str, str], script: str, fds: tuple[int, ...], *, limits: Limits,
-          isolation: Isolation = "auto", file_args: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()) -> Spawned:
+          isolation: Isolation = "auto", file_args: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
+          code: str | None = None) -> Spawned:
     """Start `script` (one of `files`, written to `tmp`) under the isolation and limits: argv is
-    ``script FD… FILE… EXTRA…`` with FILE the in-sandbox paths of `file_args`. Raises OSError /
-    SubprocessError when the sandbox itself cannot start."""
+    ``script FD… FILE… EXTRA…`` with FILE the in-sandbox paths of `file_args`. With `code`, that
+    program runs as ``python -I -c CODE`` instead and no file is needed: nothing of it lies on a path
+    another sandbox could open or rewrite. Raises OSError / SubprocessError when the sandbox itself
+    cannot start."""
     mode, prefix, py = isolation_mode(isolation)
     tmp.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -371,12 +374,12 @@ def spawn(tmp: Path, files: dict[str, str], script: str, fds: tuple[int, ...], *
     fd_args = [str(fd) for fd in fds]
     if mode == "bwrap":
         binds = [a for name, f in paths.items() for a in ("--ro-bind", str(f), f"/sandbox/{name}")]
-        cmd += [*_bwrap_args(py), *binds, py, "-I", f"/sandbox/{script}", *fd_args,
-                *[f"/sandbox/{n}" for n in file_args], *extra_args]
+        run = ["-c", code] if code is not None else [f"/sandbox/{script}"]
+        cmd += [*_bwrap_args(py), *binds, py, "-I", *run, *fd_args, *[f"/sandbox/{n}" for n in file_args], *extra_args]
         cwd = "/"
     else:
-        cmd += (["--"] if prefix else []) + [py, "-I", str(paths[script]), *fd_args, *[str(paths[n]) for n in file_args],
-                                             *extra_args]
+        run = ["-c", code] if code is not None else [str(paths[script])]
+        cmd += (["--"] if prefix else []) + [py, "-I", *run, *fd_args, *[str(paths[n]) for n in file_args], *extra_args]
         cwd = str(tmp)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp), "LANG": "C.UTF-8"}
     with out_path.open("wb") as out_f, err_path.open("wb") as err_f:

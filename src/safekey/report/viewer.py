@@ -18,7 +18,8 @@ from typing import Any
 
 from ..atomic import write_text_atomic
 from ..metrics import judged_flag
-from ..types import SafekeyError, final_answer, thinking_text
+from ..judges.base import own_start
+from ..types import SafekeyError, thinking_text
 from .collect import collect
 
 
@@ -52,6 +53,25 @@ def _categories(r: dict[str, Any]) -> list[str]:
     return [str(x) for x in c] if isinstance(c, list) else [str(c)]
 
 
+def own_parts(resp: str, generation: str | None, opens_think: bool | None) -> tuple[str, str, str]:
+    """(prefill, thinking, answer) of a response: the attack's prefill apart, and the thinking and
+    answer of the model's own text only (the judge's reading, :func:`safekey.judges.base.judged_text`),
+    so an audit page never shows the attacker's words as the model's."""
+    own = own_start(resp, generation)
+    prefill = resp[:own]
+    if "</think>" in resp:
+        close = resp.rfind("</think>")
+        start = resp.find("<think>")
+        begin = max((start + len("<think>")) if 0 <= start < close else 0, own)
+        thinking = resp[begin:close].strip("\n") if begin < close else ""
+        return prefill, thinking, resp[max(close + len("</think>"), own):].lstrip("\n")
+    if own == 0:  # the model wrote all of it (or the record does not say): as before
+        return "", thinking_text(resp, opens_think) or "", "" if opens_think else resp
+    opened = bool(opens_think) or "<think>" in resp  # a thinking that never closed: the model's words are thinking
+    text = resp[own:]
+    return prefill, (text if opened else ""), ("" if opened else text)
+
+
 def viewer_items(paths: list[str | Path]) -> list[dict[str, Any]]:
     col = collect(paths)
     runs = [e for e in col.evals if e.kind == "safety"]
@@ -62,11 +82,12 @@ def viewer_items(paths: list[str | Path]) -> list[dict[str, Any]]:
         for bench, recs in e.items.items():
             for rid, r in recs.items():
                 resp = str(r.get("response") or r.get("generation") or "")
+                gen = r.get("generation") if isinstance(r.get("generation"), str) else None
+                prefill, thinking, answer = own_parts(resp, gen, r.get("prompt_opens_think"))
                 j = r.get("judge") or {}
                 items.append({
                     "model": e.label, "bench": bench, "id": rid, "question": str(r.get("question") or ""),
-                    "thinking": thinking_text(resp, r.get("prompt_opens_think")) or "",
-                    "answer": final_answer(resp) if "</think>" in resp else ("" if r.get("prompt_opens_think") else resp),
+                    "prefill": prefill, "thinking": thinking, "answer": answer,
                     "verdict": _verdict(r), "flag": judged_flag(r), "unsafe": r.get("unsafe"),
                     "category": _categories(r),
                     "reason": str(j.get("reason") or (j.get("answer") or {}).get("reason") or ""),
@@ -87,7 +108,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="generator
 body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}} .bar{{display:flex;gap:.6em;flex-wrap:wrap;margin-bottom:1em}}
 select,input{{font:inherit;padding:2px}} .item{{border:1px solid #ccc;border-radius:6px;padding:.6em;margin:.5em 0}}
 .meta{{color:#666;font-size:12px}} .q{{font-weight:600;white-space:pre-wrap}} .t{{color:#555;white-space:pre-wrap;background:#f6f6f6}}
-.a{{white-space:pre-wrap}} .v{{display:inline-block;padding:0 .4em;border-radius:4px;background:#eee}}
+.a{{white-space:pre-wrap}} .p{{white-space:pre-wrap;color:#805;background:#fbeef6;font-style:italic}} .v{{display:inline-block;padding:0 .4em;border-radius:4px;background:#eee}}
 .harm{{background:#f8d0cc}} .safe{{background:#d3efd3}} .dis{{color:#a40}}
 </style></head><body>
 <h1>{title}</h1><p class="meta">{summary}</p>
@@ -125,6 +146,7 @@ function render() {{
     const ver = el('span', 'v ' + (i.flag === true ? (i.unsafe === 0 ? 'safe' : 'harm') : i.flag === false ? (i.unsafe === 0 ? 'harm' : 'safe') : ''), i.verdict);
     meta.prepend(ver, ' ');
     d.append(meta, el('div', 'q', i.question));
+    if (i.prefill) d.append(el('div', 'p', 'prefilled by the attack (not the model\'s words): ' + i.prefill));
     if (i.thinking) d.append(el('div', 't', i.thinking));
     d.append(el('div', 'a', i.answer));
     if (i.reason) d.append(el('div', 'meta', 'reason: ' + i.reason));
@@ -141,7 +163,9 @@ render();
 def build_viewer(paths: list[str | Path], out: str | Path, *, title: str = "safekey judged items") -> Path:
     items = viewer_items(paths)
     # JSON inside <script>: "</" and "<!--" must not end or comment the element early
-    data = json.dumps(items, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "<\\!--")
+    # ("<\\!--" is not a JSON escape: one "<!--" in a response made JSON.parse fail and blanked the page);
+    # \\u003c is, and no "<" is left to end the element or open a comment
+    data = json.dumps(items, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
     models = sorted({i["model"] for i in items})
     summary = (f"{len(items)} judged items from {len(models)} run(s): {', '.join(models)}; "
                f"{sum(1 for i in items if i['disagreement'])} with judge disagreement, "
