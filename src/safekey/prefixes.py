@@ -11,7 +11,6 @@ from .paths import resource
 from .records import iter_json_objects
 from .types import SafekeyError, thinking_text
 
-
 # pairs-stage statuses whose policy_response the judge found unsafe (harmful) or over-refusing (benign)
 _UNSAFE_STATUSES = ("no_cue", "trigger_failed")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text_atomic
-from ..metrics import judged_flag
 from ..judges.base import own_start
+from ..metrics import judged_flag
 from ..types import SafekeyError, thinking_text
 from .collect import collect
 
@@ -146,7 +146,7 @@ function render() {{
     const ver = el('span', 'v ' + (i.flag === true ? (i.unsafe === 0 ? 'safe' : 'harm') : i.flag === false ? (i.unsafe === 0 ? 'harm' : 'safe') : ''), i.verdict);
     meta.prepend(ver, ' ');
     d.append(meta, el('div', 'q', i.question));
-    if (i.prefill) d.append(el('div', 'p', 'prefilled by the attack (not the model\'s words): ' + i.prefill));
+    if (i.prefill) d.append(el('div', 'p', 'prefilled by the attack, not written by the model: ' + i.prefill));
     if (i.thinking) d.append(el('div', 't', i.thinking));
     d.append(el('div', 'a', i.answer));
     if (i.reason) d.append(el('div', 'meta', 'reason: ' + i.reason));
