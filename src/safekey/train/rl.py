@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from ..prefixes import builtin_openings, first_words, in_share, pick, read_prefixes
 from ..types import Record, SafekeyError, thinking_open
@@ -31,6 +32,24 @@ OVER_REFUSING = ["This request sounds dangerous, so I should be careful and prob
                  "that might be misused, even if it looks harmless, so I will decline"]
 
 
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler whose order in epoch e is a function of (seed, e), not of how many passes
+    this process has made: TRL's sampler draws each epoch's permutation from one generator seeded
+    once, so a run resumed from a checkpoint in epoch e drew epoch 0's order again (kill -9 +
+    ``--resume`` diverged from the uninterrupted run). The Trainer calls ``set_epoch`` through
+    accelerate's dataloader before each epoch; epoch 0 is TRL's own first order."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(int(self.seed) + self.epoch)
+        return super().__iter__()
+
+
 class SafeKeyGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer, as :class:`~.trainer.SafeKeyTrainer` is transformers' Trainer."""
 
@@ -38,6 +57,14 @@ class SafeKeyGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kw)
         self.skcfg = skcfg
         self.exporting = False
+
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        base = super()._get_train_sampler(dataset)
+        if type(base) is not RepeatSampler:  # a TRL that changed its sampler: keep it as it is
+            return base
+        return EpochRepeatSampler(data_source=base.data_source, mini_repeat_count=base.mini_repeat_count,
+                                  batch_size=base.batch_size, repeat_count=base.repeat_count, shuffle=base.shuffle,
+                                  seed=base.seed)
 
 
 def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool = False, rejects: Path | None = None,
@@ -148,5 +175,5 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
     return trainer, tok, stats
 
 
-__all__ = ["SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "load_prompts", "mix_prompts",
+__all__ = ["EpochRepeatSampler", "SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "load_prompts", "mix_prompts",
            "recap_prefix"]
