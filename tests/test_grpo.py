@@ -282,3 +282,37 @@ def test_grpo_kill_9_after_an_epoch_then_resume_is_bit_identical(tmp_path, tiny_
     assert rewards(tmp_path / "a") == rewards(out) and len(rewards(out)) == 8
     wa, wb = _weights(tmp_path / "a"), _weights(out)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+BAD_SETTINGS = [  # (the shape a user writes, what the one line must name) — #35.15
+    (["--limit", "2"], "2 prompt(s), but one optimizer step"),  # the README's own shape: default effective batch 128
+    (["--set", "grpo_rewards={}", "--set", "effective_batch=4"], "grpo_rewards is empty"),
+    (["--set", "num_generations=3", "--set", "effective_batch=4"], "num_generations=3 must divide effective_batch=4"),
+    (["--set", "prompt_shares={harmful: .nan, benign: 1}", "--set", "effective_batch=4"], "prompt_shares.harmful: nan"),
+    (["--set", "grpo_rewards={format: .inf}", "--set", "effective_batch=4"], "grpo_rewards.format: inf"),
+    (["--set", "prompt_shares={harmful: -1, benign: 1}", "--set", "effective_batch=4"], "prompt_shares.harmful: -1"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_SETTINGS)
+def test_grpo_settings_that_cannot_train_are_one_line_errors(tmp_path, tiny_model_dir, capsys, extra, message):
+    from cli_helpers import run_cli
+
+    code, text = run_cli(["train", "run", _prompts(tmp_path, 4), "--model", tiny_model_dir, "--mode", "grpo", "--epochs", "1",
+                          "--no-progress", "-o", tmp_path / "o", *extra], capsys)
+    assert code == 2 and message in text and "Traceback" not in text, text
+    assert len([ln for ln in text.splitlines() if ln.startswith("error")]) == 1
+
+
+@pytest.mark.parametrize("messages", [[{"role": "user"}], [{"role": "user", "content": None}], [], ["hi"]])
+def test_a_pair_or_prompt_whose_message_has_no_content_is_one_line(tmp_path, tiny_model_dir, capsys, messages):
+    from cli_helpers import run_cli
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "x", "messages": messages, "prefix": "", "chosen": "a", "rejected": "b"}) + "\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "x", "messages": messages, "unsafe": 1}) + "\n")
+    for path, mode in ((pairs, "dpo"), (prompts, "grpo")):
+        code, text = run_cli(["train", "run", path, "--model", tiny_model_dir, "--mode", mode, "--no-progress",
+                              "-o", tmp_path / f"o-{mode}", "--set", "effective_batch=2", "--set", "num_generations=2"], capsys)
+        assert code == 2 and f"{path.name}:1:" in text and "messages" in text and "Traceback" not in text, text

@@ -76,7 +76,8 @@ def load_config(
         lines = []
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")  # a model-level check names its own fields
+            lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
         src = f" ({path})" if path else ""
         raise SafekeyError(f"invalid {cls.__name__} config{src}:\n" + "\n".join(lines)) from None
 

@@ -114,7 +114,14 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.last_k_epochs > self.epochs:
+        self._check_numbers()
+        if self.mode == "grpo":
+            if not self.grpo_rewards:
+                raise ValueError("grpo_rewards is empty: name at least one reward (safety, over_refusal, format) with a weight")
+            if self.effective_batch % self.num_generations:
+                raise ValueError(f"num_generations={self.num_generations} must divide effective_batch={self.effective_batch}: "
+                                 "each optimizer step samples effective_batch completions, num_generations per prompt")
+        if self.last_k_epochs > self.epochs and self.mode == "safekey":
             # the extra losses cannot start before the first epoch: clamp, and say so (was an error
             # without a field name or a fix; the demo's 1-epoch runs met it first)
             from ..store import log_warning
@@ -134,6 +141,21 @@ class TrainConfig(BaseModel):
             raise ValueError("dpo_loss 'ipo' is TRL's Identity-PO, not Intervened PO; IPO (arXiv 2509.24393) is "
                              "[sigmoid, sft] with weights [1.0, 0.2] from the divergence point (the default)")
         return self
+
+    def _check_numbers(self) -> None:
+        """NaN / inf weights and shares were accepted and reached the trainer (a NaN share crashed the
+        prompt mix; an inf reward weight trained on nothing); said here, in one line, by name."""
+        import math
+
+        for name, vals in (("grpo_rewards", self.grpo_rewards), ("prompt_shares", self.prompt_shares or {}),
+                           ("dpo_loss_weights", dict(enumerate(self.dpo_loss_weights)))):
+            for k, v in vals.items():
+                if not math.isfinite(v):
+                    raise ValueError(f"{name}.{k}: {v} is not a finite number")
+                if name == "prompt_shares" and v < 0:
+                    raise ValueError(f"prompt_shares.{k}: {v} is negative")
+        if self.prompt_shares is not None and not any(self.prompt_shares.values()):
+            raise ValueError("prompt_shares: every share is 0; give harmful and/or benign a positive share")
 
     def trainer_fields(self) -> dict[str, Any]:
         """The fields that map one-to-one onto transformers' TrainingArguments, beside the fields they

@@ -91,6 +91,22 @@ class Collator:
         return out
 
 
+def prompt_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with a row's prompt (a non-empty 'question', or 'messages' whose every turn has a
+    string role and content), or None: said in one line naming the row, never a validation traceback."""
+    msgs = obj.get("messages")
+    if isinstance(msgs, list):
+        if not msgs:
+            return "'messages' is empty"
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                return f"messages[{i}] needs a string 'role' and a string 'content'"
+        return None
+    if isinstance(obj.get("question"), str) and obj["question"].strip():
+        return None
+    return "no 'question' (or 'messages')"
+
+
 def checked_rows(path: str | Path, check: Callable[[Any], str | None], *, limit: int | None = None,
                  skip_bad: bool = False, rejects: Path | None = None, what: str = "row",
                  keep: Callable[[Any], bool] = lambda obj: True) -> list[dict[str, Any]]:

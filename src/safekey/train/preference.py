@@ -30,7 +30,7 @@ from trl import DPOConfig, DPOTrainer
 from ..types import Record, SafekeyError
 from .arguments import training_args
 from .config import TrainConfig
-from .data import checked_rows
+from .data import checked_rows, prompt_problem
 from .render import render
 
 PAIR_KEYS = ("id", "prefix", "chosen", "rejected")
@@ -49,8 +49,8 @@ class SafeKeyDPOTrainer(DPOTrainer):
 def _pair_problem(obj: dict[str, Any]) -> str | None:
     if missing := [k for k in PAIR_KEYS if not isinstance(obj.get(k), str)]:
         return f"missing or non-string {missing[0]!r}"
-    if not (isinstance(obj.get("question"), str) or isinstance(obj.get("messages"), list)):
-        return "no 'question' (or 'messages')"
+    if (bad := prompt_problem(obj)) is not None:
+        return bad
     if not (obj["chosen"].startswith(obj["prefix"]) and obj["rejected"].startswith(obj["prefix"])):
         return "chosen and rejected must both start with prefix (the shared part up to the divergence)"
     if obj["chosen"] == obj["rejected"]:

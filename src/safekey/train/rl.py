@@ -24,7 +24,7 @@ from ..prefixes import builtin_openings, first_words, in_share, pick, read_prefi
 from ..types import Record, SafekeyError, thinking_open
 from .arguments import training_args
 from .config import TrainConfig
-from .data import checked_rows
+from .data import checked_rows, prompt_problem
 from .render import render
 from .rewards import make_rewards
 
@@ -74,8 +74,8 @@ def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool =
     def problem(obj: dict[str, Any]) -> str | None:
         if "id" not in obj:
             return "a prompt row needs an id"
-        if not (isinstance(obj.get("question"), str) and obj["question"].strip()) and not isinstance(obj.get("messages"), list):
-            return "no 'question' (or 'messages')"
+        if (bad := prompt_problem(obj)) is not None:
+            return bad
         if obj.get("unsafe", default_unsafe) not in (0, 1):
             return "'unsafe' must be 1 (harmful) or 0 (benign); set default_unsafe for files without it"
         if obj.get("prefill") is not None and not isinstance(obj["prefill"], str):
@@ -155,6 +155,11 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
 
     tok = tok or load_tokenizer_for(cfg)
     rows = mix_prompts(rows, cfg.prompt_shares, cfg.seed)
+    per_step = cfg.effective_batch // cfg.num_generations
+    if len(rows) < per_step:  # TRL's sampler drops a short last group: no step at all, and a library traceback
+        raise SafekeyError(f"GRPO: {len(rows)} prompt(s), but one optimizer step samples {cfg.num_generations} completions "
+                           f"for each of effective_batch / num_generations = {per_step} prompts; use more prompts or "
+                           f"--set effective_batch={max(cfg.num_generations, len(rows) * cfg.num_generations)}")
     data = grpo_rows(tok, rows, cfg)
     funcs, weights = make_rewards(cfg.grpo_rewards, cfg.grpo_judge, cfg.grpo_judge_model, cfg.grpo_judge_base_url)
     args, ga, world = training_args(cfg, out_dir, GRPOConfig, grpo_args(cfg, weights))
