@@ -197,3 +197,59 @@ def test_training_shows_progress_and_checks_report_to(tmp_path, tiny_model_dir, 
         cli_main(["train", "run", str(data), "--model", str(tiny_model_dir), "--limit", "4", "--set", "report_to=[nosuch]",
                   "-o", str(tmp_path / "t2")])
     assert e.value.code == 2 and "report_to: 'nosuch'" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"n": "3"}, "benchmarks.heldout_harmful.n"), ({"n": -3}, "benchmarks.heldout_harmful.n"),
+    ({"metrics": {"harmful_rate": {"rate": 0.5, "ci": None, "n": 3}}}, "harmful_rate.ci"),
+    ({"metrics": {"harmful_rate": {"rate": "0.5", "ci": [0, 1], "n": 3}}}, "harmful_rate.rate"),
+    ({"metrics": {"harmful_rate": {"rate": float("nan"), "ci": [0, 1], "n": 3}}}, "harmful_rate.rate"),
+    ({"metrics": {"harmful_rate": {"rate": 0.5, "ci": [0, 1], "n": -1}}}, "harmful_rate.n"),
+])
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_report_on_a_summary_that_is_not_safekeys_is_one_line(two_runs, tmp_path, capsys, change, field, fmt):
+    """#35.16: a hand-edited or foreign summary.json is refused naming the field; never a traceback,
+    never NaN or a negative n printed as a number."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    s = json.loads((run / "summary.json").read_text())
+    s["benchmarks"]["heldout_harmful"].update(change)
+    (run / "summary.json").write_text(json.dumps(s))
+    code, text = run_cli(["report", run, "--format", fmt, "-o", tmp_path / f"r.{fmt}"], capsys)
+    assert code == 2 and field in text and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_report_refuses_a_sampling_that_is_not_an_object(two_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    _relabel(run, sampling="x")
+    code, text = run_cli(["report", run, "--format", "md"], capsys)
+    assert code == 2 and "sampling" in text and "Traceback" not in text
+
+
+def test_a_pipe_in_a_label_never_shifts_a_markdown_cell(two_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    _relabel(run, label="a|b\x1b[31m")
+    code, text = run_cli(["report", run, "--format", "md"], capsys)
+    assert code == 0, text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| a"))
+    head = text.splitlines()[0]
+    split = lambda ln: [c for c in __import__("re").split(r"(?<!\\)\|", ln)][1:-1]
+    assert len(split(row)) == len(split(head)) and "\x1b" not in row
+
+
+def test_an_id_with_terminal_escapes_is_shown_inert_in_a_one_line_error(tmp_path, capsys):
+    """#35.18: an id read from a file reaches the terminal with its control characters escaped."""
+    bad = tmp_path / "in.jsonl"
+    bad.write_text(json.dumps({"id": "x\x1b]0;pwned\x07\x1b[2J", "question": "q"}) + "\n"
+                   + json.dumps({"id": "x\x1b]0;pwned\x07\x1b[2J", "question": "q"}) + "\n")
+    code, text = run_cli(["annotate", bad, "-o", tmp_path / "o.jsonl", "--labeller", "heuristic", "--no-progress"], capsys)
+    assert code == 2 and "appears twice" in text, text
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;pwned" in text

@@ -131,6 +131,13 @@ def paired_delta(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05,
     return {"delta": point, "ci": [lo, hi], "n": int(d.size), "p": p, "claim": claim, "method": method}
 
 
+def md_cell(text: Any) -> str:
+    """A markdown table cell: a ``|`` in a label would end the cell and shift every number after it
+    into another column; a newline would end the row; control characters would reach the terminal."""
+    s = "".join(ch if ch.isprintable() else " " for ch in str(text).replace("\r\n", " ").replace("\n", " "))
+    return s.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def fmt_rate(r: dict[str, Any], pct: bool = True) -> str:
     """``12.5% [8.1, 17.0]`` for tables."""
     if r.get("n", 0) == 0:

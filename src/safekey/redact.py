@@ -46,6 +46,25 @@ def redact_secrets(text: str) -> str:
     return text
 
 
+_BIDI = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def terminal_safe(text: str, *, keep_newlines: bool = True) -> str:
+    """Text for the console with every control character shown as an escape (``\\x1b``): an id or a
+    name read from a file (``\\x1b]0;…``, ``\\x1b[2J``, a bidi override) must not retitle, clear or
+    rewrite the user's terminal when an error names it."""
+    out = []
+    for ch in str(text):
+        o = ord(ch)
+        if (ch == "\n" and keep_newlines) or ch == "\t":
+            out.append(ch)
+        elif o < 0x20 or 0x7F <= o < 0xA0 or o in _BIDI or o in (0x2028, 0x2029):
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def redact_obj(obj: Any) -> Any:
     """Every string inside a config / stats structure redacted (keys kept)."""
     if isinstance(obj, str):

@@ -406,4 +406,6 @@ def log_warning(msg: str) -> None:
 
     from tqdm.auto import tqdm
 
-    tqdm.write(f"warning: {redact_secrets(msg)}", file=sys.stderr)
+    from .redact import terminal_safe
+
+    tqdm.write(f"warning: {terminal_safe(redact_secrets(msg))}", file=sys.stderr)

@@ -73,15 +73,15 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except SafekeyError as e:
-        from ..redact import redact_secrets
+        from ..redact import redact_secrets, terminal_safe
 
-        click.echo(f"error: {redact_secrets(str(e))}", err=True)
+        click.echo(f"error: {terminal_safe(redact_secrets(str(e)))}", err=True)
         sys.exit(2)
     except OSError as e:  # an unwritable -o, an output whose parent is a file, a folder given as a file …
-        from ..redact import redact_secrets
+        from ..redact import redact_secrets, terminal_safe
 
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        click.echo(f"error: {redact_secrets(where + (e.strerror or str(e)))}", err=True)
+        click.echo(f"error: {terminal_safe(redact_secrets(where + (e.strerror or str(e))))}", err=True)
         sys.exit(2)
     except RecursionError:
         click.echo("error: an input is nested too deeply to read", err=True)

@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..judges import Judge, make_judge
-from ..metrics import fmt_rate
+from ..metrics import fmt_rate, md_cell
 from ..provenance import provenance
 from ..store import write_stats
 from ..subsample import stratified_sample
@@ -377,7 +377,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              "|---|---:|" + "---:|" * len(shown) + "---:|---:|---:|"]
     for name, b in summary["benchmarks"].items():
         cells = [fmt_rate(b["metrics"][m], pct=m not in SCORE_METRICS) if m in b["metrics"] else "—" for m in shown]
-        lines.append(f"| {name} | {b['n']} | " + " | ".join(cells)
+        lines.append(f"| {md_cell(name)} | {b['n']} | " + " | ".join(cells)
                      + f" | {_trunc_cell(b)} | {b['judge_failures']} | {b['generation_failures']} |")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ tree written by any mix of stages; every stage's output has a recognisable signa
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,74 @@ def _label(path: Path, taken: set[str], prefix: str = "") -> str:
     return label
 
 
+def _bad(where: Path, at: str, what: str) -> SafekeyError:
+    return SafekeyError(f"{where}: {at}: {what} (not a summary safekey wrote; rerun the eval or fix the file)")
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_share(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_rate(r: dict[str, Any], where: Path, at: str) -> None:
+    """A stored rate ``{"rate", "ci": [lo, hi], "n"}``: numbers, finite, n a count; n = 0 may carry no rate."""
+    if not _is_count(r.get("n", 0)):
+        raise _bad(where, f"{at}.n", f"{r.get('n')!r} is not a count")
+    if r.get("n", 0) == 0 and r.get("rate") is None:
+        return
+    if not _is_share(r.get("rate")):
+        raise _bad(where, f"{at}.rate", f"{r.get('rate')!r} is not a finite number")
+    ci = r.get("ci")
+    if not (isinstance(ci, list) and len(ci) == 2 and all(_is_share(x) for x in ci)):
+        raise _bad(where, f"{at}.ci", f"{ci!r} is not [low, high]")
+
+
+def _walk_rates(obj: Any, where: Path, at: str) -> None:
+    if isinstance(obj, dict):
+        if "rate" in obj or ("ci" in obj and "n" in obj):
+            _check_rate(obj, where, at)
+            return
+        for k, v in obj.items():
+            _walk_rates(v, where, f"{at}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _walk_rates(v, where, f"{at}[{i}]")
+
+
+def check_summary(summary: dict[str, Any], where: Path) -> None:
+    """summary.json as safekey writes it, checked before anything is drawn from it: a hand-edited or
+    foreign file (numbers as strings, ``ci: null``, NaN, a negative n) is one line naming the field,
+    never a traceback or a NaN printed as a number."""
+    for key in ("label", "model", "judge"):
+        if summary.get(key) is not None and not isinstance(summary[key], str):
+            raise _bad(where, key, f"{summary[key]!r} is not a string")
+    if summary.get("sampling") is not None and not isinstance(summary["sampling"], dict):
+        raise _bad(where, "sampling", f"{summary['sampling']!r} is not an object")
+    for name, b in summary["benchmarks"].items():
+        at = f"benchmarks.{name}"
+        if not isinstance(b, dict):
+            raise _bad(where, at, "not an object")
+        if not _is_count(b.get("n")):
+            raise _bad(where, f"{at}.n", f"{b.get('n')!r} is not a count")
+        if not isinstance(b.get("metrics"), dict):
+            raise _bad(where, f"{at}.metrics", "not an object")
+        for k in ("judge_failures", "generation_failures", "samples", "n_items"):
+            if k in b and not _is_count(b[k]):
+                raise _bad(where, f"{at}.{k}", f"{b[k]!r} is not a count")
+        _walk_rates(b, where, at)
+
+
 def _load_eval(d: Path, label: str) -> EvalRun:
     try:
         summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise SafekeyError(f"{d / 'summary.json'}: not valid JSON ({e.msg})") from None
-    if not isinstance(summary.get("benchmarks"), dict):
+    if not isinstance(summary, dict) or not isinstance(summary.get("benchmarks"), dict):
         raise SafekeyError(f"{d / 'summary.json'}: no 'benchmarks' object; is this an eval run?")
+    check_summary(summary, d / "summary.json")
     refuse_stale_weights(d, summary)
     run = EvalRun(d, summary.get("label") or label, summary)
     from ..paths import safe_name

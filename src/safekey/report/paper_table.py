@@ -142,12 +142,15 @@ def _metric_name(col: dict[str, Any]) -> str:
 
 
 def to_markdown(t: dict[str, Any]) -> str:
-    head = "| model | " + " | ".join(f"{c['bench']} {_metric_name(c)} {c['arrow']}" for c in t["cols"]) + " |"
+    from ..metrics import md_cell
+
+    head = "| model | " + " | ".join(md_cell(f"{c['bench']} {_metric_name(c)} {c['arrow']}") for c in t["cols"]) + " |"
     lines = [head, "|---|" + "---|" * len(t["cols"])]
     for r in t["rows"]:
         label = r["label"] + (" (baseline)" if r["baseline"] else "")
-        lines.append(f"| {label} | " + " | ".join(_fmt(c, col["metric"]) for c, col in zip(r["cells"], t["cols"])) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"_{f}_  " for f in t["footer"]) + "\n"
+        lines.append(f"| {md_cell(label)} | " + " | ".join(md_cell(_fmt(c, col["metric"]))
+                                                         for c, col in zip(r["cells"], t["cols"])) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"_{md_cell(f)}_  " for f in t["footer"]) + "\n"
 
 
 _LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$", "%": r"\%", "&": r"\&",

@@ -240,8 +240,10 @@ def table_cells(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def to_markdown(study: dict[str, Any]) -> str:
     head, rows = table_cells(study)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    from ..metrics import md_cell
+
+    lines = ["| " + " | ".join(map(md_cell, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(md_cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -121,13 +121,15 @@ class TrainConfig(BaseModel):
             if self.effective_batch % self.num_generations:
                 raise ValueError(f"num_generations={self.num_generations} must divide effective_batch={self.effective_batch}: "
                                  "each optimizer step samples effective_batch completions, num_generations per prompt")
-        if self.last_k_epochs > self.epochs and self.mode == "safekey":
-            # the extra losses cannot start before the first epoch: clamp, and say so (was an error
-            # without a field name or a fix; the demo's 1-epoch runs met it first)
-            from ..store import log_warning
+        if self.last_k_epochs > self.epochs:
+            # the extra losses cannot start before the first epoch: clamp, and say so where they exist
+            # (was an error without a field name or a fix; the demo's 1-epoch runs met it first); the
+            # other modes have no DPSH/QMM, so a note about them would only puzzle
+            if self.mode == "safekey":
+                from ..store import log_warning
 
-            log_warning(f"last_k_epochs={self.last_k_epochs} > epochs={self.epochs}: DPSH/QMM run in all {self.epochs} "
-                        f"epoch(s) (last_k_epochs clamped to {self.epochs}; --set last_k_epochs=N to choose)")
+                log_warning(f"last_k_epochs={self.last_k_epochs} > epochs={self.epochs}: DPSH/QMM run in all {self.epochs} "
+                            f"epoch(s) (last_k_epochs clamped to {self.epochs}; --set last_k_epochs=N to choose)")
             self.last_k_epochs = self.epochs
         if self.mode == "safekey" and self.think_flag == 0:
             raise ValueError("mode=safekey needs the thinking (think_flag=1): U and K live in it")
