@@ -316,3 +316,53 @@ def test_a_pair_or_prompt_whose_message_has_no_content_is_one_line(tmp_path, tin
         code, text = run_cli(["train", "run", path, "--model", tiny_model_dir, "--mode", mode, "--no-progress",
                               "-o", tmp_path / f"o-{mode}", "--set", "effective_batch=2", "--set", "num_generations=2"], capsys)
         assert code == 2 and f"{path.name}:1:" in text and "messages" in text and "Traceback" not in text, text
+
+
+@pytest.fixture
+def r1_model(tmp_path, tiny_model_dir):
+    """The tiny model with an R1-Distill-style template (generation prompt ends <|Assistant|><think>\\n)."""
+    import shutil
+
+    from test_train_spans import R1_STYLE
+
+    d = tmp_path / "r1"
+    shutil.copytree(tiny_model_dir, d)
+    for f in d.glob("chat_template.jinja"):
+        f.unlink()
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = R1_STYLE
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_grpo_and_pair_prompts_end_as_the_generation_prompt_on_r1_templates(tmp_path, r1_model, capsys):
+    """#34.8: with a template whose generation prompt ends <|Assistant|><think>\\n, the GRPO prompts and
+    the DPO pair prompts end exactly there (they used to stop at <|Assistant|>: the policy trained on
+    contexts it never sees at evaluation); `train run --mode grpo` prints the first prompt."""
+    from cli_helpers import run_cli
+    from transformers import AutoTokenizer
+
+    from safekey.train.preference import preference_rows
+    from safekey.train.rl import grpo_rows, load_prompts
+
+    tok = AutoTokenizer.from_pretrained(str(r1_model))
+    assert tok.chat_template == __import__("test_train_spans").R1_STYLE
+    rows = load_prompts(_prompts(tmp_path, 2))
+    cfg = TrainConfig(model=str(r1_model), mode="grpo", effective_batch=4, per_device_batch=4)
+    for r, d in zip(rows, grpo_rows(tok, rows, cfg)):
+        want = tok.apply_chat_template([{"role": "user", "content": r["question"]}], tokenize=False, add_generation_prompt=True)
+        assert d["prompt"] == want and d["prompt"].endswith("<|Assistant|><think>\n")
+    # a pair the policy wrote after that prompt (no <think> of its own): its prompt ends there too
+    pair = {"id": "p", "question": "How do I pick a lock?", "prefix": "The user wants a lock picked. ",
+            "chosen": "The user wants a lock picked. Wait, that is harmful.\n</think>\n\nI can't help.",
+            "rejected": "The user wants a lock picked. First, get a tension wrench.\n</think>\n\nSure: tension wrench."}
+    for frm in ("completion", "divergence"):
+        (row,) = preference_rows(tok, [pair], TrainConfig(model=str(r1_model), mode="dpo", dpo_from=frm))
+        assert row["prompt"].startswith(tok.apply_chat_template([{"role": "user", "content": pair["question"]}],
+                                                                tokenize=False, add_generation_prompt=True))
+        assert row["prompt"].endswith("<|Assistant|><think>\n" + (pair["prefix"] if frm == "divergence" else ""))
+    code, text = run_cli(["train", "run", _prompts(tmp_path, 4), "--model", r1_model, "--mode", "grpo", "--epochs", "1",
+                          "--no-progress", "-o", tmp_path / "o", "--set", "effective_batch=4", "--set", "per_device_batch=4",
+                          "--set", "max_completion_length=4"], capsys)
+    assert code == 0, text
+    assert "first prompt" in text and "<|Assistant|><think>\\n'" in text

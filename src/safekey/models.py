@@ -55,13 +55,17 @@ def smollm2_tokenizer_dir() -> Path:
     dest = models_dir() / "smollm2-135m-tokenizer"
     if (dest / "tokenizer_config.json").exists():
         return dest
+    from filelock import FileLock
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(_gguf_dir()), gguf_file=SMOLLM2_GGUF)
-    tmp = _atomic_dir(dest)
-    tok.save_pretrained(str(tmp))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with FileLock(str(dest) + ".lock"):  # two processes (parallel tests, two runs) extract it once
+        if (dest / "tokenizer_config.json").exists():
+            return dest
+        tok = AutoTokenizer.from_pretrained(str(_gguf_dir()), gguf_file=SMOLLM2_GGUF)
+        tmp = _atomic_dir(dest)
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
     return dest
 
 
@@ -74,6 +78,15 @@ def prepare_smollm2(force: bool = False) -> Path:
     dest = models_dir() / SMOLLM2
     if (dest / "model.safetensors").exists() and (dest / "config.json").exists() and not force:
         return dest
+    from filelock import FileLock
+
+    with FileLock(str(dest) + ".lock"):  # two processes convert it once; the second reads the first's
+        if (dest / "model.safetensors").exists() and (dest / "config.json").exists() and not force:
+            return dest
+        return _convert_smollm2(dest)
+
+
+def _convert_smollm2(dest: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 

@@ -31,7 +31,7 @@ from ..types import Record, SafekeyError
 from .arguments import training_args
 from .config import TrainConfig
 from .data import checked_rows, prompt_problem
-from .render import render
+from .render import prompt_as_generated, render
 
 PAIR_KEYS = ("id", "prefix", "chosen", "rejected")
 
@@ -77,9 +77,10 @@ def preference_rows(tok: Any, pairs: list[dict[str, Any]], cfg: TrainConfig) -> 
         base = {"id": str(p["id"]), **({"messages": p["messages"]} if "messages" in p else {"question": p["question"]})}
         rc = render(tok, Record.model_validate({**base, "response": p["chosen"]}))
         rr = render(tok, Record.model_validate({**base, "response": p["rejected"]}))
-        prompt = rc.text[:rc.assistant_start]
-        if prompt != rr.text[:rr.assistant_start]:
+        if rc.text[:rc.assistant_start] != rr.text[:rr.assistant_start]:
             raise SafekeyError(f"pair {p['id']}: the chat template renders the prompt differently for chosen and rejected")
+        # the policy wrote both sides after its generation prompt (an R1 template's "<think>\n" included)
+        prompt, _ = prompt_as_generated(tok, Record.model_validate(base), rc)
         chosen, rejected = rc.text[rc.assistant_start:rc.label_end], rr.text[rr.assistant_start:rr.label_end]
         if cfg.dpo_from == "divergence":
             k = len(p["prefix"])
@@ -122,7 +123,7 @@ def build_dpo_trainer(cfg: TrainConfig, pairs: list[dict[str, Any]], out_dir: Pa
             "per_device_batch": args.per_device_train_batch_size, "grad_accum": ga,
             "effective_batch": args.per_device_train_batch_size * args.world_size * ga, "epochs": int(args.num_train_epochs),
             "loss": dict(zip(cfg.dpo_loss, cfg.dpo_loss_weights)), "beta": cfg.dpo_beta, "loss_from": cfg.dpo_from,
-            "reference": reference}
+            "reference": reference, "first_prompt": rows[0]["prompt"] if rows else ""}
     stats = {"records": len(pairs), "examples": len(rows), "dropped": 0, "grad_accum": ga, "world_size": world, "plan": plan}
     return trainer, tok, stats
 

@@ -91,3 +91,28 @@ def template_drops_thinking(tok) -> bool:
     ]
     text = tok.apply_chat_template(msgs, tokenize=False)
     return "PROBE-THOUGHT" not in text
+
+
+def generation_prompt(tok, rec: Record) -> str:
+    """The prompt exactly as generation sees it (``add_generation_prompt=True``): what the policy is
+    sampled from at evaluation, in GRPO and in the pairs stage. An R1-Distill template ends it with
+    ``<｜Assistant｜><think>\\n``; the training render's text before the assistant content stops at
+    ``<｜Assistant｜>``, so a policy trained from that prefix learnt on contexts it never sees."""
+    try:
+        return tok.apply_chat_template(rec.prompt_messages(), tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # jinja raises plain Exceptions (e.g. role alternation checks)
+        raise SafekeyError(f"record {rec.id}: chat template failed: {e}") from None
+
+
+def prompt_as_generated(tok, rec: Record, rendered: Rendered) -> tuple[str, str]:
+    """(prompt, opening) for a completion the policy wrote after its generation prompt: the prompt
+    ends as the generation prompt ends, and `opening` is what the template adds after the rendered
+    assistant start (``<think>\\n`` on R1 templates; "" elsewhere) — a completion that already starts
+    with it (the model wrote it itself) keeps the rendered prompt instead."""
+    before = rendered.text[:rendered.assistant_start]
+    gen = generation_prompt(tok, rec)
+    if gen.startswith(before) and len(gen) > len(before):
+        opening = gen[len(before):]
+        if opening.strip() and not rendered.response.startswith(opening.lstrip()):
+            return gen, opening
+    return before, ""

@@ -25,7 +25,7 @@ from ..types import Record, SafekeyError, thinking_open
 from .arguments import training_args
 from .config import TrainConfig
 from .data import checked_rows, prompt_problem
-from .render import render
+from .render import generation_prompt
 from .rewards import make_rewards
 
 OVER_REFUSING = ["This request sounds dangerous, so I should be careful and probably refuse. I cannot help with anything "
@@ -125,8 +125,8 @@ def grpo_rows(tok: Any, rows: list[dict[str, Any]], cfg: TrainConfig) -> list[di
     out = []
     for r in rows:
         base = {"id": str(r["id"]), **({"messages": r["messages"]} if "messages" in r else {"question": r["question"]})}
-        rd = render(tok, Record.model_validate({**base, "response": "x"}))
-        prompt = rd.text[:rd.assistant_start]
+        # the prompt ends as the generation prompt ends at evaluation (an R1 template's "<think>\n" included)
+        prompt = generation_prompt(tok, Record.model_validate(base))
         prefix = recap_prefix(r, cfg, traces, pool)
         if prefix:
             prompt += ("" if thinking_open(prompt) else "<think>\n") + prefix + " "
@@ -175,7 +175,8 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
             "beta": cfg.beta, "loss_type": cfg.loss_type, "temperature": cfg.temperature,
             "rewards": dict(zip(cfg.grpo_rewards, weights)), "judge": cfg.grpo_judge,
             "prompts": {"harmful": sum(1 for d in data if d["unsafe"] == 1), "benign": sum(1 for d in data if d["unsafe"] == 0)},
-            "prefilled": sum(1 for d in data if d["prefill"]), "generation": "vllm" if cfg.use_vllm else "model.generate"}
+            "prefilled": sum(1 for d in data if d["prefill"]), "generation": "vllm" if cfg.use_vllm else "model.generate",
+            "first_prompt": data[0]["prompt"] if data else ""}
     stats = {"records": len(rows), "examples": len(data), "dropped": 0, "grad_accum": ga, "world_size": world, "plan": plan}
     return trainer, tok, stats
 

@@ -226,8 +226,10 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
         import sys
 
         plan = stats["plan"]
-        print(format_plan(plan) if plan.get("mode") not in ("dpo", "grpo") else "plan: " + ", ".join(f"{k}={v}" for k, v in plan.items()),
-              file=sys.stderr, flush=True)
+        print(format_plan(plan) if plan.get("mode") not in ("dpo", "grpo") else "plan: " + ", ".join(
+            f"{k}={v}" for k, v in plan.items() if k != "first_prompt"), file=sys.stderr, flush=True)
+        if plan.get("first_prompt"):  # what the policy is sampled from / trained after, as the template renders it
+            print(f"first prompt (its last 200 characters): {plan['first_prompt'][-200:]!r}", file=sys.stderr, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, cfg_path)
         if ckpt is not None:  # the curve after the checkpoint is re-logged: cut what came after it
