@@ -25,7 +25,7 @@ from safekey.judges import Verdict
 from safekey.types import SafekeyError
 
 SUMMARY_KEYS = {"kind", "model", "label", "judge", "judge_fingerprint", "judge_part", "weights", "sampling", "created",
-                "provenance", "benchmarks"}
+                "provenance", "llm_cache", "benchmarks"}
 BENCH_KEYS = {"n", "metrics", "truncation", "unjudged", "judge_failures", "generation_failures", "per_category", "sample"}
 
 
@@ -260,7 +260,10 @@ def test_cli_smollm_keyword_slice(shared, smollm2_dir, tmp_path):
     gens = [json.loads(x) for x in (out / "strongreject" / "generations.jsonl").read_text().splitlines()]
     assert all(r["generation"].strip() and r["completion_tokens"] <= 32 for r in gens)  # a real model writes text
     p2 = _cli(*args)  # resume: nothing left to do, same summary
-    assert p2.returncode == 0 and json.loads((out / "summary.json").read_text()) == s
+    again = json.loads((out / "summary.json").read_text())
+    assert again.pop("llm_cache") == {"model": {"requests": 0, "from_cache": 0}}  # this invocation: nothing asked
+    s.pop("llm_cache")
+    assert p2.returncode == 0 and again == s
     bad = _cli("eval", "safety", "--model", "hf:smollm2-135m", "--bench", "nosuchbench", "-o", str(out))
     assert bad.returncode == 2 and "unknown benchmark" in bad.stderr
 

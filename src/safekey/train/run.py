@@ -238,7 +238,7 @@ def _train_locked(cfg: TrainConfig, records_path: str | Path, out_dir: Path, *, 
             lp = out_dir / LOG_FILE
             if lp.exists():
                 rows = [ln for ln in jsonl_lines(lp.read_text()) if ln.strip() and json.loads(ln)["step"] <= step]
-                lp.write_text("".join(r + "\n" for r in rows))
+                lp.write_text("".join(r if r.endswith("\n") else r + "\n" for r in rows))
     result = trainer.train(resume_from_checkpoint=ckpt)
     export(trainer, tok, out_dir, cfg)
     from ..provenance import provenance
