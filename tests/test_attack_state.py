@@ -81,7 +81,7 @@ def test_an_attacker_outage_is_a_failure_and_the_rerun_asks_again(tmp_path, key,
 
 def test_tap_on_topic_outage_is_a_failure_not_a_verdict(tmp_path, key):
     def evaluator_down(messages):
-        if "Answer with YES or NO only" in messages[-1]["content"]:
+        if "Reply with exactly [[YES]]" in messages[-1]["content"]:
             raise Refuse("evaluator unavailable")
         return attacker(messages)
 

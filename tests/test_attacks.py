@@ -99,14 +99,20 @@ def test_cot_hijack_wraps_the_request_but_the_judge_reads_the_request(tmp_path):
             asked.extend(items)
             return super().judge(items)
 
-    cfg = SafetyEvalConfig(model="openai:scripted", bench_files=[BENCH], attacks=["none", "cot-hijack"], limit=3,
-                           attack_settings={"cot-hijack": {"puzzles": 2}})
+    cfg = SafetyEvalConfig(model="openai:scripted", bench_files=[BENCH], attacks=["none", "cot-hijack", "cot-hijack-prefill"],
+                           limit=3, attack_settings={"cot-hijack": {"puzzles": 2}, "cot-hijack-prefill": {"puzzles": 2}})
     s = run_safety_eval(cfg, tmp_path / "run", backend=be, judge=Spy(), progress=False)
-    assert set(s["benchmarks"]) == {"heldout_harmful", "heldout_harmful@cot-hijack"}
-    hijacked = [r for r in be.seen if r.prefill]
+    assert set(s["benchmarks"]) == {"heldout_harmful", "heldout_harmful@cot-hijack", "heldout_harmful@cot-hijack-prefill"}
+    # the paper's attack is prompt-only: the puzzles' worked reasoning pads the prompt, a final-answer cue ends it
+    plain = [r for r in be.seen if "Puzzle 1:" in r.messages[-1]["content"] and not r.prefill]
+    assert len(plain) == 3
+    for r in plain:
+        text = r.messages[-1]["content"]
+        assert "Worked solution:" in text and "Puzzle 3 (the final task):" in text and text.endswith("'Final answer:'.")
+    hijacked = [r for r in be.seen if r.prefill]  # the white-box variant, under its own name
     assert len(hijacked) == 3
     for r in hijacked:
-        assert "Puzzle 1:" in r.messages[-1]["content"] and "Puzzle 3:" not in r.messages[-1]["content"]
+        assert "Puzzle 1:" in r.messages[-1]["content"] and "Puzzle 4" not in r.messages[-1]["content"]
         assert r.prefill.startswith("<think>\nLet me work through the puzzles") and "Puzzle 2:" in r.prefill
     assert asked and not any("Puzzle" in it.question for it in asked)
     # the same puzzles for an item on every run (resumable, comparable across models)
@@ -130,7 +136,7 @@ def test_attack_benches_and_a_task_limit_run_an_attack_on_part_of_one_benchmark(
     plain = {r["id"] for r in _judged(tmp_path / "run", "heldout_harmful")}
     attacked = {r["id"] for r in _judged(tmp_path / "run", "heldout_harmful@cot-hijack")}
     assert len(plain) == 10 and len(attacked) == 3 and attacked < plain  # paired with the plain items
-    assert sum(1 for r in be.seen if r.prefill) == 3
+    assert sum(1 for r in be.seen if "Puzzle 1:" in r.messages[-1]["content"]) == 3
     with pytest.raises(ValueError, match="attack_benches names 'pair'"):
         SafetyEvalConfig(model="openai:x", bench_files=[BENCH], attack_benches={"pair": ["heldout_harmful"]})
     with pytest.raises(ValueError, match=r"attack_benches.cot-hijack: \['nosuch'\] must name benchmarks"):
@@ -162,19 +168,22 @@ def test_every_attack_on_the_tiny_model_through_the_cli(tmp_path, tiny_model_dir
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", f"hf:{tiny_model_dir}",
                         "--bench-file", BENCH, "--limit", "2", "--max-new-tokens", "3", "--no-progress",
-                        "--attack", "none,prefill-answer,prefill-thinking,cot-hijack", "-o", str(out)],
+                        "--attack", "none,prefill-answer,prefill-thinking,cot-hijack-prefill", "-o", str(out)],
                        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert p.returncode == 0, p.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
     assert list(s["benchmarks"]) == ["heldout_harmful", "heldout_harmful@prefill-answer",
-                                     "heldout_harmful@prefill-thinking", "heldout_harmful@cot-hijack"]
+                                     "heldout_harmful@prefill-thinking", "heldout_harmful@cot-hijack-prefill"]
     for task in list(s["benchmarks"])[1:]:
         for r in _judged(out, task):
             assert r["attack_prefill"] and r["response"] == r["attack_prefill"] + r["generation"]
     h = subprocess.run([sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--help"], capture_output=True,
                        text=True, timeout=60)
-    for name in ("prefill-answer", "prefill-thinking", "cot-hijack"):
-        assert name in h.stdout
+    flat = " ".join(h.stdout.split()).replace("- ", "-")  # click wraps the help at hyphens
+    for name in ("prefill-answer", "prefill-thinking", "cot-hijack", "cot-hijack-prefill"):
+        assert f"{name}:" in flat
+    assert {r["prefix_source"] for r in _judged(out, "heldout_harmful@prefill-thinking")} == {"builtin"}
+    assert s["benchmarks"]["heldout_harmful@prefill-thinking"]["prefix_sources"] == {"builtin": 2}
 
 
 def test_sampled_safety_safe_at_1_at_k_and_majority(tmp_path):

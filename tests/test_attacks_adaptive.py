@@ -32,8 +32,8 @@ def attacker(messages):
     writes 'ATTEMPT k' prompts, k = the attacker turns so far, and 'FINAL …' from its third turn;
     answers TAP's on-topic question YES unless the prompt says OFFTOPIC."""
     text = messages[-1]["content"]
-    if "Answer with YES or NO only" in text:
-        return "NO" if "OFFTOPIC" in text else "YES"
+    if "Reply with exactly [[YES]]" in text:  # TAP's on-topic evaluator
+        return "[[NO]]" if "OFFTOPIC" in text else "[[YES]]"
     system = messages[0]["content"] if messages[0]["role"] == "system" else ""
     if " ex " in system:
         return "I can't help with creating jailbreak prompts."
@@ -82,13 +82,16 @@ def test_pair_stops_at_the_judges_success_and_counts_attacker_refusals(tmp_path,
     # round 3 is the attacker's third turn: stream 0 of round 3 is the 5th query, and the search stops there
     assert all(r["generation"].startswith(COMPLY) and r["attack_messages"][-1]["content"].startswith("FINAL") for r in willing)
     assert all(r["judge"]["harmful"] for r in willing)
-    for r in refusing:  # every attacker call refused: counted, and the target answered the request as written
+    for r in refusing:  # every attacker call refused: counted; never attacked, so never answered nor judged
         assert r["attack"]["attacker_refusals"] == r["attack"]["attacker_calls"] == 8
-        assert r["attack"]["fallback"] and not r["attack"]["success"]
+        assert r["attack"]["fallback"] and not r["attack"]["success"] and r["attack"]["attacked"] is False
+        assert r["judge"]["skipped"] == "not_attacked" and "response" not in r
     st = b["attack_stats"]
     assert st["successes"] == len(willing) and st["queries_per_success"]["rate"] == 5.0
-    assert st["attacker_gave_no_prompt"] == len(refusing) and st["attacker_refusals"] == 8 * len(refusing)
-    assert b["metrics"]["harmful_rate"]["rate"] == pytest.approx(len(willing) / len(judged))
+    assert st["attacker_gave_no_prompt"] == st["not_attacked"] == len(refusing) and st["attacker_refusals"] == 8 * len(refusing)
+    # the ASR is over the attacked items only; the others are counted beside it
+    assert b["metrics"]["harmful_rate"]["rate"] == 1.0 and b["metrics"]["harmful_rate"]["n"] == len(willing)
+    assert b["unjudged"]["not_attacked"] == len(refusing)
     # the judge saw the item's own request; the target saw only the attacker's prompts
     assert not any(r.messages[-1]["content"] == judged[0]["question"] for r in be.seen if " ex " not in judged[0]["question"])
     logs = _transcripts(tmp_path / "run", "heldout_harmful@pair")
@@ -96,17 +99,19 @@ def test_pair_stops_at_the_judges_success_and_counts_attacker_refusals(tmp_path,
 
 
 @pytest.mark.parametrize("attack", ["pair", "tap", "crescendo"])
-def test_items_the_attacker_never_attacked_are_answered_as_written_in_one_batch(tmp_path, key, attack):
-    """A weak attacker refuses every item: each is answered as written — all in one target batch (one
-    at a time, a 135M attacker's refusals cost one sequential generation per item)."""
+def test_items_the_attacker_never_attacked_are_reported_apart_never_in_the_asr(tmp_path, key, attack):
+    """#34: a weak attacker refuses every item: no item is attacked, so none is answered or judged and
+    the attack has no ASR (it used to be the plain model's, answered as written); the count is shown."""
     with FakeOpenAI(lambda messages: "I can't help with creating jailbreak prompts.") as srv:
         be = Recording(lambda req: REFUSE, opens_think=False)
         s = run_safety_eval(_cfg(srv, attack), tmp_path / "run", backend=be, judge=KeywordJudge(), progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / f"heldout_harmful@{attack}" / "judged.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["attack"]["fallback"] == "attacker produced no prompt" for r in rows)
-    assert [len(b) for b in be.batches] == [6]
-    assert {q.messages[-1]["content"] for q in be.batches[0]} == {r["question"] for r in rows}
-    assert s["benchmarks"][f"heldout_harmful@{attack}"]["attack_stats"]["attacker_gave_no_prompt"] == 6
+    assert all(r["judge"]["skipped"] == "not_attacked" and r["metrics"] == {} for r in rows)
+    assert be.batches == []  # the target was never asked the plain request
+    b = s["benchmarks"][f"heldout_harmful@{attack}"]
+    assert b["attack_stats"]["attacker_gave_no_prompt"] == b["attack_stats"]["not_attacked"] == 6
+    assert "harmful_rate" not in b["metrics"] and b["unjudged"]["not_attacked"] == 6
 
 
 def test_pair_query_budget_and_tap_pruning(tmp_path, key):
@@ -178,7 +183,7 @@ def test_transcript_drops_a_torn_last_line(tmp_path):
 
 
 def _serve(port_file: Path) -> None:  # pragma: no cover - runs in a child process
-    srv = FakeOpenAI(lambda m: (time.sleep(0.05), attacker(m) if m[0]["role"] == "system" or "YES or NO" in m[-1]["content"]
+    srv = FakeOpenAI(lambda m: (time.sleep(0.05), attacker(m) if m[0]["role"] == "system" or "[[YES]]" in m[-1]["content"]
                                 else target_reply(type("R", (), {"messages": m})()))[1])
     srv.start()
     port_file.write_text(srv.base_url)

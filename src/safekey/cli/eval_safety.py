@@ -60,7 +60,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--prefill-prefix", default=None, help='Text before the prefill, e.g. "<think>\\n" for templates that do not open it.')
 @click.option("--batch-size", type=int, default=None, help="Generation batch (also the resume granularity) [default: 8].")
 @click.option("--judge-batch-size", type=int, default=None, help="[default: 16]")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("-o", "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="Run folder (required).")
+@click.option("--print-config", is_flag=True, help="Print the run's resolved settings (every attack's with its defaults "
+              "filled in) as YAML and exit without running anything.")
 @click.option("--overwrite", is_flag=True, help="Start the run folder afresh (generations and verdicts).")
 @click.option("--rejudge", is_flag=True, help="Keep the generations, redo the judging (e.g. with another judge).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="YAML SafetyEvalConfig.")
@@ -69,7 +71,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-progress", is_flag=True)
 def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, judge_model, judge_ensemble, judge_base_url, judge_part,
            judge_max_tokens, limit, limit_seed, max_judge_failures, max_generation_failures, max_new_tokens, temperature, top_p, repetition_penalty, seed, samples, prefill_tokens,
-           prefill_prefix, batch_size, judge_batch_size, out_dir, overwrite, rejudge, config_file, overrides,
+           prefill_prefix, batch_size, judge_batch_size, out_dir, print_config, overwrite, rejudge, config_file, overrides,
            label, no_progress):
     """Generate on safety benchmarks, judge, and aggregate rates with 95% CIs (Wilson for shares).
 
@@ -95,6 +97,11 @@ def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, j
         prefill_tokens=prefill_tokens, prefill_prefix=prefill_prefix, batch_size=batch_size,
         judge_batch_size=judge_batch_size, label=label,
     )
+    if print_config:
+        click.echo(resolved_yaml(cfg), nl=False)
+        return
+    if out_dir is None:
+        raise click.UsageError("Missing option '-o' / '--out'.")
     from ..paths import refuse_output_in_inputs
 
     refuse_output_in_inputs(out_dir, [*cfg.bench_files, *cfg.bench_paths.values()])  # --overwrite clears the run folder
@@ -110,6 +117,19 @@ def safety(model, base_url, benches, bench_files, bench_paths, attacks, judge, j
         _print_summary(out_dir, cfg.judge == "keyword")  # what was measured, then the one-line reason (exit 2)
         raise
     _print_summary(out_dir, cfg.judge == "keyword")
+
+
+def resolved_yaml(cfg) -> str:
+    """The eval's settings as it would run them, as YAML: the config with every attack's settings
+    resolved (defaults filled in, credentials redacted)."""
+    import yaml
+
+    from ..evals.solvers.registry import resolved_settings
+    from ..redact import redact_obj
+
+    data = cfg.model_dump(mode="json")
+    data["attack_settings"] = {a: resolved_settings(a, cfg.attack_settings.get(a)) for a in cfg.attacks if a != "none"}
+    return yaml.safe_dump(redact_obj(data), sort_keys=False, allow_unicode=True)
 
 
 def _print_summary(out_dir: Path, proxy: bool) -> None:

@@ -48,11 +48,16 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     problems = check_eval_pythons(exp, here)
     if dry_run:
         click.echo(describe(steps))
+        click.echo(resolved_settings_text(steps))
         from .doctor import experiment_findings
 
+        errors = 0
         for f in experiment_findings(experiment):  # the same checks as `safekey doctor EXPERIMENT`
             if f.level != "ok":
                 click.echo(f"check: {f.level}: {f.what}: {f.detail}", err=True)
+                errors += f.level == "error"
+        if errors or problems:
+            raise SafekeyError(f"dry run: {errors + len(problems)} check(s) found an error (above); nothing was run")
         return
     if problems:
         raise SafekeyError(problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
@@ -62,3 +67,27 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
                f"{len(exp.seeds)} seed(s))")
     StepRunner(out, echo=click.echo, what=f"safekey run {experiment}").run(steps)
     click.echo(f"report: {out / 'report.html'}")
+
+
+def resolved_settings_text(steps) -> str:
+    """Every stage config the run would write (each training's and eval's settings, as the step reads
+    them), and each attack's settings with its defaults filled in: what a dry run promises to run."""
+    import yaml
+
+    from ..evals.solvers.registry import resolved_settings
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for s in steps:
+        for path, text in s.writes.items():
+            if str(path) in seen:
+                continue
+            seen.add(str(path))
+            out.append(f"\n# {path} (written when the run starts)\n{text.rstrip()}")
+            cfg = yaml.safe_load(text) or {}
+            attacks = [a for a in cfg.get("attacks") or [] if a != "none"] if isinstance(cfg, dict) else []
+            if attacks:
+                resolved = {a: resolved_settings(a, (cfg.get("attack_settings") or {}).get(a)) for a in attacks}
+                out.append("# every attack's settings as they will run (defaults filled in):\n"
+                           + yaml.safe_dump({"attack_settings": resolved}, sort_keys=False).rstrip())
+    return "\n".join(out)

@@ -90,6 +90,8 @@ class SafetyEvalConfig(BaseModel):
     seed: int | None = None
     # sampled safety: K generations per item (temperature > 0) → Safe@1, Safe@K (all K safe),
     # ConsSafe@K (a majority safe); 1 = greedy, one answer per item
+    # ConsSafe@K for even K: a tie (K/2 safe) counts unsafe ("strictly more than half") or safe ("at least half")
+    conssafe_ties: Literal["unsafe", "safe"] = "unsafe"
     samples: int = Field(1, ge=1, le=1024)  # Safe@K papers use K ≤ 16; each sample is a record in memory
     limit: int | dict[str, int] | None = None  # N per benchmark, or {bench: N, bench@attack: N}
     limit_seed: int = 0  # the stratified --limit sample
@@ -230,7 +232,7 @@ class SafetyRun:
     def tasks(self, model_id: str, benches: list[tuple[str, list[Record], dict[str, Any]]]) -> list[Task]:
         """One task per (benchmark, attack): its items, the attack's solver, the judge scorer. The
         plain task keeps the benchmark's name; an attack's is ``BENCH@ATTACK``."""
-        scorer = JudgeScorer(self.judge, self.cfg.judge_part, self.cfg.judge_batch_size)
+        scorer = JudgeScorer(self.judge, self.cfg.judge_part, self.cfg.judge_batch_size, self.cfg.conssafe_ties)
         out = []
         for name, items, ident in benches:
             gen_cfg = {"model": self.cfg.model, "weights": model_id, "sampling": self.cfg.sampling_dict(), **ident}

@@ -53,6 +53,8 @@ class TrainConfig(BaseModel):
     max_completion_length: int = Field(256, ge=1)
     beta: float = Field(0.0, ge=0.0)
     loss_type: str = "dapo"
+    # DAPO's clip-higher (RECAP/DAPO: 0.28); None = TRL's symmetric epsilon (0.2). TRL's own name.
+    epsilon_high: float | None = Field(None, gt=0.0)
     temperature: float = Field(1.0, gt=0.0)
     grpo_rewards: dict[str, float] = {"safety": 1.0, "over_refusal": 1.0, "format": 0.5}
     grpo_judge: str = "keyword"  # any safekey judge as the safety reward
@@ -63,7 +65,7 @@ class TrainConfig(BaseModel):
     # shares that the file holds (None: every prompt as given)
     prompt_shares: dict[Literal["harmful", "benign"], float] | None = None
     prefill_share: float = Field(0.0, ge=0.0, le=1.0)
-    prefill_words: int = Field(20, ge=1)
+    prefill_words: int = Field(500, ge=1)  # RECAP's ℓpre
     prefill_traces: str | None = None  # {id, prefix} or {id, response} rows (e.g. the pairs stage's unsafe traces)
     use_vllm: bool = False  # TRL's own vLLM generation (GPU; config only here)
     vllm_mode: Literal["colocate", "server"] = "colocate"

@@ -141,6 +141,8 @@ def grpo_args(cfg: TrainConfig, weights: list[float]) -> dict[str, Any]:
             "use_vllm": cfg.use_vllm, "log_completions": False}
     if cfg.use_vllm:
         args["vllm_mode"] = cfg.vllm_mode
+    if cfg.epsilon_high is not None:
+        args["epsilon_high"] = cfg.epsilon_high
     return args
 
 
@@ -172,7 +174,7 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
     plan = {"mode": "grpo", "world_size": args.world_size, "parallel_mode": args.parallel_mode.value,
             "per_device_batch": args.per_device_train_batch_size, "grad_accum": ga, "epochs": int(args.num_train_epochs),
             "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
-            "beta": cfg.beta, "loss_type": cfg.loss_type, "temperature": cfg.temperature,
+            "beta": cfg.beta, "loss_type": cfg.loss_type, "epsilon_high": cfg.epsilon_high, "temperature": cfg.temperature,
             "rewards": dict(zip(cfg.grpo_rewards, weights)), "judge": cfg.grpo_judge,
             "prompts": {"harmful": sum(1 for d in data if d["unsafe"] == 1), "benign": sum(1 for d in data if d["unsafe"] == 0)},
             "prefilled": sum(1 for d in data if d["prefill"]), "generation": "vllm" if cfg.use_vllm else "model.generate",

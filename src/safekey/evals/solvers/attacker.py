@@ -28,7 +28,6 @@ from ...llm import ChatRequest, Sampling
 from ...paths import resource
 from ...store import Failure
 from ...types import Record, SafekeyError
-from .base import respond
 
 
 def attack_prompt(name: str, **values: str) -> str:
@@ -104,6 +103,7 @@ class AttackerModel:
     base_url: str | None = None
     temperature: float = 1.0
     max_tokens: int = 512
+    top_p: float = 1.0
     _backend: Any = None
 
     @property
@@ -114,28 +114,49 @@ class AttackerModel:
             self._backend = get_backend(self.spec, base_url=self.base_url)
         return self._backend
 
-    def ask(self, conversations: list[list[dict[str, str]]], seeds: list[int]) -> list[str | CallFailed]:
-        """One reply per conversation; :class:`CallFailed` where the call failed after the
-        backend's retries (an outage is a failure, never the attacker's refusal)."""
-        reqs = [ChatRequest(messages=c, sampling=Sampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=s))
+    def ask(self, conversations: list[list[dict[str, str]]], seeds: list[int],
+            prefill: str | None = None) -> list[str | CallFailed]:
+        """One reply per conversation (with `prefill`: the reply's opening, part of the returned
+        text); :class:`CallFailed` where the call failed after the backend's retries (an outage is a
+        failure, never the attacker's refusal)."""
+        sampling = {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p}
+        reqs = [ChatRequest(messages=c, sampling=Sampling(**sampling, seed=s), prefill=prefill)
                 for c, s in zip(conversations, seeds)]
-        return [CallFailed(f"{self.spec}: {c.error}") if c.error is not None else c.text
+        return [CallFailed(f"{self.spec}: {c.error}") if c.error is not None else (prefill or "") + c.text
                 for c in self.backend.generate(reqs)] if reqs else []
 
+    @property
+    def prefills_natively(self) -> bool:
+        """hf / vLLM continue a prefilled turn verbatim; an HTTP API may not (prefill_style)."""
+        return self.spec.split(":", 1)[0] in ("hf", "vllm")
+
+    def ask_json(self, conversations: list[list[dict[str, str]]], seeds: list[int], *, key: str = "prompt",
+                 retries: int = 5, seed_json: str | None = None) -> list[str | CallFailed]:
+        """Replies that hold a JSON object with `key`, asking again (a new seed each time) up to
+        `retries` attempts in all for the ones that did not (PAIR's reference retries a malformed
+        reply 5 times rather than spending the iteration on it); `seed_json` opens the reply with
+        the JSON's first characters where the backend can continue a prefilled turn. A greedy
+        attacker (temperature 0) is asked once: its retry would be the same reply."""
+        prefill = seed_json if seed_json and self.prefills_natively else None
+        out = self.ask(conversations, seeds, prefill)
+        attempts = retries if self.temperature > 0 else 1
+        for attempt in range(1, attempts):
+            redo = [k for k, x in enumerate(out) if isinstance(x, str) and parse_attack(x, key) is None]
+            if not redo:
+                break
+            again = self.ask([conversations[k] for k in redo], [seeds[k] + 7919 * attempt for k in redo], prefill)
+            for k, x in zip(redo, again):
+                out[k] = x
+        return out
+
     def fingerprint(self) -> dict[str, Any]:
-        return {"attacker": self.spec, "attacker_temperature": self.temperature, "attacker_max_tokens": self.max_tokens}
+        return {"attacker": self.spec, "attacker_temperature": self.temperature, "attacker_max_tokens": self.max_tokens,
+                "attacker_top_p": self.top_p}
 
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-
-
-def answer_as_written(items: list[Record], entries: dict[str, list[dict[str, Any]]], target: Any) -> dict[str, Any]:
-    """The items whose attacker never produced a prompt, answered as written — in one batch (one at
-    a time, a 135M attacker's 20 refusals cost 20 sequential generations)."""
-    plain = [r for r in items if not any(e.get("result") is not None for e in entries[r.id])]
-    return dict(zip([r.id for r in plain], respond(target, plain))) if plain else {}
 
 
 def call_failure(r: Record, reason: str) -> Failure:

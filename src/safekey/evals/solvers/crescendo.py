@@ -22,7 +22,6 @@ from ...types import Record, SafekeyError, final_answer
 from .attacker import (
     AttackerModel,
     Transcript,
-    answer_as_written,
     attack_prompt,
     call_failure,
     failed_calls,
@@ -36,10 +35,10 @@ from .pair import _seed
 
 class Crescendo(Solver):
     name = "crescendo"
-    help = "multi-turn escalation by an attacker LLM, refused turns taken back (Crescendo; needs attacker)"
+    help = "multi-turn escalation by an attacker LLM, refused turns taken back (Crescendo: 10 turns, 10 backtracks; needs attacker)"
 
-    def __init__(self, attacker: str | None = None, attacker_base_url: str | None = None, max_turns: int = 5,
-                 max_backtracks: int = 3, max_queries: int | None = None, attacker_temperature: float = 1.0,
+    def __init__(self, attacker: str | None = None, attacker_base_url: str | None = None, max_turns: int = 10,
+                 max_backtracks: int = 10, max_queries: int | None = None, attacker_temperature: float = 1.0,
                  attacker_max_tokens: int = 512):
         if not attacker:
             raise SafekeyError("attack_settings.crescendo.attacker: name the attacker model (a backend spec)")
@@ -52,7 +51,7 @@ class Crescendo(Solver):
         self.attacker.close()
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"solver": self.name, **self.attacker.fingerprint(), "max_turns": self.max_turns,
+        return {"solver": self.name, "version": 2, **self.attacker.fingerprint(), "max_turns": self.max_turns,
                 "max_backtracks": self.max_backtracks, "max_queries": self.max_queries}
 
     @staticmethod
@@ -99,9 +98,7 @@ class Crescendo(Solver):
             if not active:
                 break
             self._step(active, target, logs, entries, down)
-        plain = answer_as_written([r for r in batch if r.id not in down], entries, target)
-        return [call_failure(r, down[r.id]) if r.id in down else self._final(r, entries[r.id], plain.get(r.id))
-                for r in batch]
+        return [call_failure(r, down[r.id]) if r.id in down else self._final(r, entries[r.id]) for r in batch]
 
     def _step(self, active: list[Record], target: Target, logs: dict[str, Transcript],
               entries: dict[str, list[dict[str, Any]]], down: dict[str, str]) -> None:
@@ -134,16 +131,15 @@ class Crescendo(Solver):
             logs[r.id].append(e)
             es.append(e)
 
-    def _final(self, r: Record, es: list[dict[str, Any]], plain: Record | Failure | None) -> Record | Failure:
+    def _final(self, r: Record, es: list[dict[str, Any]]) -> Record | Failure:
         answered = [e for e in es if e.get("result") is not None]
         stats: dict[str, Any] = {"name": self.name, "queries": len(answered), "attacker_calls": len(es),
                                  "attacker_refusals": sum(1 for e in es if e.get("refused")),
                                  "backtracks": sum(1 for e in es if e.get("backtracked")),
-                                 "turns": sum(1 for e in answered if not e.get("backtracked")), "success": False}
-        if not answered:  # the attacker never produced a prompt: the request answered as written
-            if plain is None or isinstance(plain, Failure):
-                return plain or Failure(r.id, "no attack step and no plain answer")
-            return with_fields(plain, attack={**stats, "queries": 1, "fallback": "attacker produced no prompt"})
+                                 "turns": sum(1 for e in answered if not e.get("backtracked")), "success": False,
+                                 "attacked": bool(answered)}
+        if not answered:  # the attacker never produced a prompt: not attacked, reported apart (never in the ASR)
+            return with_fields(r, attack={**stats, "fallback": "attacker produced no prompt"})
         wins = [k for k, e in enumerate(answered) if (e.get("verdict") or {}).get("harmful")]
         last = answered[wins[0]] if wins else answered[-1]
         if wins:
