@@ -110,3 +110,19 @@ def test_no_stage_imports_another_stage():
             continue
         bad += [f"{mod} → {d}" for d in deps if d.split(".")[1] in STAGES and d.split(".")[1] != own]
     assert bad == []
+
+
+def test_help_names_every_training_mode_and_no_file_outside_the_repo(capsys):
+    """#36: `safekey --help` and `train --help` name the four modes; no help or docstring points to a
+    file that is not in the repository (the spec lives outside it)."""
+    from pathlib import Path
+
+    from cli_helpers import run_cli
+
+    texts = [run_cli(args, capsys)[1] for args in (["--help"], ["train", "--help"], ["train", "run", "--help"])]
+    for text in texts[:2]:
+        flat = " ".join(text.split())
+        assert all(m in flat for m in ("SFT", "SafeKey", "DPO", "GRPO")) or all(m in flat for m in ("sft", "safekey", "dpo", "grpo"))
+    src = Path(__file__).resolve().parents[1] / "src" / "safekey"
+    assert not [p for p in src.rglob("*.py") if "SPEC §" in p.read_text(encoding="utf-8")]
+    assert not any("SPEC §" in t for t in texts)

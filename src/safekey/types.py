@@ -1,4 +1,4 @@
-"""Shared types: the one record schema every stage reads and writes (SPEC §0).
+"""Shared types: the one record schema every stage reads and writes.
 
 Records are deliberately open (`extra="allow"`): a stage adds its own fields (``k_text``,
 ``judge``, ``generation`` …) and every later stage keeps them untouched. Only the fields that
@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# The policy categories, exact strings (SPEC §0). `Other` is a valid label but never selected.
+# The policy categories, exact strings. `Other` is a valid label but never selected.
 CATEGORIES: tuple[str, ...] = (
     "Harassment / Hate / Discrimination",
     "Sexual / Adult",

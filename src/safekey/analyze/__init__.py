@@ -1,4 +1,4 @@
-"""The SafeKey paper's analyses, as functions over records and model folders (SPEC §2, §3).
+"""The SafeKey paper's analyses, as functions over records and model folders (§3).
 
 * :mod:`.attention` — how much the key sentence K attends to the understanding U vs the query.
 * :mod:`.probe` — linear separability of harmful/benign at the end of U (cross-validated AUROC).

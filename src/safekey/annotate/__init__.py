@@ -1,4 +1,4 @@
-"""Stage: U/K annotation (SPEC §2) — sentence segmentation + labellers for the query-understanding
+"""Stage: U/K annotation — sentence segmentation + labellers for the query-understanding
 span U and the key sentence K of a reasoning trace. Public entry point: :func:`annotate_file`."""
 
 from ..sentences import Sentence, segment

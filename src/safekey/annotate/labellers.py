@@ -1,4 +1,4 @@
-"""U/K labellers behind one interface (SPEC §2).
+"""U/K labellers behind one interface.
 
 Span convention (agreed with training; keep exactly): ``u_end`` and ``k_end`` are character offsets
 into ``response``. U = ``response[len("<think>\\n"):u_end]`` (the opening understanding sentences),

@@ -58,7 +58,7 @@ def _print_stats(stats: dict) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def annotate(records, out, config_file, overrides, labeller, model, base_url, llm_safety, fallback, skip_bad, overwrite,
              show_stats, progress, beside) -> None:
-    """Find the understanding span U and key sentence K of every record's <think> trace (SPEC §2).
+    """Find the understanding span U and key sentence K of every record's <think> trace.
 
     Adds u_end, k_end (character offsets into response), k_text, k_is_safety, u_sentences and
     uk_labeller. Records without a usable trace go to OUT's failures file with a reason.

@@ -19,7 +19,7 @@ from ..types import SafekeyError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("safekey.cli.data", "data", "STAR-1 data making: collect, dedup, classify, reason, score, select, benign."),
     "annotate": ("safekey.cli.annotate", "annotate", "Find the understanding span U and key sentence K in reasoning traces."),
-    "train": ("safekey.cli.train", "train", "Fine-tune: plain SFT (STAR-1) or SafeKey (SFT + safety head + query-mask)."),
+    "train": ("safekey.cli.train", "train", "Fine-tune: SFT (STAR-1), SafeKey (SFT + safety head + query-mask), DPO (intervened, IPO) or GRPO (RECAP)."),
     "eval": ("safekey.cli.eval", "eval_group", "Evaluate models: safety benchmarks and judges, reasoning benchmarks."),
     "report": ("safekey.cli.report", "report", "Build an HTML report from evaluation and training runs."),
     "analyze": ("safekey.cli.analyze", "analyze", "The SafeKey paper's analyses: attention to U, probes, KL after prefill."),

@@ -22,7 +22,8 @@ def _tok(model, trust_remote_code: bool = False):
 
 @click.group()
 def train() -> None:
-    """Fine-tune on records with question, response, u_end, k_end, unsafe (SPEC §3)."""
+    """Fine-tune a model in one of four modes: sft (STAR-1), safekey (SFT + safety head + query-mask),
+    dpo (intervened preference pairs, IPO) or grpo (RL with safety rewards, RECAP prefills)."""
 
 
 @train.command()

@@ -1,4 +1,4 @@
-"""Over-refusal ablation set (SPEC §1.7, STAR-benign): rewrite → answer → score 1–5 → keep all-5.
+"""Over-refusal ablation set (STAR-benign): rewrite → answer → score 1–5 → keep all-5.
 
 Each harmful record gets a harmless look-alike (judge), an answer from the reasoning model with a
 plain prompt (no policies), and three 1–5 scores. Every scored record is kept in the stage output

@@ -1,4 +1,4 @@
-"""Classify each prompt into the policy categories (SPEC §1.3), validated against the vocabulary."""
+"""Classify each prompt into the policy categories, validated against the vocabulary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Collect the training pool and the decontamination test sets (SPEC §1.1).
+"""Collect the training pool and the decontamination test sets.
 
 Writes ``OUT`` (pool records, ``unsafe=1``, in source order then row order) and ``OUT``'s sibling
 ``tests.jsonl`` (every benchmark prompt we evaluate on), plus a per-source count table.

@@ -1,4 +1,4 @@
-"""Our own safety policy texts, one per category (SPEC §0): an objective and a few rules.
+"""Our own safety policy texts, one per category: an objective and a few rules.
 
 Why our own: the reference's GPT-4o-era policy texts are not ours to ship; the reasoning prompt only
 needs a stable, citable text per category, which the teacher is told to treat as memory.

@@ -1,4 +1,4 @@
-"""Policy-grounded deliberative reasoning (SPEC §1.4): teacher writes ``<think>…</think>`` + answer."""
+"""Policy-grounded deliberative reasoning: teacher writes ``<think>…</think>`` + answer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score each reasoning trace on 3 criteria, 0–10 (SPEC §1.5), from strict JSON (never ``eval``)."""
+"""Score each reasoning trace on 3 criteria, 0–10, from strict JSON (never ``eval``)."""
 
 from __future__ import annotations
 

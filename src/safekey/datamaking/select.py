@@ -1,4 +1,4 @@
-"""Selection (SPEC §1.6): all-10 and not Other, then balance down to N.
+"""Selection: all-10 and not Other, then balance down to N.
 
 Balancing repeatedly removes the item with the largest w(i) = share(source(i)) × Σ_{c∈cat(i)}
 share(c), shares recomputed after every removal, ties → the lowest position in id order (the

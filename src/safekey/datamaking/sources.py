@@ -1,4 +1,4 @@
-"""The 18 STAR-1 training sources and the decontamination test sets (SPEC §1.1).
+"""The 18 STAR-1 training sources and the decontamination test sets.
 
 Each source keeps its canonical hub id / URL and its filter, and accepts a local file instead
 (``overrides`` in the collect config): offline here, on a cluster with hub access unchanged.

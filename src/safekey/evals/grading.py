@@ -1,4 +1,4 @@
-"""Answer extraction and grading for the reasoning benchmarks (SPEC §5).
+"""Answer extraction and grading for the reasoning benchmarks.
 
 Why this module exists: the reference graders truncated decimals ("3.75" → 3), mangled AIME
 integers, and took the *first* letter they found — often one from the reasoning. Here:

@@ -3,7 +3,7 @@
 Why apart from the judges: a judge answers "is this text harmful / a refusal?"; this scorer decides
 *which* text it sees (``judge_part``: the answer after ``</think>``, the thinking, both, or
 everything), keeps what cannot be judged apart (a thought that never closed has no answer; an
-empty answer is neither safe nor a refusal), and turns verdicts into the metrics of SPEC §4.
+empty answer is neither safe nor a refusal), and turns verdicts into the paper's safety metrics.
 
 Metrics (all stored as ``{"rate", "ci", "n"}``; ``rate`` is a mean for score metrics):
 
@@ -18,7 +18,6 @@ Metrics (all stored as ``{"rate", "ci", "n"}``; ``rate`` is a mean for score met
 from __future__ import annotations
 
 import collections
-
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -305,7 +304,7 @@ class JudgeScorer(Scorer):
         stats = attack_stats(generated)
         if stats:
             entry["attack_stats"] = stats
-        sources = collections.Counter(str(getattr(r, "prefix_source")) for r in generated if getattr(r, "prefix_source", None))
+        sources = collections.Counter(str(r.prefix_source) for r in generated if getattr(r, "prefix_source", None))
         if sources:  # prefill-thinking: where each item's prefix came from (file, model, builtin)
             entry["prefix_sources"] = dict(sorted(sources.items()))
         return entry

@@ -1,4 +1,4 @@
-"""Reasoning evaluation (SPEC §5): generate → grade → summarise, per benchmark, resumable.
+"""Reasoning evaluation: generate → grade → summarise, per benchmark, resumable.
 
 Why: safety training costs general ability; this measures how much, on the same five benchmarks
 as the papers, with the reference's grading bugs fixed (see ``grading``) and model code sandboxed

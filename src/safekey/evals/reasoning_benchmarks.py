@@ -1,4 +1,4 @@
-"""The five reasoning benchmarks of SPEC §5: loaders, prompts and reference answers.
+"""The five reasoning benchmarks: loaders, prompts and reference answers.
 
 Each benchmark keeps its canonical hub id (used on a machine with hub access) and reads the
 byte-identical copy in the shared data folder when it is present; any local file can be given

@@ -1,4 +1,4 @@
-"""The safety evaluation family: solve → judge → aggregate, resumable at every step (SPEC §4).
+"""The safety evaluation family: solve → judge → aggregate, resumable at every step.
 
 Layout of a run folder::
 

@@ -9,7 +9,7 @@ Conventions for the records produced here:
 * ``unsafe`` — 1 harmful request (counts toward ``harmful_rate``), 0 benign look-alike (counts toward
   the over-refusal metrics ``refusal_rate`` / ``compliance_rate``).
 * ``bench_category`` — the benchmark's own category labels (a list of strings). They are *not* the
-  policy vocabulary of ``Record.category`` (SPEC §0), so they live in their own field.
+  policy vocabulary of ``Record.category``, so they live in their own field.
 * ``prefill`` — attacker text placed at the start of the assistant turn (the prefilling attack).
 
 Where rows come from, first match wins: an explicit path (``--bench-path NAME=PATH``), the file under

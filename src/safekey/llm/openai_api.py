@@ -24,7 +24,7 @@ Wire details worth knowing:
   continues that message; ``"deepseek"`` marks it ``prefix: true`` (DeepSeek beta base URL).
   Servers answer with the continuation only, which is what ``Completion.text`` holds.
 * A reply with ``reasoning_content`` (DeepSeek-R1 API, vLLM reasoning parsers) is rebuilt as
-  ``"<think>\\n{reasoning}\\n</think>\\n\\n{content}"`` — the record shape of SPEC §0.
+  ``"<think>\\n{reasoning}\\n</think>\\n\\n{content}"`` — the record shape every stage reads.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training config (SPEC §3 defaults). One pydantic model: YAML file ← CLI flags ← --set overrides."""
+"""The training config (defaults). One pydantic model: YAML file ← CLI flags ← --set overrides."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class TrainConfig(BaseModel):
     head: bool = True
     qmm: bool = True
     qmm_unmasked: bool = False
-    # what the QMM pass hides: "prefix" = everything before the assistant content (SPEC §3: system prompt,
+    # what the QMM pass hides: "prefix" = everything before the assistant content (system prompt,
     # chat scaffolding and the user turn); "query" = only the user-message text, template tokens stay visible
     qmm_hide: Literal["prefix", "query"] = "prefix"
     # how hiding is done: dropping the hidden tokens while keeping their position ids (exact, the
@@ -97,7 +97,7 @@ class TrainConfig(BaseModel):
     fsdp: str | dict[str, Any] | None = None
     seed: int = 2002
 
-    # rendering (SPEC §3): think_flag=0 trains on an empty thinking (distill) or the bare answer (base_flag=1)
+    # rendering: think_flag=0 trains on an empty thinking (distill) or the bare answer (base_flag=1)
     think_flag: int = Field(1, ge=0, le=1)
     base_flag: int = Field(0, ge=0, le=1)
     default_unsafe: int | None = Field(None, ge=0, le=1)  # STAR-1 has no `unsafe`: set 1 explicitly

@@ -3,7 +3,7 @@
 The second forward runs over [query, U, K] only — cut at K's end, since later tokens can never influence
 K under a causal mask (the reference ran the full sequence: ~2× the cost for nothing).
 
-Hiding. ``hide="prefix"`` (SPEC: "everything before the assistant content") hides the system prompt, the
+Hiding. ``hide="prefix"`` ("everything before the assistant content") hides the system prompt, the
 chat scaffolding and the user turn; ``hide="query"`` hides only the user text. Hidden tokens still sit at
 their positions (RoPE positions of U/K are unchanged) but no non-hidden token can attend to them. Rows of
 hidden tokens keep ordinary causal attention among themselves (never read by U/K; keeps every softmax

@@ -29,7 +29,7 @@ class Rendered:
 
 
 def training_response(rec: Record, think_flag: int = 1, base_flag: int = 0) -> str:
-    """The assistant text to train on (SPEC §3 think_flag/base_flag variants)."""
+    """The assistant text to train on (think_flag/base_flag variants)."""
     if rec.response is None:
         raise SafekeyError(f"record {rec.id}: no 'response' to train on")
     if think_flag:

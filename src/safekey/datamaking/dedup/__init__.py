@@ -1,4 +1,4 @@
-"""Dedup + decontamination of the collected pool (SPEC §1.2), without dense N×N matrices.
+"""Dedup + decontamination of the collected pool, without dense N×N matrices.
 
 The reference order is kept (per source, in collection order: self n-gram dedup, 8-gram and TF-IDF
 decontamination against the test sets *and earlier sources*; then global TF-IDF, global embedding,
@@ -12,7 +12,7 @@ embedding vs test) but every rule is deterministic and memory-bounded:
   chunk, so memory is O(chunk × N) instead of O(N²); greedy removal visits items in pool order and
   drops an item iff it is similar to an earlier *kept* item;
 * every removal is recorded with its rule, what it was matched against and the matching id;
-* embeddings are computed only for what survives the cheaper rules (the SPEC order puts them last),
+* embeddings are computed only for what survives the cheaper rules (they run last),
   in token-length-sorted batches with as many threads as other processes leave free, and the
   test-set vectors are cached on disk (``Embedder``). On 2 cores the embedding is the bottleneck:
   ~5.9K word pieces/s, ~130 GFLOPS, close to what the cores' matmul peak allows (see
