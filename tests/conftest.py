@@ -64,21 +64,7 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer=smol_tokenizer_dir)
 
 
-# -- parallel runs (make test: pytest -n 2 --dist loadgroup) -----------------------------------------------
-# Each test file stays on one worker, so its module fixtures (a trained tiny model, an eval run) are
-# built once; every test that starts several ranks (torchrun, DDP, ZeRO-3, FSDP2) is in one group, so
-# two multi-rank runs never share the 2 cores with each other (their kill -9 timings stay honest).
-MULTI_RANK_FIXTURES = {"ddp_runs", "zero3_run", "fsdp_run", "dpo_ddp_runs", "grpo_ranks"}
-MULTI_RANK_FILES = {"test_train_distributed.py"}
-
-
-def multi_rank(item) -> bool:
-    return (item.path.name in MULTI_RANK_FILES or bool(MULTI_RANK_FIXTURES & set(getattr(item, "fixturenames", ())))
-            or "torchrun" in item.name)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group("ranks" if multi_rank(item) else item.path.name))
+# -- parallel runs (make test: pytest -n 2 --dist loadfile) --------------------------------------------------
+# --dist loadfile keeps each test file on one worker, so its module fixtures (a trained tiny model, an
+# eval run) are built once. The multi-rank tests (torchrun, DDP, ZeRO-3, FSDP2) wait for real
+# checkpoint files, never for a time, so a second worker beside them only slows them down.
