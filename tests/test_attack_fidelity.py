@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cli_helpers import run_cli
 from test_attacks import Recording
-from test_attacks_adaptive import REFUSE, _cfg, attacker
+from test_attacks_adaptive import BENCH, COMPLY, REFUSE, PlanJudge, _cfg, attacker
 
 from safekey.evals.judge_scoring import sampled_safety
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
@@ -25,6 +25,7 @@ from safekey.judges.refusal_cues import read_refusal
 from safekey.llm import Completion
 from safekey.prefixes import builtin_openings, first_words
 from safekey.testing.fake_openai import FakeOpenAI
+from safekey.types import SafekeyError
 
 
 @pytest.fixture
@@ -162,3 +163,50 @@ def test_conssafe_tie_rule_is_a_setting():
     assert SafetyEvalConfig(model="x", conssafe_ties="safe").conssafe_ties == "safe"
     with pytest.raises(ValueError):
         SafetyEvalConfig(model="x", conssafe_ties="maybe")
+
+
+def test_crescendo_keeps_one_attacker_conversation_with_score_and_rationale_fed_back(tmp_path, key):
+    """PyRIT's adversarial chat: the attacker sees its own earlier replies and, after each, the target's
+    answer with the judge's score and rationale (it used to get the conversation re-sent, no score)."""
+    with FakeOpenAI(attacker) as srv:
+        def reply(req):
+            last = req.messages[-1]["content"]
+            return COMPLY + " " + last if last.startswith("FINAL") else "Here is some background on that topic."
+
+        run_safety_eval(_cfg(srv, "crescendo", max_turns=4, max_backtracks=1), tmp_path / "run",
+                        backend=Recording(reply, opens_think=False), judge=KeywordJudge(), progress=False)
+        convs = [e.body["messages"] for e in srv.entries(status=200) if "Crescendo" in _system_of(e) and " ex " not in _system_of(e)]
+    longest = max(convs, key=len)
+    assert sum(1 for m in longest if m["role"] == "assistant") >= 2  # its own earlier replies, in order
+    fed = [m["content"] for m in longest if m["role"] == "user"]
+    assert any("The target answered: Here is some background" in t and "SCORE: " in t and "/10" in t for t in fed)
+    assert fed[-1].endswith("write the next user message.") and "This is turn " in fed[-1]
+
+
+def test_crescendo_reads_refusals_with_a_refusal_model_when_one_is_configured(tmp_path, key, monkeypatch):
+    """A soft refusal the keyword reader misses is taken back when the refusal model says so; the
+    refusal model's outage is a failure, never a verdict."""
+    def judge_refusal(messages):
+        return "[[YES]]" if "politely decline" in messages[-1]["content"] else "[[NO]]"
+
+    def reply(req):
+        last = req.messages[-1]["content"]
+        if last.startswith("FINAL"):
+            return COMPLY if "again" in last else "Let's talk about something else; I politely decline."
+        return "Here is some background on that topic."
+
+    with FakeOpenAI(attacker) as att, FakeOpenAI(judge_refusal) as ref:
+        cfg = _cfg(att, "crescendo", max_turns=6, max_backtracks=2, refusal_model="openai:fake-model",
+                   refusal_model_base_url=ref.base_url)
+        run_safety_eval(cfg, tmp_path / "run", backend=Recording(reply, opens_think=False), judge=PlanJudge(), progress=False)
+        ref.fault_rate, ref.faults = 1.0, ("400",)
+        monkeypatch.setenv("SAFEKEY_HOME", str(tmp_path / "home2"))  # no cached checks: the refusal model is asked
+        with pytest.raises(SafekeyError, match="generation"):
+            run_safety_eval(cfg, tmp_path / "down", backend=Recording(reply, opens_think=False), judge=PlanJudge(),
+                            progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "heldout_harmful@crescendo" / "judged.jsonl").read_text().splitlines()]
+    willing = [r for r in rows if " ex " not in r["question"]]
+    assert willing and all(r["attack"]["backtracks"] == 1 and r["attack"]["success"] for r in willing)
+    fails = [json.loads(x) for x in (tmp_path / "down" / "heldout_harmful@crescendo" / "generations.failures.jsonl")
+             .read_text().splitlines()]
+    assert fails and all(f["reason"].startswith("attacker call failed") for f in fails)

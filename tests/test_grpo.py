@@ -366,3 +366,21 @@ def test_grpo_and_pair_prompts_end_as_the_generation_prompt_on_r1_templates(tmp_
                           "--set", "max_completion_length=4"], capsys)
     assert code == 0, text
     assert "first prompt" in text and "<|Assistant|><think>\\n'" in text
+
+
+def test_train_print_config_shows_the_resolved_settings_and_trains_nothing(tmp_path, capsys):
+    """#34: `train run … --print-config` prints every setting (defaults filled in) as YAML and exits;
+    RECAP's clip-higher reaches TRL by its own name."""
+    import yaml
+    from cli_helpers import run_cli
+
+    from safekey.train.rl import grpo_args
+
+    code, text = run_cli(["train", "run", _prompts(tmp_path, 4), "--mode", "grpo", "--set", "epsilon_high=0.28",
+                          "--print-config"], capsys)
+    assert code == 0, text
+    cfg = yaml.safe_load(text)
+    assert cfg["epsilon_high"] == 0.28 and cfg["prefill_words"] == 500 and cfg["loss_type"] == "dapo" and cfg["beta"] == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
+    assert grpo_args(TrainConfig(mode="grpo", epsilon_high=0.28), [1.0])["epsilon_high"] == 0.28
+    assert "epsilon_high" not in grpo_args(TrainConfig(mode="grpo"), [1.0])  # TRL's symmetric default, said in docs

@@ -33,7 +33,9 @@ def train() -> None:
               help="sft = STAR-1; safekey = SFT + DPSH + QMM; dpo = preference pairs (IPO: sigmoid DPO + 0.2 SFT from the "
                    "divergence point; RECORDS are {id, question, prefix, chosen, rejected}); grpo = RL with safety, "
                    "over-refusal and format rewards (RECORDS are prompts: {id, question, unsafe}).")
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", "out", default=None, type=click.Path(file_okay=False), help="Output folder (required).")
+@click.option("--print-config", is_flag=True, help="Print the resolved training settings (every field, defaults filled "
+              "in) as YAML and exit without training.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="YAML config (configs/train/*.yaml).")
 @click.option("--set", "overrides", multiple=True, help="key=value override (repeatable), e.g. --set lr=2e-5.")
 @click.option("--epochs", type=click.IntRange(1), default=None)
@@ -50,17 +52,20 @@ def train() -> None:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N records.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model folder's own code (auto_map). Off by default.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs and pipelines).")
-def run(records, model, mode, out, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked, resume,
-        auto_resume, overwrite, skip_bad, limit, trust_remote_code, no_progress):
+def run(records, model, mode, out, print_config, config, overrides, epochs, lora, max_length, no_head, no_qmm, qmm_unmasked,
+        resume, auto_resume, overwrite, skip_bad, limit, trust_remote_code, no_progress):
     """Fine-tune MODEL on RECORDS; writes OUT/ (model, tokenizer, train_log.jsonl, train_config.yaml)."""
     from pathlib import Path
 
     from ..paths import refuse_output_in_inputs
     from ..train.run import train as do_train
 
-    refuse_output_in_inputs(out, [records])  # --overwrite clears the folder: the data must live elsewhere
-    if Path(out).exists() and not Path(out).is_dir():
-        raise SafekeyError(f"-o {out} is a file; training writes a folder")
+    if out is None and not print_config:
+        raise click.UsageError("Missing option '-o' / '--out'.")
+    if out is not None:
+        refuse_output_in_inputs(out, [records])  # --overwrite clears the folder: the data must live elsewhere
+        if Path(out).exists() and not Path(out).is_dir():
+            raise SafekeyError(f"-o {out} is a file; training writes a folder")
 
     cfg = _cfg(
         config,
@@ -76,6 +81,13 @@ def run(records, model, mode, out, config, overrides, epochs, lora, max_length, 
         limit=limit,
         trust_remote_code=True if trust_remote_code else None,
     )
+    if print_config:
+        import yaml
+
+        from ..redact import redact_obj
+
+        click.echo(yaml.safe_dump(redact_obj(cfg.model_dump(mode="json")), sort_keys=False, allow_unicode=True), nl=False)
+        return
     stats = do_train(cfg, records, out, resume=resume, overwrite=overwrite, skip_bad=skip_bad, auto_resume=auto_resume,
                      progress=not no_progress)
     if stats.get("already_finished"):

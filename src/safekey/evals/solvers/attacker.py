@@ -197,7 +197,8 @@ def judge_responses(judge: Any, goals: list[str], results: list[Record]) -> list
         if isinstance(v, JudgeFailure):
             out[k] = {"harmful": None, "score": None, "label": "judge failed", "reason": v.reason}
         else:
-            out[k] = {"harmful": v.harmful, "score": v.score, "label": v.label}
+            out[k] = {"harmful": v.harmful, "score": v.score, "label": v.label,
+                      **({"reason": v.reason} if getattr(v, "reason", None) else {})}
     return out
 
 
