@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cli_helpers import run_cli
 from test_attacks import Recording
-from test_attacks_adaptive import BENCH, COMPLY, REFUSE, PlanJudge, _cfg, attacker
+from test_attacks_adaptive import COMPLY, REFUSE, PlanJudge, _cfg, attacker
 
 from safekey.evals.judge_scoring import sampled_safety
 from safekey.evals.safety import SafetyEvalConfig, run_safety_eval
