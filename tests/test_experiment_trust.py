@@ -232,8 +232,9 @@ def test_launcher_world_size_must_match(tmp_path, tiny_model_dir, capsys, monkey
 def test_presets_dry_run_checks_the_vllm_environment(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SAFEKEY_VLLM_PYTHON", str(tmp_path / "nope" / "python"))
     code, text = _run(["run", "star1-sft", "--dry-run", "-o", str(tmp_path / "o")], capsys)
-    assert code == 0 and f"{tmp_path / 'nope' / 'python'} -m safekey.cli.main eval safety" in text
+    assert f"{tmp_path / 'nope' / 'python'} -m safekey.cli.main eval safety" in text
     assert "check: error: vllm env: safety.python:" in text and "does not exist" in text
+    assert code == 2 and "check(s) found an error" in text  # a dry run whose checks fail says so in its exit code
     monkeypatch.setenv("SAFEKEY_VLLM_PYTHON", sys.executable)  # exists, but has no vllm here
     code, text = _run(["run", "star1-sft", "--dry-run", "-o", str(tmp_path / "o")], capsys)
     assert "cannot import vllm" in text or "check:" not in text  # (where vllm is installed there is nothing to say)

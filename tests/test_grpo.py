@@ -159,7 +159,7 @@ def test_grpo_smoke_on_smollm2_offline(tmp_path):
     r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(resource("starter/train.jsonl")),
                         "--model", "smollm2-135m", "--mode", "grpo", "-o", str(out), "--limit", "2", "--epochs", "1",
                         "--max-length", "512", "--no-progress", "--set", "per_device_batch=4", "--set", "effective_batch=4",
-                        "--set", "max_completion_length=16", "--set", "prefill_share=0.5"],
+                        "--set", "max_completion_length=16", "--set", "prefill_share=0.5", "--set", "prefill_words=20"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]

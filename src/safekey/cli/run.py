@@ -56,8 +56,12 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
             if f.level != "ok":
                 click.echo(f"check: {f.level}: {f.what}: {f.detail}", err=True)
                 errors += f.level == "error"
-        if errors or problems:
-            raise SafekeyError(f"dry run: {errors + len(problems)} check(s) found an error (above); nothing was run")
+        if not errors:  # the planner's own checks (the eval pythons), where doctor did not already say them
+            for p in problems:
+                click.echo(f"check: error: {p}", err=True)
+                errors += 1
+        if errors:
+            raise SafekeyError(f"dry run: {errors} check(s) found an error (above); nothing was run")
         return
     if problems:
         raise SafekeyError(problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
