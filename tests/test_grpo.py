@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -167,20 +165,29 @@ def test_grpo_smoke_on_smollm2_offline(tmp_path):
     assert json.loads((out / "train_stats.json").read_text())["plan"]["prefilled"] == 1
 
 
+def _resume_args(prompts, model, per_device):
+    """A 2-epoch GRPO run of 8 steps that saves every 2 (checkpoint-4 ends epoch 1), sampling on."""
+    def args(out, *extra):
+        return ["-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(model), "--mode", "grpo",
+                "-o", str(out), "--epochs", "2", "--max-length", "256", "--no-progress", "--set", f"per_device_batch={per_device}",
+                "--set", "effective_batch=4", "--set", "max_completion_length=8", "--set", "lr=1e-3",
+                "--set", "logging_steps=1", "--set", "save_steps=2", "--set", "grpo_rewards={format: 1.0, over_refusal: 1.0}",
+                *extra]
+
+    return args
+
+
+def _step_rewards(d):
+    rows = [json.loads(x) for x in (d / "train_log.jsonl").read_text().split("\n") if x.strip()]
+    return {x["step"]: (x.get("reward"), x.get("completions/mean_length")) for x in rows if "reward" in x}
+
+
 @pytest.fixture(scope="module")
 def grpo_ranks(tmp_path_factory, tiny_model_dir):
     from test_train_distributed import _launch
 
     tmp = tmp_path_factory.mktemp("grpo-ddp")
-    prompts = _prompts(tmp, 4)
-
-    def args(out, *extra):
-        return ["-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir), "--mode", "grpo",
-                "-o", str(out), "--epochs", "2", "--max-length", "256", "--no-progress", "--set", "per_device_batch=2",
-                "--set", "effective_batch=4", "--set", "max_completion_length=8", "--set", "lr=1e-3",
-                "--set", "logging_steps=1", "--set", "save_steps=2", "--set", "grpo_rewards={format: 1.0, over_refusal: 1.0}",
-                *extra]
-
+    args = _resume_args(_prompts(tmp, 4), tiny_model_dir, per_device=2)
     _launch(2, args(tmp / "two"))
     return {"tmp": tmp, "args": args}
 
@@ -190,28 +197,17 @@ def test_grpo_on_two_ddp_ranks_and_kill_9_then_resume(grpo_ranks):
     """Killed after checkpoint-4 — the end of epoch 1, sampling on — and resumed: every step's
     rewards and the final weights equal the uninterrupted run's bit for bit (#35.10: TRL's prompt
     sampler drew epoch 1's order again after a resume, and a 1e-5 tolerance hid it)."""
-    from test_train_distributed import _launch, _weights
+    from test_train_distributed import _kill_9_at_checkpoint, _launch, _weights
 
     tmp, args = grpo_ranks["tmp"], grpo_ranks["args"]
     st = json.loads((tmp / "two" / "train_stats.json").read_text())
     assert st["world_size"] == 2 and st["plan"]["world_size"] == 2 and st["global_step"] == 8
     out = tmp / "killed"
-    proc = _launch(2, args(out), wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert (out / "checkpoints" / "checkpoint-4").exists() and not (out / "model.safetensors").exists()
+    _kill_9_at_checkpoint(_launch(2, args(out), wait=False), out, 4)
     r = _launch(2, args(out, "--resume"))
     assert "resuming from" in r.stderr
     assert json.loads((out / "train_stats.json").read_text())["world_size"] == 2  # the resumed run really had 2 ranks
-
-    def rewards(d):
-        rows = [json.loads(x) for x in (d / "train_log.jsonl").read_text().split("\n") if x.strip()]
-        return {x["step"]: (x.get("reward"), x.get("completions/mean_length")) for x in rows if "reward" in x}
-
-    ra, rb = rewards(tmp / "two"), rewards(out)
+    ra, rb = _step_rewards(tmp / "two"), _step_rewards(out)
     assert set(ra) == set(range(1, 9)) and ra == rb
     wa, wb = _weights(tmp / "two"), _weights(out)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -252,34 +248,16 @@ def test_the_prompt_order_of_epoch_e_does_not_depend_on_how_many_epochs_this_pro
 def test_grpo_kill_9_after_an_epoch_then_resume_is_bit_identical(tmp_path, tiny_model_dir):
     """One process, sampling on, killed after checkpoint-4 (the end of epoch 1): the resumed run's
     rewards at every step and its weights equal the uninterrupted run's (#35.10)."""
-    from test_train_distributed import _launch, _weights
+    from test_train_distributed import _kill_9_at_checkpoint, _launch, _weights
 
-    prompts = _prompts(tmp_path, 4)
-
-    def args(out, *extra):
-        return ["-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir), "--mode", "grpo",
-                "-o", str(out), "--epochs", "2", "--max-length", "256", "--no-progress", "--set", "per_device_batch=4",
-                "--set", "effective_batch=4", "--set", "max_completion_length=8", "--set", "lr=1e-3",
-                "--set", "logging_steps=1", "--set", "save_steps=2", "--set", "grpo_rewards={format: 1.0, over_refusal: 1.0}",
-                *extra]
-
+    args = _resume_args(_prompts(tmp_path, 4), tiny_model_dir, per_device=4)
     _launch(1, args(tmp_path / "a"))
     out = tmp_path / "b"
-    proc = _launch(1, args(out), wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert not (out / "model.safetensors").exists()
+    _kill_9_at_checkpoint(_launch(1, args(out), wait=False), out, 4)
     assert "resuming from" in _launch(1, args(out, "--resume")).stderr
     assert json.loads((out / "train_stats.json").read_text())["world_size"] == 1
 
-    def rewards(d):
-        rows = [json.loads(x) for x in (d / "train_log.jsonl").read_text().split("\n") if x.strip()]
-        return {x["step"]: x.get("reward") for x in rows if "reward" in x}
-
-    assert rewards(tmp_path / "a") == rewards(out) and len(rewards(out)) == 8
+    assert _step_rewards(tmp_path / "a") == _step_rewards(out) and len(_step_rewards(out)) == 8
     wa, wb = _weights(tmp_path / "a"), _weights(out)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 

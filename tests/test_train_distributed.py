@@ -61,14 +61,17 @@ def _launch(nproc, args, *, wait=True):
     return r
 
 
-def _kill_9_at_checkpoint_2(proc, out):
-    """kill -9 torchrun and both ranks once checkpoint-2 is complete; the run must not have finished."""
+def _kill_9_at_checkpoint(proc, out, step: int = 2):
+    """kill -9 the launcher and its ranks once checkpoint-STEP is complete; the run must not have finished."""
     deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
-        time.sleep(0.1)
+    while time.time() < deadline and not (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").exists():
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    assert (out / "checkpoints" / "checkpoint-2").exists() and not (out / "model.safetensors").exists()
+    assert (out / "checkpoints" / f"checkpoint-{step}").exists() and not (out / "model.safetensors").exists()
+
+
+_kill_9_at_checkpoint_2 = _kill_9_at_checkpoint
 
 
 def _weights(out):
