@@ -253,3 +253,23 @@ def test_an_id_with_terminal_escapes_is_shown_inert_in_a_one_line_error(tmp_path
     code, text = run_cli(["annotate", bad, "-o", tmp_path / "o.jsonl", "--labeller", "heuristic", "--no-progress"], capsys)
     assert code == 2 and "appears twice" in text, text
     assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;pwned" in text
+
+
+def test_an_attack_row_with_nothing_judged_is_shown_with_its_reason(two_runs, tmp_path, capsys):
+    """#36: a BENCH@ATTACK whose every item went unjudged (thinking never closed, never attacked) keeps its
+    column in the paper table, each cell "—" with why; it used to vanish with no note."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run)
+    s = json.loads((run / "summary.json").read_text())
+    s["benchmarks"]["heldout_harmful@pair"] = {"n": 3, "metrics": {}, "judge_failures": 0, "generation_failures": 0,
+                                               "unjudged": {"think_not_closed": 1, "not_attacked": 2}}
+    (run / "summary.json").write_text(json.dumps(s))
+    code, text = run_cli(["report", run, "--format", "md"], capsys)
+    assert code == 0, text
+    head, row = text.splitlines()[0], next(ln for ln in text.splitlines() if ln.startswith("| run"))
+    assert "heldout_harmful@pair" in head
+    assert "— (nothing judged: 1 thinking not closed, 2 not attacked)" in row
+    code, text = run_cli(["report", run, "-o", tmp_path / "r.html"], capsys)
+    assert code == 0 and "nothing judged: 1 thinking not closed, 2 not attacked" in (tmp_path / "r.html").read_text()

@@ -40,10 +40,11 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
         # the first run that judged anything on b names the metric (a run whose every item failed has none)
         metric = next((m for e in evals if b in e.summary["benchmarks"] and (m := plots.headline_metric(e.summary["benchmarks"][b]))),
                       None)
-        if metric:
-            bench, _, attack = b.partition("@")
-            cols.append({"bench": b, "metric": metric, "arrow": _arrow(metric), "attack": attack or None,
-                         "base_bench": bench})
+        bench, _, attack = b.partition("@")
+        # a benchmark nobody judged anything on keeps its column: every cell says why it is empty
+        # (a row that vanished silently read as "not run"; #36)
+        cols.append({"bench": b, "metric": metric or "harmful_rate", "arrow": _arrow(metric or "harmful_rate"),
+                     "attack": attack or None, "base_bench": bench})
     # an attack's column beside its benchmark's plain one; over-refusal (benign) columns stay where they are
     order = {c["bench"]: i for i, c in enumerate(cols)}
     cols.sort(key=lambda c: (order.get(c["base_bench"], order[c["bench"]]), c["attack"] is not None, order[c["bench"]]))
@@ -59,6 +60,8 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
             bm = e.summary["benchmarks"].get(c["bench"], {}).get("metrics", {})
             m = bm.get(c["metric"])
             cell: dict[str, Any] = {"value": None}
+            if not m:
+                cell["why"] = empty_reason(e.summary["benchmarks"].get(c["bench"]))
             empty = (bm.get("empty_rate") or {}).get("rate")
             if m:
                 cell = {"value": m["rate"], "ci": m["ci"], "n": m["n"]}
@@ -121,9 +124,22 @@ def what_this_shows(t: dict[str, Any]) -> list[str]:
     return out
 
 
+def empty_reason(b: dict[str, Any] | None) -> str:
+    """Why a benchmark's entry has no rate: not run for this model, or its items' fates, counted."""
+    if not b:
+        return "not run"
+    parts = [f"{v} {'thinking not closed' if r == 'think_not_closed' else r.replace('_', ' ')}"
+             for r, v in (b.get("unjudged") or {}).items() if v]
+    for key, what in (("judge_failures", "judge failures"), ("generation_failures", "generation failures")):
+        if b.get(key):
+            parts.append(f"{b[key]} {what}")
+    return "nothing judged: " + (", ".join(parts) if parts else f"{b.get('n', 0)} items")
+
+
 def _fmt(cell: dict[str, Any], metric: str, latex: bool = False) -> str:
     if cell.get("value") is None:
-        return "—" + (f" (empty {cell['empty'] * 100:.0f}%)" if cell.get("empty") else "")
+        why = f" ({cell['why']})" if cell.get("why") else ""
+        return "—" + (f" (empty {cell['empty'] * 100:.0f}%)" if cell.get("empty") else "") + why
     k = 100.0 if _pct(metric) else 1.0
     lo, hi = cell["ci"]
     s = f"{cell['value'] * k:.1f} [{lo * k:.1f}, {hi * k:.1f}]" if _pct(metric) else f"{cell['value']:.2f} [{lo:.2f}, {hi:.2f}]"
