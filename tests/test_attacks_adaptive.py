@@ -302,3 +302,24 @@ def test_the_attacker_serves_every_batch_and_is_closed_once_after_the_run(tmp_pa
     run.solvers["pair"].attacker._backend = Stub()
     s = run.run()
     assert Stub.closed == 1 and Stub.calls > 6 and s["benchmarks"]["heldout_harmful@pair"]["attack_stats"]["items"] == 6
+
+
+def test_tap_resumed_after_a_kill_expands_the_same_tree_as_uninterrupted(tmp_path, key):
+    """TAP's phase-2 ties (a refusing target: every rating 1) are broken by a seeded shuffle: a run
+    resumed from its transcript must keep the same leaves as the uninterrupted one."""
+    import shutil
+
+    with FakeOpenAI(attacker) as srv:
+        cfg = _cfg(srv, "tap", branching=3, width=1, depth=3)
+        run_safety_eval(cfg, tmp_path / "a", backend=Recording(lambda req: REFUSE, opens_think=False),
+                        judge=KeywordJudge(), progress=False)
+        task = "heldout_harmful@tap"
+        shutil.copytree(tmp_path / "a" / task / "transcripts", tmp_path / "b" / task / "transcripts")
+        for f in (tmp_path / "b" / task / "transcripts").glob("*.jsonl"):  # killed after round 0
+            keep = [x for x in f.read_text().splitlines() if json.loads(x)["round"] == 0]
+            f.write_text("".join(x + "\n" for x in keep))
+        run_safety_eval(cfg, tmp_path / "b", backend=Recording(lambda req: REFUSE, opens_think=False),
+                        judge=KeywordJudge(), progress=False)
+    a, b = _transcripts(tmp_path / "a", task), _transcripts(tmp_path / "b", task)
+    assert any(len(es) > 3 for es in a.values())  # the search went past round 0
+    assert {k: [e["node"] for e in es] for k, es in a.items()} == {k: [e["node"] for e in es] for k, es in b.items()}

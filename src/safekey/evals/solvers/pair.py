@@ -166,7 +166,8 @@ class Pair(Solver):
         for k, (r, node, _) in enumerate(todo):
             if k in failed or r.id in down:
                 continue  # a target or attacker failure: not written, so the rerun asks again
-            e: dict[str, Any] = {"round": round_, "node": node, "attacker": raws[k], "prompt": prompts[k],
+            # "id" as the transcript line has it: an entry reads the same in memory and after a reload
+            e: dict[str, Any] = {"id": r.id, "round": round_, "node": node, "attacker": raws[k], "prompt": prompts[k],
                                  "refused": prompts[k] is None}
             if prompts[k] is not None and topical[k] is False:
                 e["on_topic"] = False
