@@ -270,3 +270,14 @@ def test_editing_a_named_prefixes_file_reruns_the_eval(tmp_path, tiny_model_dir,
     assert code == 0 and "eval-base: its inputs changed" in text, text
     gens = (out / "eval" / "base" / "bench@prefill-thinking" / "generations.jsonl").read_text()
     assert "EDITED opening" in gens
+
+
+def test_no_stage_config_safekey_run_writes_may_carry_a_credential(tmp_path, tiny_model_dir, capsys):
+    """A GRPO judge endpoint with a password in a variant's settings is refused like an attacker's."""
+    spec = tmp_path / "e.yaml"
+    spec.write_text(yaml.safe_dump({"name": "t", "model": str(tiny_model_dir), "offline": True, "include_base": False,
+                                    "train_data": "{starter}/train.jsonl",
+                                    "variants": [{"name": "g", "mode": "grpo", "set": {
+                                        "grpo_judge_base_url": "http://me:hunter2pw@127.0.0.1:9/v1"}}]}))
+    code, text = run_cli(["run", spec, "-o", tmp_path / "out", "--dry-run"], capsys)
+    assert code == 2 and "credential" in text and "hunter2pw" not in text

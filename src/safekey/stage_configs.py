@@ -38,6 +38,7 @@ def _refuse_secrets(obj: Any, where: str) -> None:
 
 
 def _dump(section: str, cfg: dict[str, Any]) -> str:
+    _refuse_secrets(cfg, section.split(" ")[0].rstrip(":"))  # every config written under OUT/configs
     return HEADER.format(section=section) + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
 
 
@@ -69,7 +70,7 @@ def safety_config_yaml(s: SafetySpec, P: Paths) -> str:
     for key in ("judge_model", "judge_part", "max_new_tokens", "batch_size", "repetition_penalty", "temperature", "samples"):
         if getattr(s, key) is not None:
             cfg[key] = getattr(s, key)
-    _refuse_secrets(cfg, "safety")
+    _refuse_secrets(cfg, "safety")  # before validation: its error would quote the value
     from .evals.safety import SafetyEvalConfig
 
     try:  # a typo (an unknown attack, a bad setting) fails at planning, in one line

@@ -160,7 +160,7 @@ class PairMaker:
             # pair rejects, the trigger is ours: a refusal-worded trigger must not make a compliant
             # continuation "safe")
             own = {k: c.text for k, _, _, c in ok if c.error is None}
-            vs = dict(zip(chosen, self._verdicts([batch[k] for k in chosen], list(chosen.values()), list(own.values()))))
+            vs = dict(zip(chosen, self._verdicts([batch[k] for k in chosen], list(chosen.values()), [own[k] for k in chosen])))
             for k, cut, trig, c in ok:
                 r = batch[k]
                 if c.error is not None:
@@ -207,6 +207,7 @@ def run(inp: str | Path, out: str | Path, cfg: PairsConfig, *, overwrite: bool =
     maker = PairMaker(cfg, backend, judge)
     try:
         ident = {**cfg.model_dump(exclude={"base_url", "judge_base_url", "batch_size"}), "judge_fingerprint": maker.judge.fingerprint(),
+                 "chosen_judged_on": "continuation",  # since #35: pairs judged on the whole chosen text are not resumed
                  "weights": str(getattr(maker.backend, "model_id", lambda: cfg.policy)())}
         return run_stage(stage="data.pairs", inputs=recs, out=out, config=ident, process=maker, batch_size=cfg.batch_size,
                          overwrite=overwrite, progress=progress, summarize=stats_of)
