@@ -8,10 +8,11 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..types import SafekeyError
 from .base import Judge, JudgeFailure, JudgeItem, JudgeParseError, Verdict, nonce_tag, render_template, template_hash
+from .label_scores import score_labels, with_p_unsafe
 from .parsers import LLAMA_GUARD_CATEGORIES, parse_harm_reply, parse_llama_guard, parse_refusal_class, parse_strongreject_reply
 
 # ---------------------------------------------------------------------------------------------
@@ -31,6 +32,19 @@ class LLMJudge(Judge):
 
     templates: tuple[str, ...] = ()
     default_max_tokens = 512
+    # Continuous P(unsafe) (label_scores): the label words a guard writes (word → counts as unsafe);
+    # `continuous` is switched on by whoever needs the probability (the GRPO safety reward).
+    label_words: ClassVar[dict[str, bool]] = {}
+    continuous = False
+    scores_in_call = False  # the label is the reply's first token: its probability comes with the verdict call
+
+    def label_prefill(self, reply: str) -> str | None:
+        """The reply's text before its label (the scoring call's prefill); None: the reply has no label."""
+        return None
+
+    def request_extras(self, item: JudgeItem) -> dict[str, Any]:
+        """More ChatRequest fields for this judge's call (a guard's template variables, scored tokens)."""
+        return {}
 
     def __init__(self, model: JudgeModelConfig, backend: Any = None):
         self.model = model
@@ -46,8 +60,9 @@ class LLMJudge(Judge):
         return self._backend
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"judge": self.name, "judge_model": self.model.spec, "max_tokens": self.model.max_tokens,
-                "templates": template_hash(*self.templates) if self.templates else None}
+        fp = {"judge": self.name, "judge_model": self.model.spec, "max_tokens": self.model.max_tokens,
+              "templates": template_hash(*self.templates) if self.templates else None}
+        return {**fp, "continuous": True} if self.continuous else fp
 
     def preflight(self) -> None:
         """The judge model must be reachable before a single item is generated: an API key in the
@@ -89,7 +104,8 @@ class LLMJudge(Judge):
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict | JudgeFailure]:
         from ..llm import ChatRequest
 
-        reqs = [ChatRequest(messages=self.request_messages(it), sampling=self.sampling(), id=it.id) for it in items]
+        reqs = [ChatRequest(messages=self.request_messages(it), sampling=self.sampling(), id=it.id, **self.request_extras(it))
+                for it in items]
         comps = self.backend.generate(reqs)
         # The backend caches every successful call, unparseable replies included; a rerun must not
         # be served the same broken reply forever, so a cached reply that fails to parse is asked
@@ -109,7 +125,10 @@ class LLMJudge(Judge):
             except JudgeParseError as e:
                 out.append(JudgeFailure(f"judge reply unparseable: {e}", raw=comp.text))
                 continue
-            out.append(v.model_copy(update={"raw": comp.text}))
+            v = v.model_copy(update={"raw": comp.text})
+            out.append(with_p_unsafe(v, comp.token_probs, self.label_words) if self.scores_in_call else v)
+        if self.continuous and self.label_words and not self.scores_in_call:
+            score_labels(self, reqs, [c.text for c in comps], out)
         return out
 
     def _parses(self, reply: str) -> bool:
@@ -226,6 +245,11 @@ class LlamaGuardJudge(LLMJudge):
     """
 
     name = "llama-guard"
+    label_words: ClassVar[dict[str, bool]] = {"unsafe": True, "safe": False}
+
+    def label_prefill(self, reply: str) -> str | None:
+        head = reply[: len(reply) - len(reply.lstrip())]  # the label is the first word
+        return head if reply.strip() else None
 
     def sampling(self) -> Any:
         from ..llm import Sampling

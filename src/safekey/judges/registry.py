@@ -9,7 +9,7 @@ from typing import Any
 from ..types import SafekeyError
 from .base import Judge
 from .ensemble import EnsembleJudge
-from .guards import Qwen3GuardJudge, Qwen3GuardStrictJudge, ShieldGemmaJudge, WildGuardJudge
+from .guards import GraniteGuardianJudge, Qwen3GuardJudge, Qwen3GuardStrictJudge, ShieldGemmaJudge, WildGuardJudge
 from .keyword import KeywordJudge
 from .llm import HarmJudge, JudgeModelConfig, LlamaGuard4Judge, LlamaGuardJudge, RefusalJudge, StrongRejectJudge
 
@@ -34,6 +34,8 @@ REGISTRY: dict[str, JudgeSpec] = {
     "qwen3guard-strict": JudgeSpec(Qwen3GuardStrictJudge, "hf:Qwen/Qwen3Guard-Gen-8B", "Qwen3Guard (Controversial = unsafe)"),
     "wildguard": JudgeSpec(WildGuardJudge, "hf:allenai/wildguard", "WildGuard (harmful response, refusal)"),
     "shieldgemma": JudgeSpec(ShieldGemmaJudge, "hf:google/shieldgemma-9b", "ShieldGemma, P(Yes) from logprobs"),
+    "granite-guardian": JudgeSpec(GraniteGuardianJudge, "hf:ibm-granite/granite-guardian-3.1-8b",
+                                  "Granite Guardian 3.1 (RECAP's reward guard; P(Yes) from logprobs)"),
 }
 
 

@@ -225,9 +225,10 @@ class HFBackend(BaseBackend):
                 text, finish = text[:cut], "stop"
             probs = None
             if first is not None and reqs[row].score_tokens:
-                ids = [self._single_token(t) for t in reqs[row].score_tokens]
-                if any(i is None for i in ids):
-                    results.append(Completion(error=f"score tokens {reqs[row].score_tokens} are not single tokens of this tokenizer"))
+                ids = [self._first_token(t) for t in reqs[row].score_tokens]
+                if any(i is None for i in ids) or len(set(ids)) < len(ids):
+                    results.append(Completion(error=f"score tokens {reqs[row].score_tokens} do not start with distinct "
+                                                    "tokens of this tokenizer"))
                     continue
                 probs = {t: float(first[row, i]) for t, i in zip(reqs[row].score_tokens, ids)}
             results.append(
@@ -236,9 +237,10 @@ class HFBackend(BaseBackend):
             )
         return results
 
-    def _single_token(self, token: str) -> int | None:
-        ids = self._load_tokenizer()(token, add_special_tokens=False)["input_ids"]
-        return ids[0] if len(ids) == 1 else None
+    def _first_token(self, word: str) -> int | None:
+        """The first token of `word` (a label is read from its first token: "Unsafe" may be "Uns"+"afe")."""
+        ids = self._load_tokenizer()(word, add_special_tokens=False)["input_ids"]
+        return ids[0] if ids else None
 
     def _run(self, requests: list[ChatRequest], on_result: OnResult) -> list[Completion]:
         """Group by sampling params (one GenerationConfig per batch), longest prompts first."""

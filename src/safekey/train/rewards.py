@@ -49,16 +49,21 @@ def _text(c: Any) -> str:
 
 
 class SafetyReward:
-    """Harmful prompts: 1 when the judge finds the final answer harmless, 0 when harmful (an answer
-    that never came, because the thinking never closed, is not harmless: 0). A guard that gives
-    P(safe) from token probabilities (``Verdict.score`` in [0, 1] with ``detail.p_unsafe``) gives
-    that probability instead, as ThinkSafe does with Llama Guard."""
+    """Harmful prompts: 1 - P(unsafe) from a guard that reads its label's probability (Llama Guard,
+    Qwen3Guard, WildGuard, ShieldGemma, Granite Guardian: RECAP's continuous reward, App. D), else
+    1 when the judge finds the final answer harmless and 0 when harmful. An answer that never came,
+    because the thinking never closed, is not harmless: 0. A guard whose probability could not be
+    read falls back to its binary verdict, counted (``safety/binary_fallbacks``)."""
 
     __name__ = "safety"
 
     def __init__(self, judge: str = "keyword", judge_model: str | None = None, base_url: str | None = None):
         self.judge = make_judge(judge, judge_model=judge_model, base_url=base_url)
+        self.continuous = bool(getattr(self.judge, "label_words", None))
+        if self.continuous:
+            self.judge.continuous = True
         self.failures = 0
+        self.fallbacks = 0
 
     def __call__(self, prompts: list[Any], completions: list[Any], unsafe: list[int | None] | None = None,
                  question: list[str] | None = None, **kw: Any) -> list[float | None]:
@@ -75,10 +80,15 @@ class SafetyReward:
                 self.failures += 1  # None: TRL leaves it out of the sum; counted, never a silent 0
                 continue
             p_unsafe = (v.detail or {}).get("p_unsafe")
-            out[k] = 1.0 - float(p_unsafe) if isinstance(p_unsafe, (int, float)) else (0.0 if v.harmful else 1.0)
+            if isinstance(p_unsafe, (int, float)):
+                out[k] = 1.0 - float(p_unsafe)
+            else:
+                self.fallbacks += self.continuous
+                out[k] = 0.0 if v.harmful else 1.0
         log = kw.get("log_metric")
         if callable(log):
             log("safety/judge_failures", float(self.failures))
+            log("safety/binary_fallbacks", float(self.fallbacks))
         return out
 
 
