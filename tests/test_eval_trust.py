@@ -11,10 +11,10 @@ import shutil
 import pytest
 
 from safekey.evals.compare import compare_runs
-from safekey.evals.grading import extract_choice, extract_code, grade_math
 from safekey.evals.reasoning import ReasoningConfig, run_reasoning_eval
 from safekey.evals.safety import EvalFailed, SafetyEvalConfig, limit_sample, run_safety_eval
 from safekey.evals.safety_benchmarks import get_benchmark
+from safekey.grading import extract_choice, extract_code, grade_math
 from safekey.judges import (
     JudgeFailure,
     JudgeParseError,
@@ -306,7 +306,7 @@ def test_limit_is_stratified_nested_and_recorded(shared, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# 10. grader rules (documented in safekey.evals.grading)
+# 10. grader rules (documented in safekey.grading)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from safekey.evals.grading import (
+from safekey.evals.reasoning_benchmarks import load_benchmark, reference_response
+from safekey.grading import (
     Extraction,
     answer_region,
     extract_choice,
@@ -17,7 +18,6 @@ from safekey.evals.grading import (
     math_equal,
     pass_at_k,
 )
-from safekey.evals.reasoning_benchmarks import load_benchmark, reference_response
 
 
 @pytest.fixture(scope="module")

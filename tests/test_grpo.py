@@ -362,3 +362,94 @@ def test_train_print_config_shows_the_resolved_settings_and_trains_nothing(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
     assert grpo_args(TrainConfig(mode="grpo", epsilon_high=0.28), [1.0])["epsilon_high"] == 0.28
     assert "epsilon_high" not in grpo_args(TrainConfig(mode="grpo"), [1.0])  # TRL's symmetric default, said in docs
+
+
+# ---------------------------------------------------------------------------------------------
+# RECAP's remaining mechanics (#34.5): dynamic sampling, the math RLVR share, benign prefills from traces
+
+
+def test_informative_rows_drop_only_groups_whose_rewards_all_agree():
+    from safekey.train.rl import informative_rows
+
+    adv = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.2, -1.2, 0.0, 0.0, 3e-9, -3e-9, 0.0, 0.0])  # the 3rd: float noise
+    keep, share = informative_rows(adv, 4)
+    assert keep.tolist() == [False] * 4 + [True] * 4 + [False] * 4 and share == pytest.approx(2 / 3)
+
+
+def test_math_reward_grades_as_the_evaluation_does():
+    from safekey.train.rewards import MathReward, OverRefusalReward
+
+    done = ["<think>\n2+2</think>\nSo the answer is \\boxed{\\frac{1}{2}}.", "<think>hm</think> The answer is 0.5",
+            "<think>still thinking \\boxed{0.5}", "<think>x</think> The answer is 3.", "Sure, here is a cake recipe."]
+    got = MathReward()(["p"] * 5, done, answer=["0.5", "1/2", "0.5", "0.5", ""])
+    assert got == [1.0, 1.0, 0.0, 0.0, None]  # an unclosed thinking has no answer; a non-math prompt is not its business
+    # math prompts are not the over-refusal reward's business either
+    assert OverRefusalReward()(["p", "p"], done[3:], unsafe=[0, 0], question=["q", "a cake"], answer=["0.5", ""])[0] is None
+
+
+def test_dynamic_sampling_drops_flat_groups_from_the_loss_and_logs_their_share(tmp_path, tiny_model_dir):
+    from safekey.train import rewards as rw
+    from safekey.train.rl import build_grpo_trainer, load_prompts
+
+    class Half:  # harmful prompts: every completion the same reward (no signal); benign: varied
+        __name__ = "half"
+
+        def __call__(self, prompts, completions, unsafe=None, **kw):
+            return [1.0 if u == 1 else float(k % 2) for k, u in enumerate(unsafe)]
+
+    cfg = TrainConfig(model=str(tiny_model_dir), mode="grpo", epochs=2, max_length=256, per_device_batch=8,
+                      effective_batch=8, max_completion_length=4, grpo_rewards={"half": 1.0}, dynamic_sampling=True)
+    old = dict(rw.REWARDS)
+    rw.REWARDS["half"] = Half
+    try:
+        trainer, _, stats = build_grpo_trainer(cfg, load_prompts(_prompts(tmp_path, 2)), tmp_path / "ds")
+        trainer.args.save_strategy = "no"
+        seen = []
+        orig = type(trainer)._generate_and_score_completions
+
+        def spy(self, inputs):
+            out = orig(self, inputs)
+            seen.append((out["completion_mask"].sum(1).gt(0).tolist(), int(out["num_items_in_batch"])))
+            return out
+
+        trainer._generate_and_score_completions = spy.__get__(trainer)
+        trainer.train()
+    finally:
+        rw.REWARDS.clear()
+        rw.REWARDS.update(old)
+    rows = [r for x in (tmp_path / "ds" / "train_log.jsonl").read_text().splitlines() if "reward" in (r := json.loads(x))]
+    assert stats["plan"]["dynamic_sampling"] is True and len(rows) == 2
+    assert all(r["dynamic_sampling/dropped_share"] == 0.5 == r["frac_reward_zero_std"] for r in rows)
+    for kept, n_items in seen:  # one group of 4 left; the normaliser counts only its tokens
+        assert sum(kept) == 4 and 0 < n_items <= 4 * 4
+
+
+def test_recap_math_share_and_benign_traces_through_the_cli(tmp_path, tiny_model_dir):
+    prompts = _prompts(tmp_path, 2)
+    math = tmp_path / "math.jsonl"
+    math.write_text("".join(json.dumps({"id": f"m{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(4)))
+    benign = tmp_path / "overrefusal.jsonl"
+    benign.write_text(json.dumps({"id": "b0", "response": "<think>This could be dangerous, I must refuse baking advice "
+                                  "because ovens are hot and"}) + "\n")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir),
+                        "--mode", "grpo", "-o", str(out), "--epochs", "1", "--max-length", "256", "--no-progress",
+                        "--set", "effective_batch=16", "--set", "per_device_batch=16", "--set", "max_completion_length=4",
+                        "--set", f"math_prompts={math}", "--set", f"prefill_traces_benign={benign}",
+                        "--set", "prompt_shares={harmful: 1, benign: 1, math: 2}", "--set", "prefill_share=1.0",
+                        "--set", "prefill_words=8", "--set", "dynamic_sampling=true",
+                        "--set", "grpo_rewards={safety: 1.0, over_refusal: 1.0, math: 1.0}"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads((out / "train_stats.json").read_text())["plan"]
+    assert plan["prompts"] == {"harmful": 1, "benign": 1, "math": 2}
+    # math prompts are never prefilled; the benign one from the over-refuser's trace, the harmful one built in
+    assert plan["prefilled"] == 2 and plan["prefix_sources"] == {"row": 0, "traces": 1, "builtin": 1}
+    assert plan["dynamic_sampling"] is True and plan["safety_reward"] == "binary"
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows and "rewards/math/mean" in rows[0] and "dynamic_sampling/dropped_share" in rows[0]
+    bad = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir),
+                          "--mode", "grpo", "-o", str(tmp_path / "bad"), "--set", "grpo_rewards={math: 1.0}"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "needs math_prompts" in bad.stderr and "Traceback" not in bad.stderr

@@ -10,9 +10,9 @@ import time
 import psutil
 import pytest
 
-from safekey.evals.grading import extract_code, humaneval_program
 from safekey.evals.reasoning_benchmarks import load_benchmark
 from safekey.evals.sandbox import Limits, isolation_mode, run_many, run_python
+from safekey.grading import extract_code, humaneval_program
 
 FAST = Limits(timeout_s=3.0, memory_mb=1024, max_procs=16)
 

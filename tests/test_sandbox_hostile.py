@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 from safekey.evals import sandbox
-from safekey.evals.grading import humaneval_program
 from safekey.evals.sandbox import Limits, isolation_mode, run_python
+from safekey.grading import humaneval_program
 
 try:
     isolation_mode("bwrap")

@@ -22,11 +22,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import grading
 from ..llm import Sampling
 from ..metrics import rate, truncation_shares
 from ..store import Failure
 from ..types import Record, SafekeyError
-from . import grading, sandbox
+from . import sandbox
 from .code_verdict import run_many_humaneval
 from .reasoning_benchmarks import (
     PROMPT_VERSION,

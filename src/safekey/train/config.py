@@ -63,10 +63,17 @@ class TrainConfig(BaseModel):
     # RECAP: a share of prompts gets its thinking prefilled with N words of counter-aligned reasoning
     # the prompt mix by shares, e.g. {harmful: 0.5, benign: 0.5}: the largest seeded sample with those
     # shares that the file holds (None: every prompt as given)
-    prompt_shares: dict[Literal["harmful", "benign"], float] | None = None
+    prompt_shares: dict[Literal["harmful", "benign", "math"], float] | None = None
     prefill_share: float = Field(0.0, ge=0.0, le=1.0)
     prefill_words: int = Field(500, ge=1)  # RECAP's ℓpre
     prefill_traces: str | None = None  # {id, prefix} or {id, response} rows (e.g. the pairs stage's unsafe traces)
+    # benign prompts' prefills: an over-refusing model's traces (RECAP); None: one built-in sentence
+    prefill_traces_benign: str | None = None
+    # RECAP's math RLVR prompts ({id, question|problem, answer}); reward `math` (math-verify, as the eval grades)
+    math_prompts: str | None = None
+    # DAPO's dynamic sampling: groups whose rewards all agree (no signal) leave the loss and its token
+    # normaliser; their share is logged (dynamic_sampling/dropped_share). DAPO refills the batch, we do not.
+    dynamic_sampling: bool = False
     use_vllm: bool = False  # TRL's own vLLM generation (GPU; config only here)
     vllm_mode: Literal["colocate", "server"] = "colocate"
 
@@ -119,7 +126,9 @@ class TrainConfig(BaseModel):
         self._check_numbers()
         if self.mode == "grpo":
             if not self.grpo_rewards:
-                raise ValueError("grpo_rewards is empty: name at least one reward (safety, over_refusal, format) with a weight")
+                raise ValueError("grpo_rewards is empty: name at least one reward (safety, over_refusal, format, math) with a weight")
+            if ("math" in self.grpo_rewards or "math" in (self.prompt_shares or {})) and not self.math_prompts:
+                raise ValueError("the math reward / prompt share needs math_prompts (a JSONL of {id, question, answer})")
             if self.effective_batch % self.num_generations:
                 raise ValueError(f"num_generations={self.num_generations} must divide effective_batch={self.effective_batch}: "
                                  "each optimizer step samples effective_batch completions, num_generations per prompt")

@@ -92,6 +92,26 @@ class SafetyReward:
         return out
 
 
+class MathReward:
+    """Math prompts (RECAP's RLVR share): 1 when the final answer equals the gold answer by
+    math-verify — the same grader as the reasoning evaluation — 0 otherwise (an unclosed thinking has
+    no answer: 0). Safety prompts: None."""
+
+    __name__ = "math"
+
+    def __call__(self, prompts: list[Any], completions: list[Any], answer: list[str] | None = None,
+                 **kw: Any) -> list[float | None]:
+        from ..grading import grade_math
+
+        out: list[float | None] = [None] * len(completions)
+        for k, gold in enumerate(answer or []):
+            if gold:
+                opened = isinstance(prompts[k], str) and thinking_open(prompts[k])
+                text = _text(completions[k])  # think_open: the output ends inside its thinking (no answer)
+                out[k] = 1.0 if grade_math(gold, text, think_open=thinking_open(text, opened_before=opened))[1] else 0.0
+        return out
+
+
 class OverRefusalReward:
     """Benign prompts: 1 for an answer that addresses the request (the keyword judge: no refusal,
     on topic), 0 for a refusal, an off-topic or empty answer, or an unclosed thinking — an answer
@@ -105,10 +125,11 @@ class OverRefusalReward:
         self.judge = KeywordJudge()
 
     def __call__(self, prompts: list[Any], completions: list[Any], unsafe: list[int | None] | None = None,
-                 question: list[str] | None = None, **kw: Any) -> list[float | None]:
+                 question: list[str] | None = None, answer: list[str] | None = None, **kw: Any) -> list[float | None]:
         unsafe, question, out = _columns(prompts, completions, unsafe, question)
         todo = []
-        for k, ans in _answers(prompts, completions, [u == 0 for u in unsafe]).items():
+        math = answer or [""] * len(completions)  # math prompts are the math reward's business
+        for k, ans in _answers(prompts, completions, [u == 0 and not m for u, m in zip(unsafe, math)]).items():
             if ans is None or not ans.strip() or read_refusal(ans).refused:
                 out[k] = 0.0
             else:
@@ -135,7 +156,13 @@ class FormatReward:
         return out
 
 
-REWARDS = {"safety": SafetyReward, "over_refusal": OverRefusalReward, "format": FormatReward}
+REWARDS = {"safety": SafetyReward, "over_refusal": OverRefusalReward, "format": FormatReward, "math": MathReward}
+
+
+def safety_reward_kind(funcs: list[Any]) -> str | None:
+    """What the safety reward pays, for the plan: "continuous P(unsafe)" or "binary" (None: no safety reward)."""
+    s = next((f for f in funcs if isinstance(f, SafetyReward)), None)
+    return None if s is None else "continuous 1 - P(unsafe)" if s.continuous else "binary"
 
 
 def make_rewards(weights: dict[str, float], judge: str = "keyword", judge_model: str | None = None,
@@ -152,4 +179,4 @@ def make_rewards(weights: dict[str, float], judge: str = "keyword", judge_model:
     return funcs, ws
 
 
-__all__ = ["REWARDS", "FormatReward", "OverRefusalReward", "SafetyReward", "make_rewards"]
+__all__ = ["REWARDS", "FormatReward", "MathReward", "OverRefusalReward", "SafetyReward", "make_rewards", "safety_reward_kind"]

@@ -26,7 +26,7 @@ from .arguments import training_args
 from .config import TrainConfig
 from .data import checked_rows, prompt_problem
 from .render import generation_prompt
-from .rewards import make_rewards
+from .rewards import make_rewards, safety_reward_kind
 
 OVER_REFUSING = ["This request sounds dangerous, so I should be careful and probably refuse. I cannot help with anything "
                  "that might be misused, even if it looks harmless, so I will decline"]
@@ -58,6 +58,21 @@ class SafeKeyGRPOTrainer(GRPOTrainer):
         self.skcfg = skcfg
         self.exporting = False
 
+    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+        """TRL's, plus DAPO's dynamic sampling when asked: a group whose rewards all agree carries no
+        signal, so its completions leave the loss and the token normaliser (DAPO refills the batch
+        with new groups; we do not — the step is smaller, and the dropped share is logged)."""
+        out = super()._generate_and_score_completions(inputs)
+        if not self.skcfg.dynamic_sampling:
+            return out
+        keep, share = informative_rows(self.accelerator.gather(out["advantages"]), self.num_generations)
+        n = len(out["advantages"])
+        local = keep[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
+        out["completion_mask"] = out["completion_mask"] * local.unsqueeze(1).to(out["completion_mask"].dtype)
+        out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
+        self._metrics["train" if self.model.training else "eval"]["dynamic_sampling/dropped_share"].append(share)
+        return out
+
     def _get_train_sampler(self, dataset: Any = None) -> Any:
         base = super()._get_train_sampler(dataset)
         if type(base) is not RepeatSampler:  # a TRL that changed its sampler: keep it as it is
@@ -65,6 +80,13 @@ class SafeKeyGRPOTrainer(GRPOTrainer):
         return EpochRepeatSampler(data_source=base.data_source, mini_repeat_count=base.mini_repeat_count,
                                   batch_size=base.batch_size, repeat_count=base.repeat_count, shuffle=base.shuffle,
                                   seed=base.seed)
+
+
+def informative_rows(advantages: Any, group: int, tol: float = 1e-6) -> tuple[Any, float]:
+    """(a bool per completion: its group's rewards differ, the share of groups that do not). A group
+    with zero reward variance has every advantage 0 (up to float error), whatever TRL's scaling."""
+    flat = (advantages.view(-1, group).abs() < tol).all(dim=1)
+    return (~flat).repeat_interleave(group), flat.float().mean().item()
 
 
 def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool = False, rejects: Path | None = None,
@@ -86,9 +108,35 @@ def load_prompts(path: str | Path, limit: int | None = None, *, skip_bad: bool =
     return [{**r, "unsafe": r.get("unsafe", default_unsafe)} for r in rows]
 
 
+def load_math_prompts(path: str | Path, known: set[str]) -> list[dict[str, Any]]:
+    """RECAP's math RLVR prompts: ``{id, question | problem, answer}`` rows; an id that is also a
+    safety prompt's is refused (the rewards read rows by position, the logs by id)."""
+
+    def problem(obj: dict[str, Any]) -> str | None:
+        q, a = obj.get("question", obj.get("problem")), obj.get("answer")
+        if "id" not in obj:
+            return "a math prompt row needs an id"
+        if str(obj["id"]) in known:
+            return f"id {obj['id']!r} is also a safety prompt's id"
+        if not isinstance(q, str) or not q.strip():
+            return "a math prompt needs its text as 'question' (or 'problem')"
+        if isinstance(a, bool) or not isinstance(a, (str, int, float)) or not str(a).strip():
+            return "a math prompt needs 'answer': the gold final answer the reward grades against"
+        return None
+
+    rows = checked_rows(path, problem, what="math prompt")
+    return [{"id": str(r["id"]), "question": r.get("question", r.get("problem")), "unsafe": 0, "answer": str(r["answer"])}
+            for r in rows]
+
+
+def _pool(r: dict[str, Any]) -> str:
+    return "math" if r.get("answer") else "harmful" if r["unsafe"] == 1 else "benign"
+
+
 def mix_prompts(rows: list[dict[str, Any]], shares: dict[str, float] | None, seed: int) -> list[dict[str, Any]]:
-    """The largest seeded sample of `rows` with the given shares of harmful (unsafe 1) and benign
-    (unsafe 0) prompts, in a seeded order (the same on every rank and every resume)."""
+    """The largest seeded sample of `rows` with the given shares of harmful (unsafe 1), benign
+    (unsafe 0) and math (with an answer) prompts, in a seeded order (the same on every rank and every
+    resume)."""
     import random
 
     if not shares:
@@ -96,7 +144,9 @@ def mix_prompts(rows: list[dict[str, Any]], shares: dict[str, float] | None, see
     total = sum(shares.values())
     if total <= 0 or any(v < 0 for v in shares.values()):
         raise SafekeyError(f"prompt_shares {shares}: shares must be >= 0 and not all 0")
-    pools = {"harmful": [r for r in rows if r["unsafe"] == 1], "benign": [r for r in rows if r["unsafe"] == 0]}
+    pools: dict[str, list[dict[str, Any]]] = {"harmful": [], "benign": [], "math": []}
+    for r in rows:
+        pools[_pool(r)].append(r)
     want = {k: v / total for k, v in shares.items() if v > 0}
     n = min(int(len(pools[k]) / w) for k, w in want.items())
     if n == 0:
@@ -107,30 +157,38 @@ def mix_prompts(rows: list[dict[str, Any]], shares: dict[str, float] | None, see
     return out
 
 
-def recap_prefix(row: dict[str, Any], cfg: TrainConfig, traces: dict[str, str], pool: list[str]) -> str:
-    """The counter-aligned opening of this prompt's thinking ("" for prompts outside the share)."""
+def recap_prefix(row: dict[str, Any], cfg: TrainConfig, traces: dict[str, str], pool: list[str],
+                 benign_traces: dict[str, str] | None = None) -> tuple[str, str | None]:
+    """(the counter-aligned opening of this prompt's thinking, where it came from): "" and None for
+    prompts outside the share and for math prompts (RECAP prefills safety prompts only)."""
     if row.get("prefill"):
-        return first_words(str(row["prefill"]), cfg.prefill_words)
+        return first_words(str(row["prefill"]), cfg.prefill_words), "row"
     key = str(row["id"])
-    if not in_share(key, cfg.prefill_share):
-        return ""
-    text = traces.get(key) or (pick(pool, key) if row["unsafe"] == 1 else OVER_REFUSING[0])
-    return first_words(text.replace("{request}", row.get("question") or ""), cfg.prefill_words)
+    if row.get("answer") or not in_share(key, cfg.prefill_share):
+        return "", None
+    if row["unsafe"] == 1:
+        text, src = (traces[key], "traces") if key in traces else (pick(pool, key), "builtin")
+    else:
+        found = (benign_traces or {}).get(key) or traces.get(key)
+        text, src = (found, "traces") if found else (OVER_REFUSING[0], "builtin")
+    return first_words(text.replace("{request}", row.get("question") or ""), cfg.prefill_words), src
 
 
 def grpo_rows(tok: Any, rows: list[dict[str, Any]], cfg: TrainConfig) -> list[dict[str, Any]]:
-    """``{prompt (rendered text, + the prefix), question, unsafe, prefill}`` per prompt."""
+    """``{prompt (rendered text, + the prefix), question, unsafe, answer, prefill, prefix_source}`` per prompt."""
     traces = read_prefixes(cfg.prefill_traces) if cfg.prefill_traces else {}
+    benign = read_prefixes(cfg.prefill_traces_benign) if cfg.prefill_traces_benign else {}
     pool = builtin_openings()
     out = []
     for r in rows:
         base = {"id": str(r["id"]), **({"messages": r["messages"]} if "messages" in r else {"question": r["question"]})}
         # the prompt ends as the generation prompt ends at evaluation (an R1 template's "<think>\n" included)
         prompt = generation_prompt(tok, Record.model_validate(base))
-        prefix = recap_prefix(r, cfg, traces, pool)
+        prefix, source = recap_prefix(r, cfg, traces, pool, benign)
         if prefix:
             prompt += ("" if thinking_open(prompt) else "<think>\n") + prefix + " "
-        out.append({"prompt": prompt, "question": r.get("question") or "", "unsafe": int(r["unsafe"]), "prefill": prefix})
+        out.append({"prompt": prompt, "question": r.get("question") or "", "unsafe": int(r["unsafe"]),
+                    "answer": str(r.get("answer") or ""), "prefill": prefix, "prefix_source": source})
     return out
 
 
@@ -156,6 +214,8 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
     from .trainer import TrainLogWriter
 
     tok = tok or load_tokenizer_for(cfg)
+    if cfg.math_prompts:
+        rows = rows + load_math_prompts(cfg.math_prompts, {str(r["id"]) for r in rows})
     rows = mix_prompts(rows, cfg.prompt_shares, cfg.seed)
     per_step = cfg.effective_batch // cfg.num_generations
     if len(rows) < per_step:  # TRL's sampler drops a short last group: no step at all, and a library traceback
@@ -176,12 +236,14 @@ def build_grpo_trainer(cfg: TrainConfig, rows: list[dict[str, Any]], out_dir: Pa
             "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
             "beta": cfg.beta, "loss_type": cfg.loss_type, "epsilon_high": cfg.epsilon_high, "temperature": cfg.temperature,
             "rewards": dict(zip(cfg.grpo_rewards, weights)), "judge": cfg.grpo_judge,
-            "prompts": {"harmful": sum(1 for d in data if d["unsafe"] == 1), "benign": sum(1 for d in data if d["unsafe"] == 0)},
-            "prefilled": sum(1 for d in data if d["prefill"]), "generation": "vllm" if cfg.use_vllm else "model.generate",
+            "prompts": {k: sum(1 for d in data if _pool(d) == k) for k in ("harmful", "benign", "math")},
+            "prefilled": sum(1 for d in data if d["prefill"]),
+            "prefix_sources": {k: sum(1 for d in data if d["prefix_source"] == k) for k in ("row", "traces", "builtin")},
+            "dynamic_sampling": cfg.dynamic_sampling, "safety_reward": safety_reward_kind(funcs), "generation": "vllm" if cfg.use_vllm else "model.generate",
             "first_prompt": data[0]["prompt"] if data else ""}
     stats = {"records": len(rows), "examples": len(data), "dropped": 0, "grad_accum": ga, "world_size": world, "plan": plan}
     return trainer, tok, stats
 
 
-__all__ = ["EpochRepeatSampler", "SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "load_prompts", "mix_prompts",
-           "recap_prefix"]
+__all__ = ["EpochRepeatSampler", "SafeKeyGRPOTrainer", "build_grpo_trainer", "grpo_args", "grpo_rows", "informative_rows",
+           "load_math_prompts", "load_prompts", "mix_prompts", "recap_prefix"]

@@ -51,8 +51,9 @@ class TrainLogWriter(TrainerCallback):
         row.update({k: logs.get(k) for k in LOG_KEYS})
         row.update({k: logs[k] for k in DPO_LOG_KEYS if k in logs})
         # TRL's GRPOTrainer logs (grpo mode): the mean reward, each reward's mean, completion lengths
-        row.update({k: v for k, v in logs.items() if k in ("reward", "reward_std", "completions/mean_length")
-                    or (k.startswith("rewards/") and k.endswith("/mean")) or k.endswith("judge_failures")})
+        row.update({k: v for k, v in logs.items() if k in ("reward", "reward_std", "completions/mean_length",
+                                                            "frac_reward_zero_std", "dynamic_sampling/dropped_share")
+                    or (k.startswith("rewards/") and k.endswith("/mean")) or k.startswith("safety/")})
         row["lr"] = logs.get("learning_rate")
         row["grad_norm"] = logs.get("grad_norm")
         row["extras_active"] = logs.get("extras_active")

@@ -1,4 +1,5 @@
-"""Answer extraction and grading for the reasoning benchmarks.
+"""Answer extraction and grading for the reasoning benchmarks — and for the RL math reward, which
+must grade exactly as the evaluation does (so it lives outside both stages).
 
 Why this module exists: the reference graders truncated decimals ("3.75" → 3), mangled AIME
 integers, and took the *first* letter they found — often one from the reasoning. Here:
@@ -26,7 +27,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from ..types import final_answer, thinking_open
+from .types import final_answer, thinking_open
 
 # ---------------------------------------------------------------------------------------------
 # the final answer
