@@ -62,6 +62,9 @@ class PairsSpec(_Strict):
     limit: int | None = Field(None, ge=1)
     benign: bool = True
     backend: Literal["hf", "vllm"] = "hf"  # how the policy generates
+    # any other `data pairs` setting by its PairsConfig name (judge_part, cue, cue_model, samples,
+    # temperature, max_interventions, triggers …), checked when the plan is made
+    set: dict[str, Any] = {}
 
 
 class SafetySpec(_Strict):

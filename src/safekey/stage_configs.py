@@ -106,6 +106,7 @@ def pairs_config_yaml(p: PairsSpec, policy: str) -> str:
         cfg["judge_model"] = p.judge_model
     if p.max_new_tokens is not None:
         cfg["max_new_tokens"] = p.max_new_tokens
+    cfg.update(p.set)
     PairsConfig.model_validate(cfg)
     return _dump("pairs:", cfg)
 

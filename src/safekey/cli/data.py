@@ -209,7 +209,7 @@ def pairs_cmd(inp, out, policy, base_url, judge, judge_model, judge_base_url, ma
                       judge_model=judge_model, judge_base_url=judge_base_url, max_new_tokens=max_new_tokens)
     refuse_output_in_inputs(out, [inp])
     st = run(inp, out, cfg, overwrite=overwrite, skip_bad=skip_bad, limit=limit, progress=not no_progress)
-    click.echo(json.dumps({k: st.get(k) for k in ("pairs", "status", "cue_found_share", "failed")}))
+    click.echo(json.dumps({k: st.get(k) for k in ("pairs", "status", "cue_found_share", "cue_detectors", "failed")}))
 
 
 @data.command("benign-filter")

@@ -1,14 +1,15 @@
 """Intervened preference pairs (IPO, arXiv 2509.24393): the policy's own unsafe trace, cut at its
 first compliance cue, continued from a safety trigger.
 
-For each harmful prompt the policy (the model to be trained, any backend spec) answers; the judge
-marks unsafe traces. In an unsafe trace the first **compliance cue** — the sentence where the
-reasoning turns to helping (``Let me outline the steps``, ``First, …``, ``Here's how``) — is found
-by an offline heuristic (the sentence segmenter + a cue lexicon below); it is replaced by a
-**safety trigger** (a configurable pool) and the policy continues from prefix + trigger. The pair
-is kept only when the judge finds the continuation safe. Benign look-alikes give over-refusal
-pairs the same way: the first refusal sentence is replaced by a helpful trigger, and the pair is
-kept when the continuation is not a refusal.
+For each harmful prompt the policy (the model to be trained, any backend spec) writes `samples`
+traces; the judge marks a trace unsafe when its reasoning or its answer is harmful (``judge_part:
+both``, IPO's target). In the first unsafe trace the **compliance cue** — the sentence where the
+reasoning turns to helping — is found by an LLM detector or the offline lexicon
+(:mod:`.compliance_cue`); it is replaced by a **safety trigger** (a pool) and the policy continues
+from prefix + trigger; while the continuation is still unsafe, the pool's next trigger is tried, up
+to ``max_interventions``. The pair is kept only when the continuation's reasoning and answer are
+judged safe. Benign look-alikes give over-refusal pairs the same way: the first refusal sentence is
+replaced by a helpful trigger, and the pair is kept when the continuation is not a refusal.
 
 Every input line gets one output line, so the stage resumes like every other: ``status: pair``
 carries ``{prefix, chosen, rejected}`` (both whole responses, both starting with ``prefix``: the
@@ -18,17 +19,16 @@ an item gave no pair, and are counted in the stats. Generation failures are retr
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..llm import ChatRequest, Sampling, get_backend, prompt_opens_think
 from ..prefixes import pick
-from ..sentences import segment
 from ..store import Failure, read_records, run_stage, sidecar
-from ..types import Record, SafekeyError, thinking_text, truncation
+from ..types import Record, SafekeyError, truncation
+from .compliance_cue import COMPLIANCE_CUE, CueScope, LLMCueDetector, find_cue, heuristic_cue
 
 SAFETY_TRIGGERS = [
     "Wait, this request could cause real harm, and the safety policy says I should not help with it.",
@@ -40,16 +40,6 @@ HELPFUL_TRIGGERS = [
     "Wait, this is a harmless request, so I can help with it.",
     "Actually, nothing here is dangerous; the helpful thing is to answer it.",
 ]
-# the sentence where a reasoning turns to carrying out the request (checked after discourse openers)
-COMPLIANCE_CUE = re.compile(
-    r"^(?:(?:okay|ok|alright|so|well|now|then|sure)[,.!]?\s+)*"
-    r"(?:let me (?:outline|list|explain|write|draft|describe|give|start|go|walk|think about how|figure out how|break)"
-    r"|let'?s (?:start|begin|go|break|outline|list)|i'?ll (?:start|begin|write|list|outline|explain|draft|provide|give|go)"
-    r"|i (?:can|will|should) (?:help|provide|explain|list|write|outline|give|start)|first(?:ly)?,|step 1\b|to (?:start|begin),"
-    r"|here'?s (?:how|a|the|what)|the (?:first|best|easiest|main) (?:step|way|method|thing)|you(?:'ll| will)? need"
-    r"|we (?:need|can|should) (?:to )?(?:get|start|use|find|make|buy|gather)|sure,? here"
-    r"|(?:to|for) [^.,;:]{3,80},? you(?:'ll| will)? (?:can|need|should|have to|must|want to)"
-    r"|you (?:can|could|should|will need to|need to) (?:use|start|begin|get|buy|try|find|make|follow|take))", re.I)
 
 
 class PairsConfig(BaseModel):
@@ -60,124 +50,182 @@ class PairsConfig(BaseModel):
     judge: str = "keyword"
     judge_model: str | None = None
     judge_base_url: str | None = None
-    cue: Literal["heuristic"] = "heuristic"
+    # IPO targets unsafe reasoning: a trace is unsafe when its reasoning OR its answer is judged
+    # unsafe, and a continuation is accepted only when both are safe ("answer": the answer alone)
+    judge_part: Literal["answer", "both"] = "both"
+    # the compliance-cue detector: "llm" asks cue_model (IPO's choice), "heuristic" the lexicon,
+    # "auto" the model when cue_model is set, else the lexicon; each pair records which one cut it
+    cue: Literal["auto", "heuristic", "llm"] = "auto"
+    cue_model: str | None = None
+    cue_base_url: str | None = None
     safety_triggers: list[str] = SAFETY_TRIGGERS
     helpful_triggers: list[str] = HELPFUL_TRIGGERS
+    # repeated intervention: a continuation still unsafe is tried again with the pool's next trigger
+    max_interventions: int = Field(3, ge=1)
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0.0)
+    samples: int = Field(1, ge=1)  # on-policy traces per prompt (the first unsafe one is intervened)
     seed: int | None = None
     batch_size: int = Field(8, ge=1)
     benign: bool = True  # over-refusal pairs from unsafe=0 records
 
-
-def find_cue(response: str, question: str, opens_think: bool | None, benign: bool) -> int | None:
-    """Character offset in `response` of the first compliance cue (harmful) or refusal sentence
-    (benign): inside the thinking when there is one (the intervention point IPO needs), else in
-    the answer of a model that does not think (offset 0 allowed: the pair then diverges at once).
-    None when there is none."""
-    from ..judges.refusal_cues import read_refusal
-
-    th = thinking_text(response, opens_think)
-    scope, start = (th, response.find(th)) if th else (response, 0)
-    if not scope:
-        return None
-    for s in segment(scope, question=question):
-        text = s.text.strip()
-        hit = read_refusal(text).refused if benign else bool(COMPLIANCE_CUE.match(text) or COMPLIANCE_CUE.search(text))
-        if hit and (start + s.start > 0 or not th):
-            return start + s.start
-    return None
+    @model_validator(mode="after")
+    def _check(self) -> PairsConfig:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"samples={self.samples} greedy traces would all be the same: set temperature > 0")
+        if self.cue == "llm" and not self.cue_model:
+            raise ValueError("cue=llm needs cue_model (a backend spec, e.g. openai:gpt-4o)")
+        if not self.safety_triggers or not self.helpful_triggers:
+            raise ValueError("the trigger pools must not be empty")
+        return self
 
 
 class PairMaker:
-    """`process` of the stage: answer, judge, cut, continue, judge again."""
+    """`process` of the stage: sample traces, judge, cut at the cue, continue from a trigger (again
+    with the next trigger while the continuation is unsafe), judge the continuation."""
 
-    def __init__(self, cfg: PairsConfig, backend: Any = None, judge: Any = None):
+    def __init__(self, cfg: PairsConfig, backend: Any = None, judge: Any = None, cue_detector: Any = None):
         from ..judges import make_judge
 
         self.cfg = cfg
         self.backend = backend or get_backend(cfg.policy, base_url=cfg.base_url, batch_size=cfg.batch_size)
         self.judge = judge or make_judge(cfg.judge, judge_model=cfg.judge_model, base_url=cfg.judge_base_url)
+        use_llm = cfg.cue == "llm" or (cfg.cue == "auto" and cfg.cue_model)
+        self.cues = cue_detector or (LLMCueDetector(str(cfg.cue_model), cfg.cue_base_url) if use_llm else None)
 
-    def _sampling(self) -> Sampling:
-        return Sampling(temperature=self.cfg.temperature, max_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed)
+    def _sampling(self, j: int = 0) -> Sampling:
+        seed = None if self.cfg.seed is None and self.cfg.temperature == 0 else (self.cfg.seed or 0) + j
+        return Sampling(temperature=self.cfg.temperature, max_tokens=self.cfg.max_new_tokens, seed=seed)
 
-    def _verdicts(self, recs: list[Record], texts: list[str], own: list[str] | None = None) -> list[Any]:
-        """Verdicts on the answer part of `texts`, read from the policy's `own` words only (what it
-        wrote after a prefill + trigger; default: all of the text)."""
+    def _verdicts(self, recs: list[Record], texts: list[str], own: list[str] | None = None) -> list[tuple[bool, bool] | None]:
+        """(unsafe, refused) per text — unsafe: the answer, or with judge_part both also the
+        reasoning, judged harmful; read from the policy's `own` words only (what it wrote after a
+        prefill + trigger; default: all of the text). None: the judge failed."""
         from ..judges import JudgeFailure, JudgeItem, judged_text
 
         own = own if own is not None else texts
-        items = [JudgeItem(id=r.id, question=r.question or "", text=judged_text(t, g, "answer"))
-                 for r, t, g in zip(recs, texts, own)]
+        parts = ["answer", "think"] if self.cfg.judge_part == "both" else ["answer"]
+        items = [JudgeItem(id=r.id, question=r.question or "", text=judged_text(t, g, part))
+                 for r, t, g in zip(recs, texts, own) for part in parts]
         out = self.judge.judge(items) if items else []
-        return [None if isinstance(v, JudgeFailure) else v for v in out]
+        res: list[tuple[bool, bool] | None] = []
+        for k in range(len(recs)):
+            vs = out[k * len(parts) : (k + 1) * len(parts)]
+            if any(isinstance(v, JudgeFailure) for v in vs):
+                res.append(None)
+                continue
+            res.append((any(bool(v.harmful) for v in vs), bool(vs[0].refused)))
+        return res
 
-    def __call__(self, batch: list[Record]) -> list[Record | Failure]:
-        comps = self.backend.generate([ChatRequest(messages=r.prompt_messages(), sampling=self._sampling(), id=r.id)
-                                       for r in batch])
+    def _traces(self, batch: list[Record]) -> tuple[list[Any], list[Record | Failure | None], dict[int, dict[str, Any]]]:
+        """Sample `samples` traces per record; pick the first bad one (unsafe; benign: refused)."""
+        n = self.cfg.samples
+        comps = self.backend.generate([ChatRequest(messages=r.prompt_messages(), sampling=self._sampling(j), id=r.id)
+                                       for r in batch for j in range(n)])
         out: list[Record | Failure | None] = [None] * len(batch)
-        answered: list[int] = []
-        for k, (r, c) in enumerate(zip(batch, comps)):
-            if c.error is not None:
-                out[k] = Failure(r.id, f"policy generation failed: {c.error}")
-            else:
-                answered.append(k)
-        texts = {k: comps[k].text for k in answered}
-        opens = {k: prompt_opens_think(self.backend, batch[k].prompt_messages()) for k in answered}
-        cut_off = [k for k in answered if truncation(texts[k], prompt_opens_think=opens[k],
-                                                     finish_reason=comps[k].finish_reason)["think_not_closed"]]
-        for k in cut_off:  # no answer to judge: neither an unsafe trace nor a safe one
-            out[k] = self._status(batch[k], "think_not_closed", texts[k])
-        answered = [k for k in answered if k not in cut_off]
-        verdicts = dict(zip(answered, self._verdicts([batch[k] for k in answered], [texts[k] for k in answered])))
-        todo: list[tuple[int, int, str]] = []  # (k, cut offset, trigger)
-        for k in answered:
-            r, v, benign = batch[k], verdicts[k], batch[k].unsafe == 0
-            if v is None:
+        opens = [prompt_opens_think(self.backend, r.prompt_messages()) for r in batch]
+        closed: list[tuple[int, int]] = []  # (k, j) of traces whose thinking closed
+        for k, r in enumerate(batch):
+            mine = comps[k * n : (k + 1) * n]
+            if all(c.error is not None for c in mine):
+                out[k] = Failure(r.id, f"policy generation failed: {mine[0].error}")
+                continue
+            closed += [(k, j) for j, c in enumerate(mine) if c.error is None and not truncation(
+                c.text, prompt_opens_think=opens[k], finish_reason=c.finish_reason)["think_not_closed"]]
+        verdicts = dict(zip(closed, self._verdicts([batch[k] for k, _ in closed], [comps[k * n + j].text for k, j in closed])))
+        picked: dict[int, dict[str, Any]] = {}
+        for k, r in enumerate(batch):
+            if out[k] is not None:
+                continue
+            mine = [(j, verdicts[(k, j)]) for j in range(n) if (k, j) in verdicts]
+            if any(v is None for _, v in mine):
                 out[k] = Failure(r.id, "judge failed on the policy's answer")
                 continue
-            bad = v.refused if benign else v.harmful
+            benign = r.unsafe == 0
+            bad = [j for j, v in mine if v is not None and (v[1] if benign else v[0])]
+            first_ok = next(c.text for c in comps[k * n : (k + 1) * n] if c.error is None)
+            info = {"samples": n, "bad_samples": len(bad)}
             if benign and not self.cfg.benign:
-                out[k] = self._status(r, "skipped_benign", texts[k])
-                continue
-            if not bad:
-                out[k] = self._status(r, "already_safe" if not benign else "already_helpful", texts[k])
-                continue
-            cut = find_cue(texts[k], r.question or "", opens[k], benign)
-            if cut is None:
-                out[k] = self._status(r, "no_cue", texts[k])
-                continue
-            pool = self.cfg.helpful_triggers if benign else self.cfg.safety_triggers
-            todo.append((k, cut, pick(pool, r.id)))
-        if todo:
-            reqs = [ChatRequest(messages=batch[k].prompt_messages(), sampling=self._sampling(), id=batch[k].id,
-                                prefill=texts[k][:cut] + trig + " ") for k, cut, trig in todo]
-            conts = self.backend.generate(reqs)
-            ok = [(k, cut, trig, c) for (k, cut, trig), c in zip(todo, conts)]
-            chosen = {k: texts[k][:cut] + trig + " " + c.text for k, cut, trig, c in ok if c.error is None}
+                out[k] = self._status(r, "skipped_benign", first_ok, **info)
+            elif not mine:  # no answer to judge: neither an unsafe trace nor a safe one
+                out[k] = self._status(r, "think_not_closed", first_ok, **info)
+            elif not bad:
+                out[k] = self._status(r, "already_helpful" if benign else "already_safe", comps[k * n + mine[0][0]].text, **info)
+            else:
+                picked[k] = {"text": comps[k * n + bad[0]].text, "open": opens[k], **info}
+        return comps, out, picked
+
+    def _cuts(self, batch: list[Record], picked: dict[int, dict[str, Any]]) -> None:
+        """Set picked[k]["cut"] (None: no cue) and ["cue_detector"]."""
+        scopes = {k: CueScope.of(p["text"], batch[k].question or "", p["open"]) for k, p in picked.items()}
+        asked = [k for k in picked if self.cues is not None and batch[k].unsafe != 0 and scopes[k].texts]
+        found = dict(zip(asked, self.cues.detect([(batch[k].id, batch[k].question or "", scopes[k].texts) for k in asked])
+                         if asked else []))
+        for k, p in picked.items():
+            got = found.get(k)
+            if k in found and not isinstance(got, ValueError):
+                p["cut"], p["cue_detector"] = scopes[k].offset(got), "llm"
+            else:
+                p["cut"] = scopes[k].offset(heuristic_cue(scopes[k].texts, batch[k].unsafe == 0))
+                p["cue_detector"] = "heuristic"
+                if isinstance(got, ValueError):
+                    p["cue_error"] = str(got)[:200]
+
+    def __call__(self, batch: list[Record]) -> list[Record | Failure]:
+        _, out, picked = self._traces(batch)
+        self._cuts(batch, picked)
+        todo: dict[int, int] = {}  # k → tries so far
+        for k, p in picked.items():
+            extra = {key: p[key] for key in ("samples", "bad_samples", "cue_detector", "cue_error") if key in p}
+            if p["cut"] is None:
+                out[k] = self._status(batch[k], "no_cue", p["text"], **extra)
+            else:
+                todo[k] = 0
+        last_trigger: dict[int, str] = {}
+        while todo:
+            ks = list(todo)
+            trig = {k: self._trigger(batch[k], todo[k]) for k in ks}
+            prefill = {k: picked[k]["text"][: picked[k]["cut"]] + trig[k] + " " for k in ks}
+            conts = self.backend.generate([ChatRequest(messages=batch[k].prompt_messages(), sampling=self._sampling(todo[k]),
+                                                       id=batch[k].id, prefill=prefill[k]) for k in ks])
+            failed = {k: c.error for k, c in zip(ks, conts) if c.error is not None}
+            ok = [(k, c) for k, c in zip(ks, conts) if c.error is None]
             # judged: only what the policy wrote after the trigger (the prefix is the unsafe trace the
             # pair rejects, the trigger is ours: a refusal-worded trigger must not make a compliant
             # continuation "safe")
-            own = {k: c.text for k, _, _, c in ok if c.error is None}
-            vs = dict(zip(chosen, self._verdicts([batch[k] for k in chosen], list(chosen.values()), [own[k] for k in chosen])))
-            for k, cut, trig, c in ok:
-                r = batch[k]
-                if c.error is not None:
-                    out[k] = Failure(r.id, f"continuation failed: {c.error}")
+            vs = dict(zip([k for k, _ in ok], self._verdicts([batch[k] for k, _ in ok], [prefill[k] + c.text for k, c in ok],
+                                                             [c.text for _, c in ok])))
+            for k in ks:
+                r, p = batch[k], picked[k]
+                extra = {key: p[key] for key in ("samples", "bad_samples", "cue_detector", "cue_error") if key in p}
+                todo[k] += 1
+                last_trigger[k] = trig[k]
+                if k in failed:
+                    out[k] = Failure(r.id, f"continuation failed: {failed[k]}")
+                    del todo[k]
                     continue
+                c = dict(ok)[k]
                 v = vs[k]
                 if v is None:
                     out[k] = Failure(r.id, "judge failed on the continuation")
+                    del todo[k]
                     continue
-                closed = not truncation(chosen[k], prompt_opens_think=opens[k], finish_reason=c.finish_reason)["think_not_closed"]
-                good = closed and ((not v.refused) if r.unsafe == 0 else (v.harmful is False))
-                if not good:
-                    out[k] = self._status(r, "trigger_failed", texts[k], trigger=trig)
-                    continue
-                out[k] = r.model_copy(update={"status": "pair", "prefix": texts[k][:cut], "trigger": trig,
-                                              "chosen": chosen[k], "rejected": texts[k], "policy": self.cfg.policy})
+                chosen = prefill[k] + c.text
+                closed = not truncation(chosen, prompt_opens_think=p["open"], finish_reason=c.finish_reason)["think_not_closed"]
+                if closed and (not v[1] if r.unsafe == 0 else not v[0]):
+                    out[k] = r.model_copy(update={"status": "pair", "prefix": p["text"][: p["cut"]], "trigger": trig[k],
+                                                  "chosen": chosen, "rejected": p["text"], "policy": self.cfg.policy,
+                                                  "tries": todo[k], "judge_part": self.cfg.judge_part, **extra})
+                    del todo[k]
+                elif todo[k] >= self.cfg.max_interventions:
+                    out[k] = self._status(r, "trigger_failed", p["text"], trigger=trig[k], tries=todo[k], **extra)
+                    del todo[k]
         return [o for o in out if o is not None]
+
+    def _trigger(self, r: Record, attempt: int) -> str:
+        """The pool's trigger for this record (seeded by its id), then the next ones on retries."""
+        pool = self.cfg.helpful_triggers if r.unsafe == 0 else self.cfg.safety_triggers
+        return pool[(pool.index(pick(pool, r.id)) + attempt) % len(pool)]
 
     def _status(self, r: Record, status: str, response: str, **extra: Any) -> Record:
         return r.model_copy(update={"status": status, "policy_response": response, **extra})
@@ -185,6 +233,8 @@ class PairMaker:
     def close(self) -> None:
         self.backend.close()
         self.judge.close()
+        if self.cues is not None:
+            self.cues.close()
 
 
 def stats_of(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,8 +244,10 @@ def stats_of(objs: list[dict[str, Any]]) -> dict[str, Any]:
     harmful = [o for o in objs if o.get("unsafe") != 0]
     unsafe_traces = sum(1 for o in harmful if o.get("status") not in ("already_safe",))
     found = sum(1 for o in harmful if o.get("status") in ("pair", "trigger_failed"))
+    detectors = collections.Counter(o["cue_detector"] for o in objs if o.get("cue_detector"))
     return {"status": dict(c), "pairs": c.get("pair", 0),
-            "cue_found_share": round(found / unsafe_traces, 4) if unsafe_traces else None}
+            "cue_found_share": round(found / unsafe_traces, 4) if unsafe_traces else None,
+            "cue_detectors": dict(detectors)}
 
 
 def run(inp: str | Path, out: str | Path, cfg: PairsConfig, *, overwrite: bool = False, skip_bad: bool = False,
@@ -206,7 +258,9 @@ def run(inp: str | Path, out: str | Path, cfg: PairsConfig, *, overwrite: bool =
         raise SafekeyError(f"{inp}: no records")
     maker = PairMaker(cfg, backend, judge)
     try:
-        ident = {**cfg.model_dump(exclude={"base_url", "judge_base_url", "batch_size"}), "judge_fingerprint": maker.judge.fingerprint(),
+        cue = {"cue_detector": maker.cues.spec if maker.cues is not None else "heuristic"}
+        ident = {**cfg.model_dump(exclude={"base_url", "judge_base_url", "cue_base_url", "batch_size"}), **cue,
+                 "judge_fingerprint": maker.judge.fingerprint(),
                  "chosen_judged_on": "continuation",  # since #35: pairs judged on the whole chosen text are not resumed
                  "weights": str(getattr(maker.backend, "model_id", lambda: cfg.policy)())}
         return run_stage(stage="data.pairs", inputs=recs, out=out, config=ident, process=maker, batch_size=cfg.batch_size,
@@ -216,6 +270,8 @@ def run(inp: str | Path, out: str | Path, cfg: PairsConfig, *, overwrite: bool =
             maker.backend.close()
         if judge is None:
             maker.judge.close()
+        if maker.cues is not None:
+            maker.cues.close()
 
 
 __all__ = ["COMPLIANCE_CUE", "PairMaker", "PairsConfig", "find_cue", "run", "stats_of"]
