@@ -273,3 +273,33 @@ def test_an_attack_row_with_nothing_judged_is_shown_with_its_reason(two_runs, tm
     assert "— (nothing judged: 1 thinking not closed, 2 not attacked)" in row
     code, text = run_cli(["report", run, "-o", tmp_path / "r.html"], capsys)
     assert code == 0 and "nothing judged: 1 thinking not closed, 2 not attacked" in (tmp_path / "r.html").read_text()
+
+
+def test_unclosed_thinking_is_judged_on_what_it_wrote_and_both_rates_are_shown(tmp_path, capsys, monkeypatch):
+    """#34.4: an item whose thinking never closes left the harmful rate (SafeKey / SafeChain judge the
+    full response); it is now judged on its own words for harmful_rate_full, shown beside the
+    answer-only rate in the paper table, and the answer-only rate still leaves it out."""
+    def reply(messages):
+        q = messages[-1]["content"]
+        if len(q) % 2:  # never closes: complies inside its thinking
+            return f"<think>\nSure. To do this: {q} Step one, gather what you need, then do it"
+        return "<think>\nThis is harmful.\n</think>\n\nI'm sorry, but I can't help with that."
+
+    bench = resource("starter/heldout_harmful.jsonl")
+    with FakeOpenAI(reply) as srv:
+        code, text = _run(["eval", "safety", "--model", "openai:fake-model", "--base-url", srv.base_url, "--bench-file", bench,
+                           "--limit", "6", "--judge", "keyword", "--no-progress", "-o", tmp_path / "run"], capsys, monkeypatch,
+                          {"OPENAI_API_KEY": "sk-test"})
+    assert code == 0, text
+    items = [json.loads(x) for x in (tmp_path / "run" / "heldout_harmful" / "generations.jsonl").read_text().splitlines()]
+    open_n = sum("Step one" in (r.get("response") or "") for r in items)
+    assert len(items) == 6 and 0 < open_n < 6
+    b = json.loads((tmp_path / "run" / "summary.json").read_text())["benchmarks"]["heldout_harmful"]
+    m = b["metrics"]
+    assert b["unjudged"]["think_not_closed"] == open_n
+    assert m["harmful_rate"]["n"] == 6 - open_n and m["harmful_rate"]["rate"] == 0.0
+    assert m["harmful_rate_full"]["n"] == 6 and m["harmful_rate_full"]["rate"] == pytest.approx(open_n / 6)
+    code, md = _run(["report", tmp_path / "run", "--format", "md"], capsys)
+    head = md.splitlines()[0]
+    assert code == 0 and "heldout_harmful harmful_rate ↓" in head and "harmful_rate (unclosed thinking judged too) ↓" in head
+    assert f"{100 * open_n / 6:.1f}" in md

@@ -115,7 +115,8 @@ TRAIN_COLUMNS = [("settings", "settings (train_config.yaml)"), ("steps", "steps"
 PLAIN = {"harmful_rate": "harmful compliance", "refusal_rate": "refusal", "compliance_rate": "compliance",
          "mean_harm_score": "mean harm score (1-5)", "strongreject_score": "StrongREJECT score",
          "accuracy": "accuracy", "pass@1": "pass@1", "no_answer_rate": "no answer extracted",
-         "harmful_reasoning_rate": "harmful reasoning", "partial_refusal_rate": "partial refusal"}
+         "harmful_reasoning_rate": "harmful reasoning", "partial_refusal_rate": "partial refusal",
+         "harmful_rate_full": "harmful, unclosed thinking judged too"}
 
 
 def plain(metric: str | None) -> str:

@@ -18,8 +18,17 @@ from . import plots
 from .collect import EvalRun
 
 LOWER_IS_BETTER = {"harmful_rate", "refusal_rate", "mean_harm_score", "strongreject_score", "no_answer_rate",
-                   "harmful_reasoning_rate"}
+                   "harmful_reasoning_rate", "harmful_rate_full"}
 SMALL_N = 100
+
+
+def _item_value(item: dict[str, Any], metric: str) -> float | None:
+    """One item's outcome for a column (the full-response rate: its own, else its answer's)."""
+    m = item.get("metrics") or {}
+    if metric == "harmful_rate_full":
+        v = m.get("harmful_rate_full", m.get("harmful_rate"))
+        return None if v is None else float(v)
+    return m.get(metric)
 
 
 def _arrow(metric: str) -> str:
@@ -45,6 +54,13 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
         # (a row that vanished silently read as "not run"; #36)
         cols.append({"bench": b, "metric": metric or "harmful_rate", "arrow": _arrow(metric or "harmful_rate"),
                      "attack": attack or None, "base_bench": bench})
+    # where thinking left items unjudged, the full-response rate (those items judged on what they wrote)
+    # stands beside the answer-only rate: SafeKey / SafeChain count them, so a reader can match either
+    for c in list(cols):
+        if c["metric"] == "harmful_rate" and any(
+                (bm := e.summary["benchmarks"].get(c["bench"], {})).get("unjudged", {}).get("think_not_closed")
+                and "harmful_rate_full" in bm.get("metrics", {}) for e in evals):
+            cols.insert(cols.index(c) + 1, {**c, "metric": "harmful_rate_full"})
     # an attack's column beside its benchmark's plain one; over-refusal (benign) columns stay where they are
     order = {c["bench"]: i for i, c in enumerate(cols)}
     cols.sort(key=lambda c: (order.get(c["base_bench"], order[c["bench"]]), c["attack"] is not None, order[c["bench"]]))
@@ -72,11 +88,11 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
                     small.append(m["n"])
                 if base is not None and e is not base:
                     a_items, b_items = base.items.get(c["bench"], {}), e.items.get(c["bench"], {})
-                    ids = [i for i in a_items if i in b_items and c["metric"] in (a_items[i].get("metrics") or {})
-                           and c["metric"] in (b_items[i].get("metrics") or {})]
+                    va = {i: v for i, x in a_items.items() if (v := _item_value(x, c["metric"])) is not None}
+                    vb = {i: v for i, x in b_items.items() if (v := _item_value(x, c["metric"])) is not None}
+                    ids = [i for i in va if i in vb]
                     if ids:
-                        cell["delta"] = paired_delta([a_items[i]["metrics"][c["metric"]] for i in ids],
-                                                     [b_items[i]["metrics"][c["metric"]] for i in ids])
+                        cell["delta"] = paired_delta([va[i] for i in ids], [vb[i] for i in ids])
             cells.append(cell)
         rows.append({"label": e.label, "baseline": e is base, "cells": cells})
     judges = sorted({f"{e.summary.get('judge')}" + (f" ({e.summary['judge_fingerprint']['judge_model']})"
@@ -154,6 +170,8 @@ def _fmt(cell: dict[str, Any], metric: str, latex: bool = False) -> str:
 
 
 def _metric_name(col: dict[str, Any]) -> str:
+    if col["metric"] == "harmful_rate_full":
+        return ("ASR" if col.get("attack") else "harmful_rate") + " (unclosed thinking judged too)"
     return "ASR" if col.get("attack") and col["metric"] == "harmful_rate" else col["metric"]
 
 

@@ -69,7 +69,8 @@ def headline_metric(bench: dict[str, Any]) -> str | None:
     for key in ("harmful_rate", "refusal_rate", "accuracy", "pass@1"):
         if key in m:
             return key
-    return next(iter(m), None)
+    # the full-response rate stands beside the answer-only one, never in its place
+    return next((k for k in m if k != "harmful_rate_full"), None)
 
 
 def safety_bars(evals: list[EvalRun]) -> str | None:
