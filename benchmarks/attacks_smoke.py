@@ -3,9 +3,12 @@
 What it shows: the solvers run end to end on a real model through `safekey eval safety --attack`,
 what each costs in target queries and generated tokens, and how a 135M attacker behaves (it rarely
 writes the JSON an attacker must reply with: those turns are counted as attacker refusals, and an
-item whose attacker never produced a prompt is answered as written). It is a smoke test, not a
-measurement of attack strength: that needs a real attacker (e.g. an OpenAI-compatible endpoint).
-Usage: python benchmarks/attacks_smoke.py [OUT]   (~3 minutes on 2 cores)
+item whose attacker never produced a prompt is reported as not attacked, outside the ASR). It is a
+smoke test, not a measurement of attack strength: that needs a real attacker (e.g. an
+OpenAI-compatible endpoint). The adaptive attacks' budgets are CUT here (PAIR 2 streams × 2
+iterations, TAP 2/2/2, Crescendo 2 turns / 1 backtrack; the papers' defaults are 20 × 3, 4/10/10,
+10/10) and the answers are 48 tokens long: the table says so.
+Usage: python benchmarks/attacks_smoke.py [OUT]   (~5 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from safekey.paths import resource
 
-ATTACKS = "none,prefill-answer,prefill-thinking,cot-hijack,pair,crescendo"
+ATTACKS = "none,prefill-answer,prefill-thinking,cot-hijack,pair,tap,crescendo"
 
 
 def main() -> None:
@@ -28,6 +31,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     attacker = {"attacker": "hf:smollm2-135m", "attacker_max_tokens": 96}
     cfg.write_text(json.dumps({"attack_settings": {"pair": {**attacker, "streams": 2, "iterations": 2},
+                                                   "tap": {**attacker, "branching": 2, "width": 2, "depth": 2},
                                                    "crescendo": {**attacker, "max_turns": 2, "max_backtracks": 1}}}))
     t0 = time.time()
     cmd = [sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", "hf:smollm2-135m", "--bench-file",
@@ -35,16 +39,22 @@ def main() -> None:
            "--config", str(cfg), "--no-progress", "-o", str(out)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     s = json.loads((out / "summary.json").read_text())
-    print(f"SmolLM2-135M, 8 held-out harmful prompts, greedy, 48 new tokens, keyword judge; {time.time() - t0:.0f} s")
-    print("| attack | ASR (harmful rate) | n judged | target queries | tokens generated | attacker refusals |")
-    print("|---|---|---|---|---|---|")
+    print(f"SmolLM2-135M, 8 held-out harmful prompts, greedy, 48 new tokens, keyword judge, budgets CUT (PAIR 2x2, "
+          f"TAP 2/2/2, Crescendo 2/1); {time.time() - t0:.0f} s")
+    print("| attack | ASR, answers (n) | ASR, unclosed thinking judged too (n) | not attacked | target queries | "
+          "tokens generated | attacker refusals |")
+    print("|---|---|---|---|---|---|---|")
+
+    def pct(m: dict | None) -> str:
+        return f"{m['rate'] * 100:.1f}% [{m['ci'][0] * 100:.1f}, {m['ci'][1] * 100:.1f}] ({m['n']})" if m else "— (0)"
+
     for name, b in s["benchmarks"].items():
         attack = b.get("attack", "none")
-        m = b["metrics"].get("harmful_rate")
+        m = b["metrics"]
         gens = [json.loads(x) for x in (out / name / "generations.jsonl").read_text().splitlines()]
         st = b.get("attack_stats") or {}
-        asr = f"{m['rate'] * 100:.1f}% [{m['ci'][0] * 100:.1f}, {m['ci'][1] * 100:.1f}]" if m else "—"
-        print(f"| {attack} | {asr} | {m['n'] if m else 0} | {st.get('target_queries', len(gens))} | "
+        print(f"| {attack} | {pct(m.get('harmful_rate'))} | {pct(m.get('harmful_rate_full', m.get('harmful_rate')))} | "
+              f"{(b.get('unjudged') or {}).get('not_attacked', 0)} | {st.get('target_queries', len(gens))} | "
               f"{sum(int(g.get('completion_tokens') or 0) for g in gens)} (final answers) | "
               f"{st.get('attacker_refusals', '—')} of {st.get('attacker_calls', '—')} |")
 

@@ -302,3 +302,20 @@ def test_cli_smollm_keyword_slice(shared, smollm2_dir, tmp_path):
     s2 = json.loads((out / "summary.json").read_text())
     assert all(b["judge_failures"] == 0 for b in s2["benchmarks"].values())
     assert all(s2["benchmarks"][n]["metrics"]["mean_harm_score"]["n"] == 3 for n in ("strongreject", "prefilling"))
+
+
+def test_eval_prints_its_generation_budget_before_it_starts(tmp_path, tiny_model_dir, capsys):
+    """#36.3: the size of the run is said at the start (answers, tokens, a CPU time guess)."""
+    from cli_helpers import run_cli
+
+    from safekey.evals.safety import cpu_tokens_per_second
+    from safekey.paths import resource
+
+    code, text = run_cli(["eval", "safety", "--model", f"hf:{tiny_model_dir}", "--bench-file",
+                          resource("starter/heldout_harmful.jsonl"), "--limit", "3", "--max-new-tokens", "5",
+                          "--attack", "none,prefill-answer", "--no-progress", "-o", tmp_path / "r"], capsys)
+    assert code == 0, text
+    assert "budget: 6 answers x up to 5 new tokens = up to 30 tokens" in text and "tokens/s" in text
+    big, small = cpu_tokens_per_second("hf:smollm2-135m"), cpu_tokens_per_second(f"hf:{tiny_model_dir}")
+    assert big and small and 5 < big < 200 and small > big  # a bigger model is slower
+    assert cpu_tokens_per_second("openai:gpt-4o") is None

@@ -4,6 +4,7 @@ statements that were found wrong once stay right."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -15,7 +16,7 @@ from cli_helpers import run_cli
 from safekey.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "gpu.md", ROOT / "CONTRIBUTING.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "gpu.md", ROOT / "docs" / "cli.md", ROOT / "CONTRIBUTING.md"]
 
 
 def _command_lines(text: str) -> list[str]:
@@ -95,3 +96,45 @@ def test_statements_found_wrong_once_stay_right():
     for cfg in (ROOT / "configs").rglob("*.yaml"):
         for ref in re.findall(r"configs/[\w./-]+", cfg.read_text()):
             assert (ROOT / ref).exists(), f"{cfg.name} points to missing {ref}"
+
+
+def _tour_lines() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## CLI tour\n.*?```bash\n(.*?)```", text, flags=re.S).group(1)
+    return [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_the_tour_runs_as_written(tmp_path, capsys, monkeypatch):
+    """#36.4: every line of the README's tour runs to completion on CPU, as written (only its output
+    folder moved into tmp), in order — each line reads what the one before it wrote. In-process
+    (the CLI's own entry point, run from the repository root): the lines' cost, not Python's start-up."""
+    import time
+
+    lines = _tour_lines()
+    assert len(lines) >= 8 and all(ln.startswith("safekey ") for ln in lines)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    took = []
+    for line in lines:
+        argv = [a.replace("runs/tour", str(tmp_path / "tour")) for a in shlex.split(line)[1:]]
+        if argv[:1] == ["run"]:
+            argv += ["-o", str(tmp_path / "plan")]
+        t0 = time.time()
+        code, text = run_cli(argv, capsys)
+        took.append(round(time.time() - t0, 1))
+        assert code == 0 and "Traceback" not in text, f"`{line}` exited {code}:\n{text[-2000:]}"
+    assert (tmp_path / "tour" / "sk" / "train_stats.json").exists() and (tmp_path / "tour" / "grpo" / "train_stats.json").exists()
+    s = json.loads((tmp_path / "tour" / "eval-att" / "summary.json").read_text())
+    assert {"heldout_harmful", "heldout_harmful@prefill-thinking"} <= set(s["benchmarks"])
+    assert sum(took) < 300, took  # minutes, not hours, on CPU
+
+
+def test_run_list_and_dry_run_state_each_presets_cost(capsys, tmp_path):
+    """#36.3: sizes before long work — every preset states its time (measured on CPU, or GPU-hours)."""
+    code, text = run_cli(["run", "--list"], capsys)
+    assert code == 0
+    names = [ln.split()[0] for ln in text.splitlines() if ln and not ln.startswith(" ")]
+    assert len(names) >= 7 and text.count("cost: ") == len(names)
+    assert "GPU-hours" in text and "min" in text
+    code, text = run_cli(["run", "demo", "--dry-run", "-o", tmp_path / "d"], capsys)
+    assert code == 0 and "cost: CPU" in text and "writes nothing" in text

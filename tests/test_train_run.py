@@ -124,6 +124,17 @@ def test_cli_run_check_spans_inspect(records_file, tiny_model_dir, tmp_path):
     assert row["head_loss"] > 0 and row["qmm_loss"] == 0.0 and row["qmm_k_acc"] is None
     r = CliRunner().invoke(cli, ["train", "run", str(records_file), "--model", str(tiny_model_dir), "-o", str(out)])
     assert isinstance(r.exception, SafekeyError) and "already holds a training run" in str(r.exception)
+    # #36: a run that crashed before its first checkpoint (its config and an empty log written, nothing
+    # else) no longer blocks the same command: it starts afresh, saying so
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / "train_config.yaml").write_text((out / "train_config.yaml").read_text())
+    (crashed / "train_log.jsonl").write_text("")
+    r = CliRunner().invoke(cli, ["train", "run", str(records_file), "--model", str(tiny_model_dir), "--mode", "safekey",
+                                 "-o", str(crashed), "--epochs", "1", "--max-length", "160", "--no-qmm", "--limit", "2",
+                                 "--set", "effective_batch=2", "--set", "last_k_epochs=1"])
+    assert r.exit_code == 0, r.output
+    assert (crashed / "train_stats.json").exists() and len(_log(crashed)) == 1
 
 
 def test_bad_sharding_configs_are_one_line_errors(records_file, tiny_model_dir, tmp_path):

@@ -339,7 +339,7 @@ def describe(steps: list[Step]) -> str:
         for path in s.writes:
             if path not in shown:
                 shown.add(path)
-                lines.append(f"      writes {path} first")
+                lines.append(f"      will write {path} before it runs (a dry run writes nothing)")
     return "\n".join(lines)
 
 

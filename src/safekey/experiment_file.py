@@ -124,6 +124,8 @@ class TrainSource(_Strict):
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
+    # what a run costs, measured or estimated (said which): shown by `run --list` and `run --dry-run`
+    cost: str = ""
     out: str | None = None  # default runs/NAME
     model: str = "smollm2-135m"
     train_data: str | list[TrainSource]  # one file, or harmful + benign sources mixed first (safekey data mix)

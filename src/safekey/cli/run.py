@@ -31,8 +31,10 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
         import yaml
 
         for name, p in presets().items():
-            desc = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("description", "")
-            click.echo(f"{name:<16} {desc}")
+            doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            click.echo(f"{name:<16} {doc.get('description', '')}")
+            if doc.get("cost"):
+                click.echo(f"{'':<16} cost: {doc['cost']}")
         return
     if not experiment:
         raise SafekeyError("give an experiment file or preset name (safekey run --list shows the presets)")
@@ -48,6 +50,7 @@ def run(experiment, out_dir, overrides, dry_run, list_presets):
     problems = check_eval_pythons(exp, here)
     if dry_run:
         click.echo(describe(steps))
+        click.echo(f"cost: {exp.cost or 'not stated for this experiment (time one seed, or the --quick form, first)'}")
         click.echo(resolved_settings_text(steps))
         from .doctor import experiment_findings
 

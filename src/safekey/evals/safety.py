@@ -295,6 +295,7 @@ class SafetyRun:
         try:
             model_id = self._model_id()
             tasks = self.tasks(model_id, benches)
+            self._say_budget(tasks)
             target = Target(self.backend, sampling_of, judge=self.judge)
             for task in tasks:
                 results[task.name] = self.runner.run_task(task, target)
@@ -315,11 +316,55 @@ class SafetyRun:
         check_failure_budget(results, {"generation": self.cfg.max_generation_failures, "judge": self.cfg.max_judge_failures})
         return summary
 
+    def _say_budget(self, tasks: list[Any]) -> None:
+        """One line before anything is generated: how many answers, how long each may be, and on a
+        CPU a rough time (a default made for R1 on a GPU, 8,000 tokens, is hours on a CPU)."""
+        import sys
+
+        n = sum(len(t.items) for t in tasks)
+        budget = n * self.cfg.max_new_tokens
+        adaptive = [t.name for t in tasks if "@" in t.name and t.name.split("@", 1)[1] in ("pair", "tap", "crescendo")]
+        line = (f"budget: {n} answers x up to {self.cfg.max_new_tokens} new tokens = up to {budget:,} tokens"
+                + (f" (+ the adaptive attacks' queries in {', '.join(adaptive)})" if adaptive else ""))
+        rate = cpu_tokens_per_second(self.cfg.model)
+        if rate:
+            secs = budget / rate
+            took = f"~{secs:.0f} s" if secs < 90 else f"~{secs / 60:.0f} min" if secs < 5400 else f"~{secs / 3600:.1f} h"
+            line += (f"; on this CPU at ~{rate:.0f} tokens/s (a rough guess from the model's size) up to {took}"
+                     " — lower --max-new-tokens / --limit for a quick look")
+        print(line, file=sys.stderr)
+
     def _model_id(self) -> str:
         """What identifies the evaluated weights: a local folder's weight files (size + mtime), so
         that retraining a model into the same folder never reuses the old generations."""
         mid = getattr(self.backend, "model_id", None)
         return str(mid()) if callable(mid) else self.cfg.model
+
+
+def cpu_tokens_per_second(spec: str) -> float | None:
+    """A rough batched generation rate for a local hf model on this machine's CPU (None: a GPU, an
+    API, or a size we cannot read): ~40 tokens/s for a 135M model on 2 cores, scaled by parameters
+    and cores. For a warning, never for a number we report."""
+    import json as _json
+    import os
+
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+        from ..llm import parse_spec
+        from ..models import resolve_model
+
+        cfg = parse_spec(spec)
+        if cfg.kind != "hf":
+            return None
+        c = _json.loads((Path(resolve_model(cfg.model)) / "config.json").read_text())
+        h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c.get("vocab_size", 32000))
+    except (OSError, ValueError, KeyError, TypeError, ImportError):
+        return None
+    params = 12 * layers * h * h + vocab * h
+    return 40.0 * (135e6 / params) * (os.cpu_count() or 2) / 2
 
 
 def _cache_use(backends: dict[str, Any]) -> dict[str, Any]:

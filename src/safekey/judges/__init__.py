@@ -24,6 +24,7 @@ llama-guard    "unsafe"                       —                   —
 
 The package, one noun per file: ``base`` (items, verdicts, parts, templates), ``keyword``,
 ``parsers``, ``llm`` (judges that ask a model), ``guards`` (guard models with formats of their own),
+``label_scores`` (P(unsafe) from a guard's label token, for continuous rewards),
 ``ensemble``, and ``registry`` (the judges by name; adding one = a class + one line there).
 """
 

@@ -23,6 +23,13 @@ shieldgemma         [user, assistant] chat turns +  P("Yes") vs P("No") of the f
                     one harm policy per call as the (``ChatRequest.score_tokens``;          the 4 policies of
                     template's ``guideline``        hf: logits, openai/vLLM: top_logprobs)   P(violation) > 0.5
 
+granite-guardian    [user, assistant] + the risk as ``Yes`` / ``No``; P(Yes) from the same     harmful = Yes
+                    the template's ``guardian_config`` call's first-token probabilities
+
+Every guard here can also give ``detail.p_unsafe`` — the probability of its unsafe label (see
+:mod:`.label_scores`; ShieldGemma and Granite Guardian always, the others when ``continuous`` is on,
+as the GRPO safety reward asks).
+
 Native labels stay in ``Verdict.detail`` (``safety: controversial`` stays visible; categories by
 the guard's own taxonomy, counted per taxonomy in the summary).
 """

@@ -127,6 +127,13 @@ def _decide(cfg: TrainConfig, out_dir: Path, *, resume: bool, overwrite: bool, a
         return "fresh", None
     has_run = (out_dir / LOG_FILE).exists() or (out_dir / "checkpoints").exists() or cfg_path.exists()
     if not (resume or auto_resume):
+        if has_run and not (out_dir / STATS_FILE).exists() and last_complete_checkpoint(out_dir / "checkpoints") is None:
+            # a run that stopped before its first checkpoint left nothing to keep or continue (#36): a
+            # rerun starts it afresh instead of asking for --overwrite
+            from ..store import log_warning
+
+            log_warning(f"{out_dir} holds a training run that stopped before its first checkpoint; starting it afresh")
+            return "fresh", None
         if has_run:
             raise SafekeyError(f"{out_dir} already holds a training run; use --resume, --auto-resume, --overwrite or another -o")
         return "start", None
