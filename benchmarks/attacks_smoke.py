@@ -6,9 +6,10 @@ writes the JSON an attacker must reply with: those turns are counted as attacker
 item whose attacker never produced a prompt is reported as not attacked, outside the ASR). It is a
 smoke test, not a measurement of attack strength: that needs a real attacker (e.g. an
 OpenAI-compatible endpoint). The adaptive attacks' budgets are CUT here (PAIR 2 streams × 2
-iterations, TAP 2/2/2, Crescendo 2 turns / 1 backtrack; the papers' defaults are 20 × 3, 4/10/10,
-10/10) and the answers are 48 tokens long: the table says so.
-Usage: python benchmarks/attacks_smoke.py [OUT]   (~5 minutes on 2 cores)
+iterations, TAP 2/2/2, Crescendo 2 turns / 1 backtrack, a greedy attacker with one JSON retry; the
+papers' defaults are 20 × 3, 4/10/10, 10/10, sampled, 5 retries) and the answers are 48 tokens long:
+the table says so.
+Usage: python benchmarks/attacks_smoke.py [OUT]   (~10 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -29,18 +30,20 @@ def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="attacks-smoke-")) / "run"
     cfg = out.parent / "attacks.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    attacker = {"attacker": "hf:smollm2-135m", "attacker_max_tokens": 96}
-    cfg.write_text(json.dumps({"attack_settings": {"pair": {**attacker, "streams": 2, "iterations": 2},
-                                                   "tap": {**attacker, "branching": 2, "width": 2, "depth": 2},
+    # greedy attacker calls batch across items; one JSON retry (the papers: sampled, 5 retries)
+    attacker = {"attacker": "hf:smollm2-135m", "attacker_max_tokens": 96, "attacker_temperature": 0.0}
+    tries = {"attacker_retries": 1}
+    cfg.write_text(json.dumps({"attack_settings": {"pair": {**attacker, **tries, "streams": 2, "iterations": 2},
+                                                   "tap": {**attacker, **tries, "branching": 2, "width": 2, "depth": 2},
                                                    "crescendo": {**attacker, "max_turns": 2, "max_backtracks": 1}}}))
     t0 = time.time()
     cmd = [sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", "hf:smollm2-135m", "--bench-file",
-           str(resource("starter/heldout_harmful.jsonl")), "--limit", "8", "--max-new-tokens", "48", "--attack", ATTACKS,
+           str(resource("starter/heldout_harmful.jsonl")), "--limit", "6", "--max-new-tokens", "48", "--attack", ATTACKS,
            "--config", str(cfg), "--no-progress", "-o", str(out)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     s = json.loads((out / "summary.json").read_text())
-    print(f"SmolLM2-135M, 8 held-out harmful prompts, greedy, 48 new tokens, keyword judge, budgets CUT (PAIR 2x2, "
-          f"TAP 2/2/2, Crescendo 2/1); {time.time() - t0:.0f} s")
+    print(f"SmolLM2-135M, 6 held-out harmful prompts, greedy, 48 new tokens, keyword judge, budgets CUT (PAIR 2x2, "
+          f"TAP 2/2/2, Crescendo 2/1; greedy attacker, 1 JSON retry); {time.time() - t0:.0f} s")
     print("| attack | ASR, answers (n) | ASR, unclosed thinking judged too (n) | not attacked | target queries | "
           "tokens generated | attacker refusals |")
     print("|---|---|---|---|---|---|---|")

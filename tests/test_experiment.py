@@ -144,6 +144,9 @@ def test_experiment_end_to_end(experiment_run):
     assert 'id="seed-table"' in html and "safekey" in html
     md = CliRunner().invoke(cli, ["report", str(out), "--format", "md"])
     assert md.exit_code == 0 and "Across training seeds" in md.output and "| safekey | 2 |" in md.output
+    # #36.5: one baseline convention — the text table takes the experiment's report.baseline, as the HTML does
+    base_rows = [ln.split("|")[1].strip() for ln in md.output.splitlines() if "(baseline) |" in ln]
+    assert len(base_rows) == 1 and base_rows[0] in html  # the same row is the baseline in both
 
 
 

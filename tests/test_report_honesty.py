@@ -303,3 +303,24 @@ def test_unclosed_thinking_is_judged_on_what_it_wrote_and_both_rates_are_shown(t
     head = md.splitlines()[0]
     assert code == 0 and "heldout_harmful harmful_rate ↓" in head and "harmful_rate (unclosed thinking judged too) ↓" in head
     assert f"{100 * open_n / 6:.1f}" in md
+
+
+def test_chart_legends_never_cover_a_bar():
+    """#36.5: the per-category chart's legend covered its first bars; legends now sit outside the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from safekey.report.plots import grouped_bars
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    full = {"rate": 0.98, "ci": [0.9, 1.0], "n": 24}
+    grouped_bars(ax, [f"category {i}" for i in range(6)], {m: [full] * 6 for m in ("base", "sft", "safekey")},
+                 ylabel="harmful (%)")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    leg = ax.get_legend().get_window_extent(r)
+    bars = [p.get_window_extent(r) for p in ax.patches]
+    assert len(bars) == 18 and not any(leg.overlaps(b) for b in bars)
+    plt.close(fig)

@@ -245,7 +245,7 @@ def agreement_sections(safety: list[EvalRun]) -> list[dict[str, Any]]:
     return out
 
 
-def _baseline(paths: list[str | Path], safety: list[EvalRun], given: str | None) -> str | None:
+def resolve_baseline(paths: list[str | Path], safety: list[EvalRun], given: str | None) -> str | None:
     """The row every Δ is against: --baseline, else the experiment's `report.baseline` (when that
     label is a row), else the first run."""
     if given:
@@ -358,7 +358,7 @@ def build_report(paths: list[str | Path], out: str | Path, *, title: str = "safe
         train_img=plots.training_curves(col.trains),
         analyses=analysis_sections(col),
         agreement=agreement_sections(safety),
-        paper=_paper(safety, mismatches or [], _baseline(paths, safety, baseline)),
+        paper=_paper(safety, mismatches or [], resolve_baseline(paths, safety, baseline)),
         seeds=_seeds(paths, col.evals),
         examples=pick_examples(safety, examples_per_bench),
         esc=html.escape,

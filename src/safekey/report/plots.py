@@ -34,6 +34,12 @@ def to_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def legend_outside(ax: Any, **kw: Any) -> Any:
+    """The legend to the right of the axes, never over the data (inside, "best" still covered the
+    first bars of a full panel); the saved figure's tight bbox keeps it in the picture."""
+    return ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+
+
 def _err(r: dict[str, Any]) -> tuple[float, float]:
     lo, hi = r["ci"]
     return max(0.0, r["rate"] - lo), max(0.0, hi - r["rate"])
@@ -61,7 +67,7 @@ def grouped_bars(ax: Any, groups: list[str], series: dict[str, list[dict[str, An
     if pct:
         ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    legend_outside(ax, fontsize=8)
 
 
 def headline_metric(bench: dict[str, Any]) -> str | None:
@@ -148,7 +154,7 @@ def training_curves(trains: list[TrainRun]) -> str | None:
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
         if drawn:
-            ax.legend(fontsize=7, frameon=False)
+            legend_outside(ax, fontsize=7)
     return to_data_uri(fig)
 
 
@@ -174,7 +180,7 @@ def attention_plot(data: dict[str, Any]) -> str | None:
     ax2.set_xlabel("layer")
     ax2.set_ylabel("attention mass")
     ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7, frameon=False, ncol=2)
+    legend_outside(ax2, fontsize=7)
     return to_data_uri(fig)
 
 
@@ -192,7 +198,7 @@ def probe_plot(data: dict[str, Any]) -> str | None:
     ax.set_ylabel("cross-validated AUROC")
     ax.set_title("Linear probe for harmful vs benign at the end of U", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    legend_outside(ax, fontsize=8)
     return to_data_uri(fig)
 
 
@@ -216,5 +222,5 @@ def kl_plot(data: dict[str, Any]) -> str | None:
     ax.set_ylabel("KL (nats)")
     ax.set_title("Next-token KL after k prefilled tokens (95% CI)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    legend_outside(ax, fontsize=8)
     return to_data_uri(fig)
