@@ -51,3 +51,29 @@ def test_collect_with_nothing_loaded_refuses(tmp_path, monkeypatch):
     with pytest.raises(SafekeyError, match="collect: no source could be loaded"):
         collect.run(str(tmp_path / "pool.jsonl"), cfg)
     assert not (tmp_path / "pool.jsonl").exists()
+
+
+def test_doctor_checks_what_an_experiment_needs(tmp_path, capsys, monkeypatch):
+    """#36.7: the model to be trained, the datasets (local or hub cache), the attackers' and the reward
+    judge's models, disk for the checkpoints, and the run's size."""
+    import yaml
+    from cli_helpers import run_cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = {"name": "x", "model": "smollm2-135m", "seeds": [1, 2],
+            "train_data": [{"path": "{starter}/train.jsonl", "role": "harmful"}, {"path": "nosuch-org/nosuch-set", "role": "benign"}],
+            "variants": [{"name": "sft", "mode": "sft"},
+                         {"name": "rl", "mode": "grpo", "set": {"grpo_judge": "granite-guardian"}}],
+            "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl"], "attacks": ["none", "pair"],
+                       "attack_settings": {"pair": {"attacker": "hf:nosuch-org/attacker-7b"}}}}
+    f = tmp_path / "exp.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    code, text = run_cli(["doctor", str(f)], capsys)
+    flat = " ".join(text.split())
+    assert code == 2
+    assert "trained model" in flat and "smollm2-135m: local folder" in flat
+    assert "train.jsonl: local" in flat and "nosuch-org/nosuch-set: not in the hub cache and the hub is offline" in flat
+    assert "pair attacker" in flat and "nosuch-org/attacker-7b" in flat
+    assert "rl reward judge" in flat and "granite-guardian-3.1-8b" in flat
+    assert "GiB of checkpoints" in flat and "4 training(s) (2 variant(s) × 2 seed(s)), 5 model(s) evaluated" in flat

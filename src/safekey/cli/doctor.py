@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -13,8 +14,6 @@ def experiment_findings(spec: str) -> list:
     """What an experiment file (or preset) needs: GPUs for its launcher, bf16 / flash-attention when
     it asks for them, the vLLM environment of its evals, HF_TOKEN for gated hub models, the judge's
     key or weights and its endpoint. Shared with `safekey run --dry-run`."""
-    import os
-
     from ..experiment import check_eval_pythons, load_experiment
     from ..judges import judge_registry
     from ..preflight import Finding, check_backend
@@ -67,6 +66,104 @@ def experiment_findings(spec: str) -> list:
                 "HF_TOKEN set (the licence must be accepted on the hub)" if have else "set HF_TOKEN and accept its licence")))
     for name, m in judge_specs:
         out += check_backend(m, base_url=None, role=f"judge {name}")
+    return out + run_needs(exp, here)
+
+
+ATTACK_MODELS = ("attacker", "evaluator", "refusal_model", "prefix_model")
+
+
+def _dataset(P, text: str):
+    """A training source: a local file, or a hub dataset cached (or reachable online)."""
+    from ..experiment_file import source_path
+    from ..preflight import Finding
+
+    try:
+        src = source_path(P, text)
+    except Exception as e:
+        return Finding("error", "dataset", f"{text}: {e}")
+    if Path(src).exists():
+        return Finding("ok", "dataset", f"{Path(src).name}: local")
+    if "/" in src and not Path(src).suffix:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        cached = (Path(HF_HUB_CACHE) / f"datasets--{src.replace('/', '--')}").is_dir()
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true")
+        level = "ok" if cached else "error" if offline else "warn"
+        return Finding(level, "dataset", f"{src}: " + ("in the hub cache" if cached else
+                                                       "not in the hub cache and the hub is offline" if offline else
+                                                       "not cached: downloaded when the run starts"))
+    return Finding("error", "dataset", f"{src}: not found")
+
+
+def _params(model: str) -> int | None:
+    """Parameters of a local or cached model, from its config (None when unreadable)."""
+    import json
+
+    from ..models import resolve_model
+
+    try:
+        path = Path(resolve_model(model))
+        if not path.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            got = try_to_load_from_cache(str(model), "config.json")
+            path = Path(got).parent if isinstance(got, str) else None
+        c = json.loads((path / "config.json").read_text()) if path else None
+    except Exception:
+        return None
+    if not c:
+        return None
+    c = c.get("text_config", c)
+    try:
+        h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c.get("vocab_size", 32000))
+        inter = int(c.get("intermediate_size", 4 * h))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
+
+
+def run_needs(exp, here) -> list:
+    """What `safekey doctor EXPERIMENT` promises beyond the environment: the model to be trained, the
+    datasets, the attackers' and writers' endpoints, disk for the checkpoints, and the run's size."""
+    import shutil
+
+    from ..experiment import out_dir
+    from ..experiment_file import Paths
+    from ..preflight import Finding, check_backend
+
+    P = Paths(here)
+    out = check_backend(f"hf:{exp.model}", role="trained model", probe=False)
+    sources = exp.train_data if isinstance(exp.train_data, list) else [exp.train_data]
+    out += [_dataset(P, s if isinstance(s, str) else s.path) for s in sources]
+    if exp.safety is not None:
+        for attack, st in exp.safety.attack_settings.items():
+            for key in ATTACK_MODELS:
+                if st.get(key):
+                    url = st.get(f"{key}_base_url") or st.get("attacker_base_url")
+                    out += check_backend(str(st[key]), base_url=url, role=f"{attack} {key}")
+    from ..judges import judge_registry
+
+    for v in exp.variants:  # a GRPO variant's reward judge (RECAP: Granite Guardian) must load too
+        st = {**exp.train.set, **v.set}
+        if v.mode == "grpo" and st.get("grpo_judge", "keyword") != "keyword":
+            spec = st.get("grpo_judge_model") or judge_registry()[1].get(str(st["grpo_judge"]))
+            if spec:
+                out += check_backend(str(spec), base_url=st.get("grpo_judge_base_url"), role=f"{v.name} reward judge")
+    seeds = len(exp.seeds or [1])
+    trainings = len(exp.variants) * seeds
+    evals = trainings + (1 if getattr(exp, "include_base", True) else 0)
+    params = _params(exp.model)
+    keep = int(exp.train.set.get("save_total_limit", 2) or 2)
+    size = f"{trainings} training(s) ({len(exp.variants)} variant(s) × {seeds} seed(s)), {evals} model(s) evaluated"
+    if params:
+        # a checkpoint: bf16/fp32 weights + Adam's two moments in fp32; kept: save_total_limit + the export
+        per_ckpt = params * (4 + 8)
+        need = trainings * (keep * per_ckpt + params * 4)
+        free = shutil.disk_usage(next(p for p in [out_dir(exp, here), *out_dir(exp, here).parents] if p.exists())).free
+        size += f"; ≈{params / 1e9:.2f}B parameters, checkpoints ≈ {need / 2**30:.1f} GiB (full fine-tune, {keep} kept)"
+        out.append(Finding("ok" if free > need else "error", "disk",
+                           f"{free / 2**30:.0f} GiB free for ≈ {need / 2**30:.1f} GiB of checkpoints"))
+    out.append(Finding("ok", "run size", size + (f"; cost: {exp.cost}" if exp.cost else "")))
     return out
 
 
