@@ -53,6 +53,13 @@ def _chunk_ce(lm_head: torch.nn.Module, h: torch.Tensor, target: torch.Tensor) -
     return F.cross_entropy(lm_head(h).float(), target, reduction="none")
 
 
+def _chunk_ce_hits(lm_head: torch.nn.Module, h: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and the count of correct next-token predictions from ONE projection (QMM's K accuracy used
+    to project its tokens a second time)."""
+    logits = lm_head(h).float()
+    return F.cross_entropy(logits, target, reduction="none"), (logits.detach().argmax(-1) == target).sum()
+
+
 def labelled_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(batch index, position t, target labels[b, t+1]) of every position whose next token is labelled."""
     nxt = labels[:, 1:]
@@ -68,18 +75,21 @@ def _zero3_frozen(lm_head: torch.nn.Module) -> bool:
     return w is not None and hasattr(w, "ds_id") and not w.requires_grad
 
 
-def token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, chunk: int = 512):
-    """Per-token CE (float32, with grad) of the next-token targets, and the batch index of each."""
+def token_ce(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, chunk: int = 512, hits: list | None = None):
+    """Per-token CE (float32, with grad) of the next-token targets, and the batch index of each;
+    `hits`, when given, receives each chunk's count of correct argmax predictions."""
     b, t, target = labelled_positions(labels)
     h = hidden[b, t]
     parts = []
     recompute = torch.is_grad_enabled() and not _zero3_frozen(lm_head)
+    fn = _chunk_ce_hits if hits is not None else _chunk_ce
     for i in range(0, h.shape[0], chunk):
         hs, ts = h[i : i + chunk], target[i : i + chunk]
-        if recompute:
-            parts.append(checkpoint(_chunk_ce, lm_head, hs, ts, use_reentrant=False))
-        else:
-            parts.append(_chunk_ce(lm_head, hs, ts))
+        got = checkpoint(fn, lm_head, hs, ts, use_reentrant=False) if recompute else fn(lm_head, hs, ts)
+        if hits is not None:
+            got, n = got
+            hits.append(n)
+        parts.append(got)
     ce = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
     return ce, b, target
 
@@ -96,17 +106,13 @@ def causal_lm_loss(hidden, labels, lm_head, num_items_in_batch=None, chunk: int 
 def per_example_ce(hidden, labels, lm_head, chunk: int = 512):
     """(per-example mean CE over labelled tokens (B,), correct next-token predictions, token count):
     the QMM loss of :func:`safekey.train.qmm.qmm_loss_per_example` without its logits."""
-    ce, b, target = token_ce(hidden, labels, lm_head, chunk)
+    hits: list = []
+    ce, b, _ = token_ce(hidden, labels, lm_head, chunk, hits)
     B = labels.shape[0]
     sums = torch.zeros(B, dtype=torch.float32, device=hidden.device).index_add(0, b, ce)
     counts = torch.zeros(B, dtype=torch.float32, device=hidden.device).index_add(0, b, torch.ones_like(ce))
-    with torch.no_grad():
-        hb, ht, _ = labelled_positions(labels)
-        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        hk = hidden[hb, ht]
-        for i in range(0, hk.shape[0], chunk):
-            correct += (lm_head(hk[i : i + chunk]).argmax(-1) == target[i : i + chunk]).sum()
-    return sums / counts.clamp(min=1), correct, torch.tensor(ce.numel(), device=hidden.device)
+    correct = torch.stack(hits).sum() if hits else torch.zeros((), dtype=torch.long, device=hidden.device)
+    return sums / counts.clamp(min=1), correct.detach(), torch.tensor(ce.numel(), device=hidden.device)
 
 
 __all__ = ["FunctionalHead", "causal_lm_loss", "labelled_positions", "per_example_ce", "token_ce"]
