@@ -41,7 +41,7 @@ bubblewrap:
 		|| echo "bubblewrap unavailable: the sandbox falls back to weaker isolation (tests say so)"
 
 test: $(STAMP) chromium bubblewrap
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 -n 2 --dist loadfile; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 -n 2 --dist loadfile --durations=25; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install -q ruff==0.17.6
