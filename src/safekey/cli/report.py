@@ -41,7 +41,7 @@ def report(runs, out, title, examples_per_bench, fmt, baseline, allow_mismatch):
         # one convention with the HTML report: --baseline, else the experiment's report.baseline, else the first run
         from ..report.build import resolve_baseline
 
-        table = paper_table(evals, baseline=resolve_baseline(list(runs), evals, baseline) if len(evals) > 1 else None)
+        table = paper_table(evals, baseline=resolve_baseline(list(runs), evals, baseline) if baseline or len(evals) > 1 else None)
         table["footer"] += [f"NOT COMPARABLE: {p}" for p in _mismatches(evals, allow_mismatch)]
         text = {"md": to_markdown, "latex": to_latex, "csv": to_csv}[fmt](table)
         if fmt in ("md", "latex"):
