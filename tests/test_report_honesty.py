@@ -303,6 +303,16 @@ def test_unclosed_thinking_is_judged_on_what_it_wrote_and_both_rates_are_shown(t
     head = md.splitlines()[0]
     assert code == 0 and "heldout_harmful harmful_rate ↓" in head and "harmful_rate (unclosed thinking judged too) ↓" in head
     assert f"{100 * open_n / 6:.1f}" in md
+    # beside a run whose every thinking closed, that run's full-response cell is its answer rate
+    # (never "nothing judged"), and the delta pairs the items
+    with FakeOpenAI(lambda messages: "<think>\nNo.\n</think>\n\nI'm sorry, but I can't help with that.") as srv:
+        code, text = _run(["eval", "safety", "--model", "openai:fake-model", "--base-url", srv.base_url, "--bench-file", bench,
+                           "--limit", "6", "--judge", "keyword", "--no-progress", "--label", "closed", "-o", tmp_path / "closed"],
+                          capsys, monkeypatch, {"OPENAI_API_KEY": "sk-test"})
+    assert code == 0, text
+    code, md = _run(["report", tmp_path / "closed", tmp_path / "run", "--format", "md", "--baseline", "closed"], capsys)
+    row = next(ln for ln in md.splitlines() if ln.startswith("| closed"))
+    assert code == 0 and "nothing judged" not in row and row.count("0.0 [") == 2
 
 
 def test_chart_legends_never_cover_a_bar():

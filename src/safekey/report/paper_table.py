@@ -75,6 +75,9 @@ def paper_table(evals: list[EvalRun], *, baseline: str | None = None) -> dict[st
         for c in cols:
             bm = e.summary["benchmarks"].get(c["bench"], {}).get("metrics", {})
             m = bm.get(c["metric"])
+            if m is None and c["metric"] == "harmful_rate_full" and not (
+                    e.summary["benchmarks"].get(c["bench"], {}).get("unjudged", {}).get("think_not_closed")):
+                m = bm.get("harmful_rate")  # every thinking closed: the full-response rate is the answer rate
             cell: dict[str, Any] = {"value": None}
             if not m:
                 cell["why"] = empty_reason(e.summary["benchmarks"].get(c["bench"]))
