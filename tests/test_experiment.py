@@ -111,12 +111,13 @@ def experiment_run(tmp_path_factory, tiny_model_dir):
         "name": "tiny", "model": str(tiny_model_dir), "offline": True, "train_data": "{starter}/train.jsonl",
         "train": {"epochs": 1, "max_length": 192, "limit": 8,
                   "set": {"effective_batch": 4, "per_device_batch": 4, "last_k_epochs": 1, "save_total_limit": 1}},
-        "variants": [{"name": "sft", "mode": "sft"}, {"name": "safekey", "mode": "safekey"}],
+        # one variant × 2 seeds (the seed table needs 2; a second variant only repeated the same steps)
+        "variants": [{"name": "safekey", "mode": "safekey"}],
         "seeds": [1, 2],
         "safety": {"bench_files": ["{starter}/heldout_harmful.jsonl", "{starter}/heldout_benign.jsonl"], "limit": "4",
                    "judge": "keyword", "max_new_tokens": 6, "batch_size": 8},
         "analyses": {"aha": True, "traces": "{starter}/heldout_traces.jsonl", "probe": True, "limit": 10},
-        "report": {"baseline": "sft"},
+        "report": {"baseline": "base"},
     }
     path = _write(tmp, spec)
     out = tmp / "out"
@@ -128,8 +129,8 @@ def experiment_run(tmp_path_factory, tiny_model_dir):
 def test_experiment_end_to_end(experiment_run):
     out, _, _ = experiment_run
     m = json.loads((out / "experiment.json").read_text())
-    assert m["groups"] == {"base": ["base"], "sft": ["sft-s1", "sft-s2"], "safekey": ["safekey-s1", "safekey-s2"]}
-    for run in ("sft-s1", "sft-s2", "safekey-s1", "safekey-s2"):
+    assert m["groups"] == {"base": ["base"], "safekey": ["safekey-s1", "safekey-s2"]}
+    for run in ("safekey-s1", "safekey-s2"):
         cfg = yaml.safe_load((out / "train" / run / "train_config.yaml").read_text())
         assert cfg["seed"] == int(run[-1]) and cfg["mode"] == run.split("-")[0]
         summary = json.loads((out / "eval" / run / "summary.json").read_text())
@@ -152,12 +153,12 @@ def test_experiment_end_to_end(experiment_run):
 
 def test_experiment_rerun_skips_finished_steps(experiment_run):
     out, path, _ = experiment_run
-    before = (out / "eval" / "sft-s1" / "summary.json").stat().st_mtime_ns
+    before = (out / "eval" / "safekey-s1" / "summary.json").stat().st_mtime_ns
     r = CliRunner().invoke(cli, ["run", str(path), "-o", str(out)])
     assert r.exit_code == 0, r.output
     n_steps = len(json.loads((out / "steps.json").read_text()))
     assert f"resuming: {n_steps - 1} of {n_steps} steps already done" in r.output  # only the report reruns
-    assert (out / "eval" / "sft-s1" / "summary.json").stat().st_mtime_ns == before
+    assert (out / "eval" / "safekey-s1" / "summary.json").stat().st_mtime_ns == before
 
 
 @pytest.mark.slow
