@@ -74,17 +74,3 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
 # eval run) are built once. The multi-rank tests (torchrun, DDP, ZeRO-3, FSDP2) wait for real
 # checkpoint files, never for a time, so a second worker beside them only slows them down.
 
-
-# The heaviest files first (measured: `make test` prints the 25 slowest tests): --dist loadfile hands
-# out files in collection order, so the long ones start at once and the short ones fill the tail
-# instead of one worker finishing a 5-minute file alone at the end.
-HEAVY_FIRST = ["test_experiment.py", "test_train_distributed.py", "test_data_pipeline.py", "test_experiment_trust.py",
-               "test_grpo.py", "test_dpo.py", "test_report.py", "test_eval_safety.py", "test_readme_tour.py",
-               "test_attacks_adaptive.py", "test_train_smollm.py", "test_annotate.py", "test_pairs.py",
-               "test_step_runner.py", "test_attack_fidelity.py"]
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    order = {id(it): k for k, it in enumerate(items)}
-    items.sort(key=lambda it: (rank.get(Path(str(it.fspath)).name, len(rank)), order[id(it)]))
