@@ -151,7 +151,11 @@ def test_killing_the_runner_leaves_no_orphans(tmp_path, how):
         assert time.time() < deadline and runner.poll() is None, "the step never started"
         time.sleep(0.2)
     step_pid, grandchild = map(int, pids.read_text().split())
-    rec = json.loads((tmp_path / "out" / "running.json").read_text())
+    running = tmp_path / "out" / "running.json"
+    while not running.exists():  # the runner records the step's pids once it sees the step (a loaded machine: later)
+        assert time.time() < deadline and runner.poll() is None, "the runner never recorded its step"
+        time.sleep(0.1)
+    rec = json.loads(running.read_text())
     assert rec["step"] == "long" and rec["step_pid"] == step_pid
     if how == "kill -9 the runner":
         os.kill(runner.pid, signal.SIGKILL)

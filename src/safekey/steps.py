@@ -301,7 +301,7 @@ class StepRunner:
         from .atomic import write_text_atomic
 
         step_pid = None
-        for _ in range(20):  # the guard starts the step within milliseconds
+        for _ in range(200):  # the guard starts the step within milliseconds (seconds on a loaded machine)
             try:
                 kids = psutil.Process(guard).children()
             except psutil.Error:
