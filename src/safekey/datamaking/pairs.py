@@ -258,7 +258,9 @@ def run(inp: str | Path, out: str | Path, cfg: PairsConfig, *, overwrite: bool =
         raise SafekeyError(f"{inp}: no records")
     maker = PairMaker(cfg, backend, judge)
     try:
-        cue = {"cue_detector": maker.cues.spec if maker.cues is not None else "heuristic"}
+        # the detector's identity (endpoint included, as the policy's): another server's cuts are never resumed
+        mid = getattr(getattr(maker.cues, "backend", None), "model_id", None)
+        cue = {"cue_detector": (str(mid()) if callable(mid) else maker.cues.spec) if maker.cues is not None else "heuristic"}
         ident = {**cfg.model_dump(exclude={"base_url", "judge_base_url", "cue_base_url", "batch_size"}), **cue,
                  "judge_fingerprint": maker.judge.fingerprint(),
                  "chosen_judged_on": "continuation",  # since #35: pairs judged on the whole chosen text are not resumed
