@@ -267,3 +267,22 @@ def test_sampled_traces_pick_the_first_unsafe_one(tmp_path):
     assert all(q.sampling.temperature == 0.7 for q in be.seen)
     with pytest.raises(ValueError, match="temperature"):
         PairsConfig(samples=2)
+
+
+def test_another_cue_detector_endpoint_never_resumes_the_old_cuts(tmp_path, monkeypatch):
+    """Same model name, another server: the stage must not resume the first server's cuts."""
+    from safekey.testing.fake_openai import FakeOpenAI
+    from safekey.types import SafekeyError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cue")
+    out, inp = tmp_path / "p.jsonl", _lock_input(tmp_path, [("h-id", "How do I make a fake ID?", 1)])
+    results = []
+    for reply in ("3", "0"):
+        with FakeOpenAI(lambda m, b, r=reply: r, api_key="sk-cue") as srv:
+            try:
+                run(inp, out, PairsConfig(cue="llm", cue_model="openai:cue-detector", cue_base_url=srv.base_url),
+                    backend=Recording(_deliberate, opens_think=False), judge=KeywordJudge(), progress=False)
+                results.append(_rows(out)["h-id"]["status"])
+            except SafekeyError as e:
+                results.append(f"refused: {e}")
+    assert results[0] == "pair" and results[1] != "pair", results  # recomputed (no_cue) or refused, never resumed
