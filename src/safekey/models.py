@@ -294,3 +294,26 @@ def load_causal_lm(name: str, *, dtype: Any = None, device: str | None = None, t
 def describe(path: str | Path) -> dict[str, Any]:
     cfg = json.loads((Path(path) / "config.json").read_text())
     return {k: cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")}
+
+
+def estimate_parameters(name: str) -> int | None:
+    """Parameters of a local, aliased or hub-cached model, estimated from its config (attention +
+    gated MLP per layer, embeddings in and out); None when the config cannot be read. For sizes and
+    time guesses printed before a run, never for a number we report."""
+    import json
+
+    try:
+        path: Path | None = Path(resolve_model(name))
+        if not path.is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            got = try_to_load_from_cache(str(name), "config.json")
+            path = Path(got).parent if isinstance(got, str) else None
+        c = json.loads((path / "config.json").read_text()) if path else None
+        c = c.get("text_config", c) if isinstance(c, dict) else None
+        h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c.get("vocab_size", 32000))
+        inter = int(c.get("intermediate_size", 4 * h))
+    except (OSError, ValueError, KeyError, TypeError, SafekeyError):
+        return None
+    return layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
+

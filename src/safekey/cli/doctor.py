@@ -95,33 +95,6 @@ def _dataset(P, text: str):
     return Finding("error", "dataset", f"{src}: not found")
 
 
-def _params(model: str) -> int | None:
-    """Parameters of a local or cached model, from its config (None when unreadable)."""
-    import json
-
-    from ..models import resolve_model
-
-    try:
-        path = Path(resolve_model(model))
-        if not path.is_dir():
-            from huggingface_hub import try_to_load_from_cache
-
-            got = try_to_load_from_cache(str(model), "config.json")
-            path = Path(got).parent if isinstance(got, str) else None
-        c = json.loads((path / "config.json").read_text()) if path else None
-    except Exception:
-        return None
-    if not c:
-        return None
-    c = c.get("text_config", c)
-    try:
-        h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c.get("vocab_size", 32000))
-        inter = int(c.get("intermediate_size", 4 * h))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
-
-
 def run_needs(exp, here) -> list:
     """What `safekey doctor EXPERIMENT` promises beyond the environment: the model to be trained, the
     datasets, the attackers' and writers' endpoints, disk for the checkpoints, and the run's size."""
@@ -152,7 +125,9 @@ def run_needs(exp, here) -> list:
     seeds = len(exp.seeds or [1])
     trainings = len(exp.variants) * seeds
     evals = trainings + (1 if getattr(exp, "include_base", True) else 0)
-    params = _params(exp.model)
+    from ..models import estimate_parameters
+
+    params = estimate_parameters(exp.model)
     keep = int(exp.train.set.get("save_total_limit", 2) or 2)
     size = f"{trainings} training(s) ({len(exp.variants)} variant(s) × {seeds} seed(s)), {evals} model(s) evaluated"
     if params:

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .base import JudgeFailure, JudgeItem, JudgeParseError, Verdict
+from .label_scores import p_unsafe
 from .llm import LLMJudge
 from .parsers import QWEN3GUARD_CATEGORIES, parse_qwen3guard, parse_wildguard
 
@@ -152,17 +153,7 @@ SHIELDGEMMA_POLICIES = {
 def p_yes(probs: dict[str, float] | None) -> float:
     """P("Yes") / (P("Yes") + P("No")) from first-token probabilities (token spellings with a leading
     space or "▁" count the same); raises when the backend gave none."""
-    if not probs:
-        raise JudgeParseError("no first-token probabilities (ShieldGemma needs a backend that returns them: hf, or "
-                              "an OpenAI-compatible server with logprobs)")
-    agg = {"yes": 0.0, "no": 0.0}
-    for tok, p in probs.items():
-        k = tok.strip().lstrip("\u2581").lower()
-        if k in agg:
-            agg[k] += p
-    if agg["yes"] + agg["no"] <= 0:
-        raise JudgeParseError("neither 'Yes' nor 'No' among the first-token probabilities")
-    return agg["yes"] / (agg["yes"] + agg["no"])
+    return p_unsafe(probs, {"Yes": True, "No": False})
 
 
 class ShieldGemmaJudge(LLMJudge):
