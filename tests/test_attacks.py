@@ -5,9 +5,8 @@ judged as the model's own text; endpoints that cannot continue a turn are refuse
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+import cli_process
 import pytest
 from test_eval_trust import ScriptedModel
 
@@ -166,7 +165,7 @@ def test_attack_settings_and_endpoints_fail_in_one_line(tmp_path):
 
 def test_every_attack_on_the_tiny_model_through_the_cli(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", f"hf:{tiny_model_dir}",
+    p = cli_process.run(["eval", "safety", "--model", f"hf:{tiny_model_dir}",
                         "--bench-file", BENCH, "--limit", "2", "--max-new-tokens", "3", "--no-progress",
                         "--attack", "none,prefill-answer,prefill-thinking,cot-hijack-prefill", "-o", str(out)],
                        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
@@ -177,7 +176,7 @@ def test_every_attack_on_the_tiny_model_through_the_cli(tmp_path, tiny_model_dir
     for task in list(s["benchmarks"])[1:]:
         for r in _judged(out, task):
             assert r["attack_prefill"] and r["response"] == r["attack_prefill"] + r["generation"]
-    h = subprocess.run([sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--help"], capture_output=True,
+    h = cli_process.run(["eval", "safety", "--help"], capture_output=True,
                        text=True, timeout=60)
     flat = " ".join(h.stdout.split()).replace("- ", "-")  # click wraps the help at hyphens
     for name in ("prefill-answer", "prefill-thinking", "cot-hijack", "cot-hijack-prefill"):

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cli_process
 import pytest
 from test_attacks import Recording
 
@@ -207,13 +208,13 @@ def test_kill_9_mid_attack_then_rerun_equals_uninterrupted(tmp_path):
             "attacker": "openai:fake-model", "attacker_base_url": url, "streams": 2, "iterations": 4}}}))
 
         def run(out):
-            return [sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", "openai:fake-model", "--base-url",
+            return ["eval", "safety", "--model", "openai:fake-model", "--base-url",
                     url, "--bench-file", BENCH, "--limit", "6", "--batch-size", "2", "--config", str(cfg), "--no-progress",
                     "-o", str(out)]
 
-        ref = subprocess.run(run(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
+        ref = cli_process.run(run(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
         assert ref.returncode == 0, ref.stderr[-2000:]
-        p = subprocess.Popen(run(tmp_path / "k"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = cli_process.popen(run(tmp_path / "k"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         logs = tmp_path / "k" / "heldout_harmful@pair" / "transcripts"
         deadline = time.time() + 120
         while time.time() < deadline and sum(len(f.read_text().splitlines()) for f in logs.glob("*.jsonl")) < 5:
@@ -222,7 +223,7 @@ def test_kill_9_mid_attack_then_rerun_equals_uninterrupted(tmp_path):
         p.wait()
         assert not (tmp_path / "k" / "summary.json").exists()  # killed mid-attack
         before = {f.name: f.read_text().splitlines() for f in logs.glob("*.jsonl")}
-        again = subprocess.run(run(tmp_path / "k"), env=env, capture_output=True, text=True, timeout=300)
+        again = cli_process.run(run(tmp_path / "k"), env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]
     finally:
         server.kill()

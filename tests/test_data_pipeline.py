@@ -8,10 +8,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import cli_process
 import pytest
 import yaml
 
@@ -75,7 +75,7 @@ def _config(path: Path, slice_file: Path, sources: list[str], out_dir: Path, mod
 
 
 def _run_cli(cfg: Path, env: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "safekey.cli.main", "data", "pipeline", str(cfg)], cwd=REPO, env=env,
+    return cli_process.popen(["data", "pipeline", str(cfg)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -199,7 +199,7 @@ def test_smollm_teacher_and_judge_end_to_end(slice200, tmp_path, smollm2_dir):
     all10 = sum(1 for x in scored if set(x.score.values()) == {10})
     assert s["select"]["selected"] == min(all10, 1000) and s["benign"]["inputs"] == s["select"]["selected"]
     # SmolLM2's scores keep nothing for select; run the benign step on everything it scored
-    bp = subprocess.run([sys.executable, "-m", "safekey.cli.main", "data", "benign", str(run / "scored.jsonl"),
+    bp = cli_process.run(["data", "benign", str(run / "scored.jsonl"),
                          "-o", str(run / "benign.jsonl"), "--config", str(tmp_path / "smol.yaml")],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert bp.returncode == 0, bp.stderr[-3000:]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+
+import cli_process
 
 from safekey.preflight import check_backend, cost, environment
 from safekey.testing.fake_openai import FakeOpenAI
@@ -13,7 +13,7 @@ from safekey.testing.fake_openai import FakeOpenAI
 def _cli(*args, env=None):
     e = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     e.update({"HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "safekey.cli.main", "doctor", *args], capture_output=True, text=True,
+    return cli_process.run(["doctor", *args], capture_output=True, text=True,
                           timeout=120, env=e)
 
 

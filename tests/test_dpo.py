@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 
+import cli_process
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,12 +136,11 @@ def test_pairs_are_validated_in_one_line(tmp_path):
 
 
 def test_lora_reference_is_the_disabled_adapter_and_the_export_loads(tmp_path, tiny_model_dir):
-    import sys
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps(x) for x in _pairs(4)) + "\n")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(pairs), "--model", str(tiny_model_dir),
+    r = cli_process.run(["train", "run", str(pairs), "--model", str(tiny_model_dir),
                         "--mode", "dpo", "--lora", "-o", str(out), "--epochs", "1", "--max-length", "256", "--no-progress",
                         "--set", "effective_batch=2", "--set", "per_device_batch=2", "--set", "lr=1e-3"],
                        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import cli_process
 import pytest
 
 from safekey.cli.main import main
@@ -170,8 +171,8 @@ def test_smollm2_cli_math_and_humaneval(smollm2_dir, tmp_path, shared):
     shared("math500/test.jsonl")
     out = tmp_path / "smol"
     t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "safekey.cli.main", "eval", "reasoning", "--model", f"hf:{smollm2_dir}",
+    r = cli_process.run(
+        ["eval", "reasoning", "--model", f"hf:{smollm2_dir}",
          "--bench", "math500,humaneval", "--limit", "math500=3,humaneval=2", "--max-new-tokens", "48", "-o", str(out)],
         capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )

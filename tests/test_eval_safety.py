@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
+import cli_process
 import pytest
 
 from safekey.evals.compare import compare_runs
@@ -239,7 +238,7 @@ def test_compare_pairs_by_item(shared, tiny_model_dir, tiny_backend, tmp_path):
 
 def _cli(*args, env=None, timeout=600):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "safekey.cli.main", *args], capture_output=True, text=True, check=False,
+    return cli_process.run([*args], capture_output=True, text=True, check=False,
                           env=e, timeout=timeout)
 
 

@@ -7,9 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+import cli_process
 
 from safekey.testing.fake_openai import FakeOpenAI
 
@@ -33,7 +34,7 @@ def _env(tmp_path):
 
 
 def _args(srv, out, *extra):
-    return [sys.executable, "-m", "safekey.cli.main", "eval", "safety", "--model", "openai:fake-model",
+    return ["eval", "safety", "--model", "openai:fake-model",
             "--base-url", srv.base_url, "--bench", "strongreject,xstest-contrast", "--limit", "8",
             "--judge", "harm-1to5", "--judge-model", "openai:fake-judge", "--judge-base-url", srv.base_url,
             "--max-new-tokens", "64", "-o", str(out), "--no-progress", *extra]
@@ -47,7 +48,7 @@ def test_judge_faults_are_counted_then_completed_on_rerun(shared, tmp_path):
     shared("strongreject/strongreject_dataset.csv")
     out = tmp_path / "run"
     with FakeOpenAI(responder, fault_rate=0.4, faults=("garbage", "429"), seed=3, retry_after=0.05) as srv:
-        p = subprocess.run(_args(srv, out), capture_output=True, text=True, check=False, env=_env(tmp_path), timeout=300)
+        p = cli_process.run(_args(srv, out), capture_output=True, text=True, check=False, env=_env(tmp_path), timeout=300)
         s1 = json.loads((out / "summary.json").read_text())
         failed = sum(b["judge_failures"] for b in s1["benchmarks"].values())
         # past --max-judge-failures (default 10 % of a benchmark) the run exits 2 with one line,
@@ -69,7 +70,7 @@ def test_judge_faults_are_counted_then_completed_on_rerun(shared, tmp_path):
             assert b["metrics"]["harmful_rate"]["n"] == len(judged)  # a failure is never in a rate
             assert all("unparseable" in f["reason"] or "failed" in f["reason"] for f in fails)
         srv.fault_rate = 0.0
-        p2 = subprocess.run(_args(srv, out), capture_output=True, text=True, check=False, env=_env(tmp_path), timeout=300)
+        p2 = cli_process.run(_args(srv, out), capture_output=True, text=True, check=False, env=_env(tmp_path), timeout=300)
         assert p2.returncode == 0, p2.stderr[-2000:]
     s2 = json.loads((out / "summary.json").read_text())
     for name, b in s2["benchmarks"].items():
@@ -93,10 +94,10 @@ def test_kill_9_mid_judging_then_resume(shared, tmp_path):
     shared("strongreject/strongreject_dataset.csv")
     ref, out = tmp_path / "ref", tmp_path / "killed"
     with FakeOpenAI(responder, latency=0.15) as srv:
-        p = subprocess.run(_args(srv, ref, "--judge-batch-size", "1"), capture_output=True, text=True, check=False,
+        p = cli_process.run(_args(srv, ref, "--judge-batch-size", "1"), capture_output=True, text=True, check=False,
                            env=_env(tmp_path / "a"), timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]
-        proc = subprocess.Popen(_args(srv, out, "--judge-batch-size", "1"), stdout=subprocess.DEVNULL,
+        proc = cli_process.popen(_args(srv, out, "--judge-batch-size", "1"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=_env(tmp_path / "b"))
         judged = out / "strongreject" / "judged.jsonl"
         deadline = time.time() + 120
@@ -110,7 +111,7 @@ def test_kill_9_mid_judging_then_resume(shared, tmp_path):
         n_before = len(judged.read_text().splitlines())
         assert 3 <= n_before < 8, "the kill must land mid-judging"
         assert not (out / "summary.json").exists()
-        p2 = subprocess.run(_args(srv, out, "--judge-batch-size", "1"), capture_output=True, text=True, check=False,
+        p2 = cli_process.run(_args(srv, out, "--judge-batch-size", "1"), capture_output=True, text=True, check=False,
                             env=_env(tmp_path / "b"), timeout=300)
         assert p2.returncode == 0, p2.stderr[-2000:]
     for name in ("strongreject", "xstest-contrast"):

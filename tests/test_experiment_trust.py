@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cli_process
 import psutil
 import pytest
 import yaml
@@ -144,14 +145,14 @@ def test_retrained_model_and_edited_bench_are_evaluated_again(tmp_path, tiny_mod
 
 
 def _kill_mid_training(tmp_path: Path, spec: Path, out: Path, *, group: bool) -> None:
-    runner = subprocess.Popen([sys.executable, "-m", "safekey.cli.main", "run", str(spec), "-o", str(out)],
+    runner = cli_process.popen(["run", str(spec), "-o", str(out)],
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "running.json").exists():
         assert runner.poll() is None and time.time() < deadline, "the training step never started"
         time.sleep(0.05)
     # a second runner on the same folder is refused while the first one runs, naming its pid
-    second = subprocess.run([sys.executable, "-m", "safekey.cli.main", "run", str(spec), "-o", str(out)],
+    second = cli_process.run(["run", str(spec), "-o", str(out)],
                             capture_output=True, text=True)
     assert second.returncode == 2 and f"pid {runner.pid}" in second.stderr, second.stderr
     ckpts = out / "train" / "sft" / "checkpoints"
@@ -160,6 +161,10 @@ def _kill_mid_training(tmp_path: Path, spec: Path, out: Path, *, group: bool) ->
         time.sleep(0.05)
     tree = psutil.Process(runner.pid).children(recursive=True)
     assert not (out / "train" / "sft" / "train_stats.json").exists(), "training finished before the kill"
+    rec = json.loads((out / "running.json").read_text())
+    # a one-process training is forked by the warm step host; a torchrun launch starts under the guard
+    host = "safekey.stephost" in " ".join(psutil.Process(rec["guard_pid"]).cmdline())
+    assert host == (not group) and psutil.Process(rec["step_pid"]).ppid() == rec["guard_pid"]
     if group:
         os.killpg(runner.pid, signal.SIGKILL)
     else:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
+import cli_process
 import pytest
 import torch
 
@@ -126,7 +125,7 @@ def test_toy_reward_rises_through_the_plumbing(tmp_path, tiny_model_dir):
 def test_grpo_cli_offline_with_the_keyword_judge_and_prefills(tmp_path, tiny_model_dir):
     """LoRA here (the full fine-tune runs in the toy and DDP tests): the export is the merged model."""
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(_prompts(tmp_path)), "--model",
+    r = cli_process.run(["train", "run", str(_prompts(tmp_path)), "--model",
                         str(tiny_model_dir), "--mode", "grpo", "--lora", "-o", str(out), "--epochs", "1", "--max-length", "256",
                         "--no-progress", "--set", "per_device_batch=4", "--set", "effective_batch=4",
                         "--set", "max_completion_length=8", "--set", "prefill_share=0.5"],
@@ -154,7 +153,7 @@ def test_grpo_smoke_on_smollm2_offline(tmp_path):
     from safekey.paths import resource
 
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(resource("starter/train.jsonl")),
+    r = cli_process.run(["train", "run", str(resource("starter/train.jsonl")),
                         "--model", "smollm2-135m", "--mode", "grpo", "-o", str(out), "--limit", "2", "--epochs", "1",
                         "--max-length", "256", "--no-progress", "--set", "per_device_batch=8", "--set", "effective_batch=8",
                         "--set", "max_completion_length=12", "--set", "prefill_share=0.5", "--set", "prefill_words=20"],
@@ -433,7 +432,7 @@ def test_recap_math_share_and_benign_traces_through_the_cli(tmp_path, tiny_model
     benign.write_text(json.dumps({"id": "b0", "response": "<think>This could be dangerous, I must refuse baking advice "
                                   "because ovens are hot and"}) + "\n")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir),
+    r = cli_process.run(["train", "run", str(prompts), "--model", str(tiny_model_dir),
                         "--mode", "grpo", "-o", str(out), "--epochs", "1", "--max-length", "256", "--no-progress",
                         "--set", "effective_batch=16", "--set", "per_device_batch=16", "--set", "max_completion_length=4",
                         "--set", f"math_prompts={math}", "--set", f"prefill_traces_benign={benign}",
@@ -449,7 +448,7 @@ def test_recap_math_share_and_benign_traces_through_the_cli(tmp_path, tiny_model
     assert plan["dynamic_sampling"] is True and plan["safety_reward"] == "binary"
     rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert rows and "rewards/math/mean" in rows[0] and "dynamic_sampling/dropped_share" in rows[0]
-    bad = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(prompts), "--model", str(tiny_model_dir),
+    bad = cli_process.run(["train", "run", str(prompts), "--model", str(tiny_model_dir),
                           "--mode", "grpo", "-o", str(tmp_path / "bad"), "--set", "grpo_rewards={math: 1.0}"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "needs math_prompts" in bad.stderr and "Traceback" not in bad.stderr

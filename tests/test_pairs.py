@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
+import cli_process
 import pytest
 from test_attacks import Recording
 
@@ -88,7 +87,7 @@ def test_pairs_then_dpo_trains_on_them(tmp_path, tiny_model_dir):
     run(_input(tmp_path), tmp_path / "pairs.jsonl", PairsConfig(max_new_tokens=64), backend=Recording(reply, opens_think=False),
         judge=KeywordJudge(), progress=False)
     out = tmp_path / "dpo"
-    r = subprocess.run([sys.executable, "-m", "safekey.cli.main", "train", "run", str(tmp_path / "pairs.jsonl"), "--model",
+    r = cli_process.run(["train", "run", str(tmp_path / "pairs.jsonl"), "--model",
                         str(tiny_model_dir), "--mode", "dpo", "-o", str(out), "--epochs", "1", "--max-length", "256",
                         "--no-progress", "--set", "effective_batch=2", "--set", "per_device_batch=2"],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -99,9 +98,9 @@ def test_pairs_then_dpo_trains_on_them(tmp_path, tiny_model_dir):
 @pytest.mark.smollm
 def test_pairs_end_to_end_offline_on_smollm2(tmp_path):
     out = tmp_path / "pairs.jsonl"
-    cmd = [sys.executable, "-m", "safekey.cli.main", "data", "pairs", str(resource("starter/train.jsonl")), "-o", str(out),
+    cmd = ["data", "pairs", str(resource("starter/train.jsonl")), "-o", str(out),
            "--limit", "8", "--max-new-tokens", "96", "--no-progress"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = cli_process.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 8 and all(x["status"] for x in rows)

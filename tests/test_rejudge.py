@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cli_process
 import pytest
 from test_eval_trust import ScriptedModel
 
@@ -76,8 +77,6 @@ def test_both_rejudge_and_agree_on_smollm2_generations(shared, smollm2_dir, tmp_
     """Issue #16's end-to-end: real SmolLM2 generations, the keyword judge, then the same
     generations re-judged with --judge-part both and by an LLM judge on the fake server, then agree."""
     import os
-    import subprocess
-    import sys
 
     from safekey.testing.fake_openai import FakeOpenAI
 
@@ -85,8 +84,8 @@ def test_both_rejudge_and_agree_on_smollm2_generations(shared, smollm2_dir, tmp_
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": "sk-fake-judge"}
 
     def cli(*args):
-        p = subprocess.run([sys.executable, "-m", "safekey.cli.main", "eval", *args, "--no-progress"] if args[0] != "agree"
-                           else [sys.executable, "-m", "safekey.cli.main", "eval", *args],
+        p = cli_process.run(["eval", *args, "--no-progress"] if args[0] != "agree"
+                           else ["eval", *args],
                            capture_output=True, text=True, env=env, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         return p

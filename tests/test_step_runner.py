@@ -182,3 +182,45 @@ def test_no_credentials_in_steps_file_or_logs(tmp_path, monkeypatch):
     for secret in ("hunter2pw", "QUERYSECRET", "YWxpY2U6aHVudGVy", "sk-env-secret-7788"):
         assert secret not in written
     assert "calling http://***@127.0.0.1:9/v1?api_key=***" in written
+
+
+def test_safekey_steps_are_forked_by_one_warm_host(tmp_path, monkeypatch):
+    """`safekey` steps start from a host that imported torch and transformers once (the ~6 CPU-s a
+    step spent importing them), output and exit status as before; a step whose environment differs
+    from the host's, or any other command, starts cold under the guard."""
+    from safekey import stephost
+    from safekey.steps import cli
+
+    started: list[tuple[int, int]] = []
+    orig = stephost.WarmHost.start
+
+    def spy(self, *a, **kw):
+        proc = orig(self, *a, **kw)
+        started.append((self.pid, proc.pid))
+        return proc
+
+    monkeypatch.setattr(stephost.WarmHost, "start", spy)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import a process makes, on its stderr
+    out = tmp_path / "out"
+    steps = [Step("list", cli("run", "--list"), [], 1), Step("doctor", cli("doctor"), [], 1),
+             Step("flag-env", cli("run", "--list"), [], 1, env={"SAFEKEY_SOME_FLAG": "1"}),  # set in the fork
+             Step("other-env", cli("run", "--list"), [], 1, env={"HF_HUB_OFFLINE": "0"}),  # read at import: cold
+             Step("plain", _py("print('plain step')"), [], 1)]
+    StepRunner(out, echo=lambda _: None).run(steps)
+    assert len(started) == 3 and len({h for h, _ in started}) == 1 and len({p for _, p in started}) == 3
+    host_log = (out / "logs" / "stephost.log").read_text()
+    logs = {s.name: (out / "logs" / f"{s.name}.log").read_text() for s in steps}
+    assert "torch._C\n" in host_log and "transformers.conversion_mapping\n" in host_log  # imported once, here …
+    assert "torch._C\n" not in logs["doctor"] and "safekey doctor" in logs["doctor"]  # … not in a step that uses torch
+    assert "baselines-mini" in logs["list"]
+    assert "baselines-mini" in logs["other-env"] and "baselines-mini" in logs["flag-env"] and "plain step" in logs["plain"]
+    assert not psutil.pid_exists(started[0][0]) or psutil.Process(started[0][0]).status() == psutil.STATUS_ZOMBIE
+    # a failing step fails the run as before: its exit status and its log's last lines
+    bad = Step("bad", cli("data", "select", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.jsonl")), [], 1)
+    with pytest.raises(SafekeyError, match=r"step bad failed \(exit 2\)[\s\S]*missing\.jsonl"):
+        StepRunner(out, echo=lambda _: None).run([bad])
+    assert len(started) == 4
+    # control: the same doctor step started cold imports torch itself
+    monkeypatch.setenv("SAFEKEY_WARM_STEPS", "0")
+    StepRunner(tmp_path / "cold", echo=lambda _: None).run([steps[1]])
+    assert len(started) == 4 and "torch._C\n" in (tmp_path / "cold" / "logs" / "doctor.log").read_text()

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cli_process
 import pytest
 import torch
 from test_train_spans import first_sentence_spans
@@ -51,6 +52,13 @@ def _launch(nproc, args, *, wait=True):
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
                str(_free_port()), *args]
+    elif args[:2] == ["-m", "safekey.cli.main"]:  # one process: forked from the warm host where it can be
+        if not wait:
+            return cli_process.popen(args[2:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                     cwd=REPO, start_new_session=True)
+        r = cli_process.run(args[2:], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
     else:
         cmd = [sys.executable, *args]
     if not wait:
@@ -263,7 +271,7 @@ def test_zero3_config_in_a_plain_single_process(ddp_runs):
     for k in ("ACCELERATE_USE_CPU", "LOCAL_RANK", "RANK", "WORLD_SIZE"):
         env.pop(k, None)
     args = _train_args(ddp_runs["data"], ddp_runs["model"], out, "--set", "per_device_batch=2", "--set", f"deepspeed={ZERO3}")
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    r = cli_process.run(args[2:], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 1 and stats["plan"]["sharding"] == "deepspeed zero-3" and stats["global_step"] == 4

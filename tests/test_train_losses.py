@@ -159,3 +159,62 @@ def test_qmm_under_flex_attention_drops_tokens_and_refuses_a_4d_mask(shared, smo
     trainer.skcfg = cfg.model_copy(update={"qmm_attention": "mask"})
     with pytest.raises(SafekeyError, match="needs eager or sdpa attention, not 'flex_attention'"):
         trainer._qmm_impl()
+
+
+def _grads_after_one_step(trainer, qmm_attention, loss_impl):
+    trainer.skcfg = trainer.skcfg.model_copy(update={"qmm_attention": qmm_attention, "loss_impl": loss_impl})
+    trainer.model.zero_grad(set_to_none=True)
+    seen = []
+    orig = trainer.model.forward
+
+    def spy(*a, **kw):
+        seen.append(kw["input_ids"].shape[1])
+        return orig(*a, **kw)
+
+    trainer.model.forward = spy
+    try:
+        _, total = _one_accumulated_step(trainer)
+    finally:
+        trainer.model.forward = orig
+    grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return total, grads, seen, trainer.meter.read(trainer.state.global_step)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("loss_impl", ["lean", "full"])
+def test_packed_qmm_is_the_two_pass_loss_in_one_forward(shared, smol_tokenizer, tiny_model_dir, tmp_path, attn, loss_impl):
+    """The QMM segment packed behind a block mask gives the losses, K accuracy and every gradient of
+    the two-pass `drop` implementation, in one forward per micro-batch (what made SafeKey 1.16× SFT)."""
+    from safekey.train.run import build_trainer
+
+    cfg = TrainConfig(model=str(tiny_model_dir), mode="safekey", epochs=1, last_k_epochs=1, effective_batch=4,
+                      per_device_batch=2, max_length=160, lr=1e-3, attn_implementation=attn)
+    trainer, _, _ = build_trainer(cfg, star1_records(shared, 4), tmp_path)
+    assert trainer._qmm_impl() == "packed"  # what auto picks for eager / sdpa
+    t_drop, g_drop, calls_drop, log_drop = _grads_after_one_step(trainer, "drop", loss_impl)
+    t_pack, g_pack, calls_pack, log_pack = _grads_after_one_step(trainer, "auto", loss_impl)
+    assert len(calls_drop) == 4 and len(calls_pack) == 2  # two micro-batches: 2 passes each vs 1
+    assert all(p > d for p, d in zip(calls_pack, calls_drop[::2]))  # main + segment in one row
+    assert t_pack == pytest.approx(t_drop, rel=1e-5)
+    for k in ("lm_loss", "head_loss", "qmm_loss"):
+        assert log_pack[k] == pytest.approx(log_drop[k], rel=1e-5) and log_drop[k] > 0
+    assert log_pack["qmm_k_acc"] == log_drop["qmm_k_acc"]
+    assert g_pack.keys() == g_drop.keys() and any(k.startswith("safekey_heads") for k in g_pack)
+    for k, g in g_drop.items():
+        assert torch.allclose(g_pack[k], g, atol=1e-6, rtol=1e-4), k
+
+
+def test_packed_qmm_only_where_a_4d_mask_is_exact(tiny_trainer):
+    """auto falls back to two passes (drop) for a sliding-window model; asking for packed there is refused."""
+    from safekey.types import SafekeyError
+
+    core = tiny_trainer.model
+    assert tiny_trainer._qmm_impl() == "packed"
+    core.config.sliding_window, core.config.use_sliding_window = 64, True
+    try:
+        assert tiny_trainer._qmm_impl() == "drop"
+        tiny_trainer.skcfg = tiny_trainer.skcfg.model_copy(update={"qmm_attention": "packed"})
+        with pytest.raises(SafekeyError, match="would override its sliding windows"):
+            tiny_trainer._qmm_impl()
+    finally:
+        core.config.sliding_window, core.config.use_sliding_window = None, None

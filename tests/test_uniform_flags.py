@@ -6,9 +6,8 @@ complete output and --overwrite recomputes it; `train run --overwrite` starts af
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+import cli_process
 import click
 import pytest
 from click.testing import CliRunner
@@ -37,7 +36,7 @@ def test_every_stage_takes_the_common_flags(path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "safekey.cli.main", *args], capture_output=True, text=True)
+    return cli_process.run([*args], capture_output=True, text=True)
 
 
 def test_select_skips_a_complete_output_and_overwrite_recomputes(tmp_path, shared):

@@ -14,7 +14,9 @@ The promises (README, "Reliability"):
   their own fingerprints, every step after it. An interrupted step with the same fingerprint is
   continued (``resume_args``, e.g. a training's ``--auto-resume``).
 * **No orphans.** Every step runs under :mod:`safekey.stepguard`, which kills the step's whole
-  process tree when the runner dies, however it dies (kill -9 of the runner or of its group).
+  process tree when the runner dies, however it dies (kill -9 of the runner or of its group), or is
+  forked by :mod:`safekey.stephost` (a `safekey` step: torch and transformers imported once per
+  run, not once per step), which makes the same promise.
 * **One runner per folder.** A second runner on the same OUT is refused, and so is a runner while a
   step of a killed one is still alive (its pid is named).
 * Logs and ``steps.json`` carry no credentials (:func:`safekey.redact.redact_secrets`).
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .redact import redact_secrets
+from .stephost import WarmHost, warm_argv
 from .types import SafekeyError
 
 # environment variables that change what a stage reads or produces (part of every step fingerprint)
@@ -171,6 +174,8 @@ class StepRunner:
         (self.out / "logs").mkdir(exist_ok=True)
         self.state_path = self.out / "steps.json"
         self.pid_path = self.out / "running.json"
+        self._host: WarmHost | None = None
+        self._host_failed = False
         self.state: dict[str, Any] = self._load_state()
         self.digests = Digests(self.out / ".digests.json")
         self.fps: dict[str, str] = {}
@@ -264,16 +269,23 @@ class StepRunner:
                 write_text_atomic(p, text)
 
     def _subprocess(self, s: Step, cmd: list[str], log: Path, env: dict[str, str]) -> None:
-        """Run one CLI step under the guard, its output (credentials redacted) to `log`; every 30 s
-        print how far it got (never mid-line)."""
+        """Run one CLI step under the guard (or forked by the warm host), its output (credentials
+        redacted) to `log`; every 30 s print how far it got (never mid-line)."""
         ts = last = time.time()
-        guarded = [sys.executable, "-m", "safekey.stepguard", str(os.getpid()), "--", *cmd]
+        full_env = {**env, **s.env}
+        host = self._host_for(cmd, full_env, log)
         with log.open("w", encoding="utf-8") as f:
-            proc = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**env, **s.env},
-                                    start_new_session=True)  # a kill of our process group leaves the guard to clean up
+            if host is not None:
+                proc = host.start(warm_argv(cmd) or [], os.getcwd(), full_env)
+                guard, step_pid = host.pid, proc.pid
+            else:
+                guarded = [sys.executable, "-m", "safekey.stepguard", str(os.getpid()), "--", *cmd]
+                proc = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+                                        start_new_session=True)  # a kill of our process group leaves the guard to clean up
+                guard, step_pid = proc.pid, None
             pump = threading.Thread(target=_pump, args=(proc.stdout, f), daemon=True)
             pump.start()
-            self._write_pids(s, proc.pid)
+            self._write_pids(s, guard, step_pid)
             try:
                 while proc.poll() is None:
                     time.sleep(0.5)
@@ -281,11 +293,12 @@ class StepRunner:
                         last = time.time()
                         self.echo(f"      … {s.watch()}  ({fmt_duration(last - ts)} in this step)")
             except BaseException:
-                proc.send_signal(signal.SIGTERM)  # the guard stops the whole tree
+                proc.send_signal(signal.SIGTERM)  # the guard (or the host) stops the whole tree
                 proc.wait()
                 raise
             finally:
                 pump.join(timeout=10)
+                proc.stdout.close()
                 self.pid_path.unlink(missing_ok=True)
         if proc.returncode != 0:
             lines = log.read_text(errors="replace").splitlines()
@@ -295,13 +308,32 @@ class StepRunner:
             raise SafekeyError(f"step {s.name} failed (exit {proc.returncode}); log {log}:\n" + "\n".join(causes + tail)
                                + f"\nrerun `{self.what}` to resume")
 
-    def _write_pids(self, s: Step, guard: int) -> None:
+    def _host_for(self, cmd: list[str], env: dict[str, str], log: Path) -> WarmHost | None:
+        """The warm host for a `safekey` step whose environment is the host's (started at the first
+        such step); None = start the step cold. A host that cannot start is said once, then skipped."""
+        if warm_argv(cmd) is None:
+            return None
+        if self._host is not None and not self._host.serves(env):
+            return None
+        if self._host is None and not self._host_failed:
+            try:
+                self._host = WarmHost(env, log.with_name("stephost.log"))
+            except OSError as e:
+                self._host_failed = True
+                self.echo(f"      (steps start cold: {e})")
+        return self._host
+
+    def _close_host(self) -> None:
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
+    def _write_pids(self, s: Step, guard: int, step_pid: int | None = None) -> None:
         import psutil
 
         from .atomic import write_text_atomic
 
-        step_pid = None
-        for _ in range(200):  # the guard starts the step within milliseconds (seconds on a loaded machine)
+        for _ in range(0 if step_pid else 200):  # the guard starts the step within milliseconds (seconds when loaded)
             try:
                 kids = psutil.Process(guard).children()
             except psutil.Error:
@@ -324,6 +356,7 @@ class StepRunner:
             self._refuse_live_step()
             return self._run(steps)
         finally:
+            self._close_host()
             lock.release()
 
     def _run(self, steps: list[Step]) -> dict[str, float]:

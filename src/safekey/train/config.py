@@ -25,9 +25,11 @@ class TrainConfig(BaseModel):
     # what the QMM pass hides: "prefix" = everything before the assistant content (system prompt,
     # chat scaffolding and the user turn); "query" = only the user-message text, template tokens stay visible
     qmm_hide: Literal["prefix", "query"] = "prefix"
-    # how hiding is done: dropping the hidden tokens while keeping their position ids (exact, the
-    # cheapest, any attention backend; what auto picks), or a 4D mask (eager/sdpa only)
-    qmm_attention: Literal["auto", "mask", "drop"] = "auto"
+    # how hiding is done (all exact): "packed" = the QMM segment rides in the main forward behind a
+    # block mask (one pass; eager/sdpa, full attention; what auto picks there); "drop" = a second pass
+    # over the visible tokens at their position ids (any backend; auto's fallback); "mask" = a second
+    # full pass with a 4D mask (eager/sdpa)
+    qmm_attention: Literal["auto", "packed", "mask", "drop"] = "auto"
     # "lean": both cross-entropies from the last hidden state, labelled positions only, in checkpointed
     # chunks through lm_head (never the full B×T×V logits); "full": transformers' loss on full logits
     loss_impl: Literal["lean", "full"] = "lean"

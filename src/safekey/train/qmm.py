@@ -9,8 +9,14 @@ their positions (RoPE positions of U/K are unchanged) but no non-hidden token ca
 hidden tokens keep ordinary causal attention among themselves (never read by U/K; keeps every softmax
 row non-empty, so no NaN).
 
-Two implementations with identical maths (≤ 3e-7 apart in float32):
-* ``drop`` (the default for every attention backend): remove the hidden tokens and pass the original
+Three implementations with identical maths (≤ 3e-7 apart in float32):
+* ``packed`` (what ``auto`` picks for eager/sdpa on full-attention models): the QMM segment (the
+  visible tokens of ``drop`` below, at their original positions) is appended to each row of the main
+  forward, and a block-diagonal 4D mask keeps the two apart. One forward and one backward per
+  micro-batch: every weight's gradient is computed once, and the segment's ~11 % of tokens ride in
+  the main pass's large matrix multiplies instead of a second pass of small ones (that pass cost
+  SafeKey 1.16× an SFT step; benchmarks/train_overhead.py).
+* ``drop`` (the fallback for every other attention backend): remove the hidden tokens and pass the original
   ``position_ids``. It needs only a 2D padding mask, which every backend reads correctly (eager,
   sdpa, flash-attention, flex), and it runs over the visible tokens only — the cheapest exact path.
 * ``mask``: a 4D mask (B, 1, T, T) — boolean for sdpa, additive float for eager. transformers passes a
@@ -82,6 +88,41 @@ def build_qmm_inputs(batch: dict, *, hide: str, unmasked: bool, impl: str, trunc
     mask = qmm_mask_4d(valid, hidden, unmasked=unmasked, dtype=dtype, boolean=(impl == "mask_bool"))
     pos = ar.expand(B, L)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "labels": labels}
+
+
+def sliding_window_layers(config) -> bool:
+    """Whether some layer attends through a sliding window (a 4D mask given to the model replaces it)."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kinds = getattr(cfg, "layer_types", None)
+    if kinds:
+        return any(k != "full_attention" for k in kinds)
+    return bool(getattr(cfg, "sliding_window", None)) and bool(getattr(cfg, "use_sliding_window", True))
+
+
+def pack_segments(main: dict, seg: dict, *, boolean: bool, dtype) -> dict:
+    """One forward for the LM pass and the QMM pass: row b = [main_b (T tokens) | seg_b (S tokens)].
+
+    main: input_ids + 2D attention_mask (positions 0..T-1, as the model would assign); seg: the
+    ``drop`` QMM inputs (input_ids, 2D attention_mask, position_ids). The mask is block-diagonal:
+    main tokens see main tokens causally, segment tokens see segment tokens causally, never across,
+    so each block computes exactly what its own forward would. (B, 1, T+S, T+S): True/0.0 = attend."""
+    ids_m, am_m = main["input_ids"], main["attention_mask"].bool()
+    ids_s, am_s, pos_s = seg["input_ids"], seg["attention_mask"].bool(), seg["position_ids"]
+    B, T = ids_m.shape
+    S = ids_s.shape[1]
+    dev = ids_m.device
+    allow = torch.zeros(B, T + S, T + S, dtype=torch.bool, device=dev)
+    allow[:, :T, :T] = torch.ones(T, T, dtype=torch.bool, device=dev).tril().unsqueeze(0) & am_m.unsqueeze(1)
+    allow[:, T:, T:] = torch.ones(S, S, dtype=torch.bool, device=dev).tril().unsqueeze(0) & am_s.unsqueeze(1)
+    allow |= torch.eye(T + S, dtype=torch.bool, device=dev).unsqueeze(0)  # padding rows: never an empty row
+    allow = allow.unsqueeze(1)
+    if boolean:
+        mask = allow
+    else:
+        mask = torch.zeros(allow.shape, dtype=dtype, device=dev).masked_fill(~allow, torch.finfo(dtype).min)
+    pos_m = torch.arange(T, device=dev).unsqueeze(0).expand(B, T)
+    return {"input_ids": torch.cat([ids_m, ids_s], 1), "attention_mask": mask,
+            "position_ids": torch.cat([pos_m, pos_s.to(pos_m.dtype)], 1)}
 
 
 def qmm_loss_per_example(logits: torch.Tensor, labels: torch.Tensor):

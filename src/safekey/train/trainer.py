@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .heads import HEADS_ATTR, HEADS_FILE, head_loss_per_example, span_masks
 from .launch import enable_fsdp_on_cpu
 from .lean_loss import FunctionalHead, causal_lm_loss, per_example_ce
-from .qmm import build_qmm_inputs, qmm_loss_per_example
+from .qmm import build_qmm_inputs, pack_segments, qmm_loss_per_example, sliding_window_layers
 
 log = logging.getLogger(__name__)
 LOG_KEYS = ("lm_loss", "qmm_loss", "head_loss", "head_acc_u", "head_acc_pre_k", "qmm_k_acc")
@@ -32,6 +32,13 @@ LOG_KEYS = ("lm_loss", "qmm_loss", "head_loss", "head_acc_u", "head_acc_pre_k", 
 DPO_LOG_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
                 "logps/rejected")
 SPAN_KEYS = ("roles", "u_start", "u_end", "k_start", "k_end", "unsafe")
+
+
+def _head_of(x, T: int):
+    """The main rows' first T positions (a packed forward appends the QMM segment after them)."""
+    if x is None or x.shape[1] == T:
+        return x
+    return x[:, :T].contiguous()
 
 
 def unwrap_peft(m):
@@ -211,15 +218,22 @@ class SafeKeyTrainer(Trainer):
         return getattr(unwrap_peft(self._core()).config, "_attn_implementation", "sdpa") or "sdpa"
 
     def _qmm_impl(self) -> str:
-        """``drop`` unless a 4D mask is asked for, which only eager and sdpa read as a mask."""
+        """``packed`` (auto, where a block mask is exact), else ``drop``; ``mask`` / ``packed`` only
+        where the backend reads a 4D mask as a mask (eager, sdpa) and every layer attends in full."""
         c = self.skcfg
         attn = self.attn_backend()
-        if c.qmm_attention in ("auto", "drop"):
+        if c.qmm_attention == "drop" or c.reference_impl:
             return "drop"
+        why = None
         if attn not in ("eager", "sdpa"):
-            raise SafekeyError(f"qmm_attention=mask needs eager or sdpa attention, not {attn!r}: that backend does "
-                               "not read a 4D mask as a mask (use qmm_attention=drop, exact for every backend)")
-        return "mask_float" if attn == "eager" else "mask_bool"
+            why = f"eager or sdpa attention, not {attn!r}: that backend does not read a 4D mask as a mask"
+        elif sliding_window_layers(unwrap_peft(self._core()).config):
+            why = "a model whose every layer attends in full: a 4D mask would override its sliding windows"
+        if why is None:
+            return "packed" if c.qmm_attention in ("auto", "packed") else ("mask_float" if attn == "eager" else "mask_bool")
+        if c.qmm_attention == "auto":
+            return "drop"
+        raise SafekeyError(f"qmm_attention={c.qmm_attention} needs {why} (use qmm_attention=drop, exact for every backend)")
 
     # -- batching: count the examples of the accumulated batch across ranks ----------------------
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -245,29 +259,46 @@ class SafeKeyTrainer(Trainer):
         multi = self.args.world_size > 1
         lm_scale, scale = loss_scales(self.accelerator.num_processes if multi else 1, self.args.average_tokens_across_devices)
         n_ex = self._n_examples if (training and self._n_examples is not None) else labels.shape[0]
-        out, hidden = self._forward(model, inputs, want_hidden)
-        lm = self._lm_term(out, hidden, labels, num_items_in_batch, training) * lm_scale
+        with_qmm = active and c.use_qmm
+        impl = self._qmm_impl() if with_qmm else None
+        qin = qlabels = None
+        fwd_inputs, T = inputs, labels.shape[1]
+        if impl is not None:
+            core = unwrap_peft(self._core())
+            qin = build_qmm_inputs({**inputs, **spans}, hide=c.qmm_hide, unmasked=c.qmm_unmasked,
+                                   impl="drop" if impl == "packed" else impl, truncate=not c.reference_impl, dtype=core.dtype)
+            qlabels = qin.pop("labels")
+            if impl == "packed":  # one forward: [main | QMM segment] behind a block mask
+                fwd_inputs = pack_segments(inputs, qin, boolean=self.attn_backend() == "sdpa", dtype=core.dtype)
+        out, logits, hidden = self._forward(model, fwd_inputs, want_hidden or c.lean_loss)
+        lm = self._lm_term(_head_of(logits, T), _head_of(hidden, T), labels, num_items_in_batch, training) * lm_scale
         self.meter.add(self.state.global_step, lm=lm)
         self.meter.active = active
         total = lm
         if want_hidden:
-            total = total + (c.head_weight if active else 0.0) * self._head_term(hidden, spans, inputs["attention_mask"],
+            total = total + (c.head_weight if active else 0.0) * self._head_term(_head_of(hidden, T), spans, inputs["attention_mask"],
                                                                                 n_ex, scale, active)
-        if active and c.use_qmm:
-            total = total + c.qmm_weight * self._qmm_term(model, inputs, spans, n_ex, scale)
+        if impl is not None:
+            if impl == "packed":
+                seg = (logits[:, T:] if logits is not None else None, hidden[:, T:] if hidden is not None else None)
+            else:
+                seg = self._forward(model, qin, c.lean_loss)[1:]
+            total = total + c.qmm_weight * self._qmm_term(*seg, qlabels, n_ex, scale)
         return (total, out) if return_outputs else total
 
-    def _forward(self, model, inputs, want_hidden: bool):
-        """(outputs, last hidden state or None): the hidden state when the head or the lean loss needs it."""
+    def _forward(self, model, inputs, need_hidden: bool):
+        """(outputs, full logits or None under the lean loss, last hidden state or None)."""
         c = self.skcfg
-        if want_hidden and c.reference_impl:
+        if need_hidden and c.reference_impl:
             out = model(**inputs, output_hidden_states=True)
-            return out, out.hidden_states[-1]
-        if want_hidden or c.lean_loss:
-            return self._forward_capturing(model, inputs, c.lean_loss)
-        return model(**inputs), None
+            return out, out.logits, out.hidden_states[-1]
+        if need_hidden:
+            out, hidden = self._forward_capturing(model, inputs, c.lean_loss)
+            return out, (None if c.lean_loss else out.logits), hidden
+        out = model(**inputs)
+        return out, out.logits, None
 
-    def _lm_term(self, out, hidden, labels, num_items_in_batch, training: bool):
+    def _lm_term(self, logits, hidden, labels, num_items_in_batch, training: bool):
         """Next-token cross-entropy over the labelled (response) tokens, transformers' normalisation."""
         c = self.skcfg
         if c.lean_loss:
@@ -275,7 +306,7 @@ class SafeKeyTrainer(Trainer):
         else:
             core = unwrap_peft(self._core())
             vocab = core.config.get_text_config().vocab_size
-            lm = core.loss_function(logits=out.logits, labels=labels, vocab_size=vocab, num_items_in_batch=num_items_in_batch)
+            lm = core.loss_function(logits=logits, labels=labels, vocab_size=vocab, num_items_in_batch=num_items_in_batch)
         if num_items_in_batch is None and training:  # per-micro-batch mean: scale for accumulation
             lm = lm / self.current_gradient_accumulation_steps
         return lm
@@ -292,18 +323,14 @@ class SafeKeyTrainer(Trainer):
                            head_ok_pre=((lp > 0).long() == y).sum(), head_n=y.numel())
         return head
 
-    def _qmm_term(self, model, inputs, spans, n_ex, scale: int):
-        """Query-Mask Modeling: K's tokens predicted with the query hidden, per example, over the global batch."""
+    def _qmm_term(self, logits, hidden, qlabels, n_ex, scale: int):
+        """Query-Mask Modeling: K's tokens predicted with the query hidden, per example, over the global
+        batch, from the QMM pass's (or the packed segment's) hidden states or logits."""
         c = self.skcfg
-        core = unwrap_peft(self._core())
-        qin = build_qmm_inputs({**inputs, **spans}, hide=c.qmm_hide, unmasked=c.qmm_unmasked, impl=self._qmm_impl(),
-                               truncate=not c.reference_impl, dtype=core.dtype)
-        qlabels = qin.pop("labels")
         if c.lean_loss:
-            _, qhidden = self._forward_capturing(model, qin, True)
-            per_ex, correct, count = per_example_ce(qhidden, qlabels, self._lm_head(), c.loss_chunk)
+            per_ex, correct, count = per_example_ce(hidden, qlabels, self._lm_head(), c.loss_chunk)
         else:
-            per_ex, correct, count = qmm_loss_per_example(model(**qin).logits, qlabels)
+            per_ex, correct, count = qmm_loss_per_example(logits, qlabels)
         qmm = per_ex.sum() / n_ex * scale
         self.meter.add(self.state.global_step, qmm=qmm, qmm_ok=correct, qmm_n=count)
         return qmm
