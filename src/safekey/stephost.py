@@ -46,9 +46,14 @@ _SENSITIVE_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH",
                        "CUDA", "NCCL", "PYTHON", "LD_", "TOKENIZERS", "DATASETS", "XDG_", "TRITON", "VLLM")
 
 
+# set by torch itself in a process that used it (inductor's cache, the CUDA check): a parent's copy
+# says nothing about how the host imported
+_SELF_SET = {"TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
+
+
 def import_sensitive(env: dict[str, str]) -> dict[str, str]:
     """The variables some library may read once, at import (a forked step would see the host's)."""
-    return {k: v for k, v in env.items() if k == "HOME" or k.startswith(_SENSITIVE_PREFIXES)}
+    return {k: v for k, v in env.items() if (k == "HOME" or k.startswith(_SENSITIVE_PREFIXES)) and k not in _SELF_SET}
 
 
 def _send(sock: socket.socket, obj: dict) -> None:
