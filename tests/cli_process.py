@@ -11,7 +11,6 @@ input, a host busy with another command, or SAFEKEY_WARM_STEPS=0.
 
 from __future__ import annotations
 
-import atexit
 import io
 import os
 import subprocess
@@ -19,25 +18,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from safekey.stephost import WarmHost, warm_enabled
+from safekey.stephost import WarmHost, shared_host
 
-_host: WarmHost | None = None
-_host_failed = False
 _BASE_ENV = dict(os.environ)  # at collection, before any test's monkeypatching: what the host imports under
+_host_failed = False
 
 
 def _warm(env: dict[str, str]) -> WarmHost | None:
-    global _host, _host_failed
-    if not warm_enabled() or _host_failed:
+    """The worker's warm host (the one its in-process `safekey run`s fork their steps from) when it
+    can serve `env` now."""
+    global _host_failed
+    if _host_failed:
         return None
-    if _host is None or _host.dead:
-        try:
-            _host = WarmHost(_BASE_ENV, Path(tempfile.gettempdir()) / f"safekey-test-host-{os.getpid()}.log")
-        except OSError:
-            _host_failed = True
-            return None
-        atexit.register(_host.close)
-    return _host if _host.serves(env) else None
+    try:
+        shared_host(_BASE_ENV, Path(tempfile.gettempdir()) / f"safekey-test-host-{os.getpid()}.log")
+    except OSError:
+        _host_failed = True
+        return None
+    return shared_host(env, None)
 
 
 def _fd(spec, default: int) -> tuple[int, int | None]:

@@ -200,6 +200,7 @@ def test_safekey_steps_are_forked_by_one_warm_host(tmp_path, monkeypatch):
         return proc
 
     monkeypatch.setattr(stephost.WarmHost, "start", spy)
+    monkeypatch.setattr(stephost, "_shared", None)  # a host of this test's own (the worker's is put back after)
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import a process makes, on its stderr
     out = tmp_path / "out"
     steps = [Step("list", cli("run", "--list"), [], 1), Step("doctor", cli("doctor"), [], 1),
@@ -208,19 +209,21 @@ def test_safekey_steps_are_forked_by_one_warm_host(tmp_path, monkeypatch):
              Step("plain", _py("print('plain step')"), [], 1)]
     StepRunner(out, echo=lambda _: None).run(steps)
     assert len(started) == 3 and len({h for h, _ in started}) == 1 and len({p for _, p in started}) == 3
-    host_log = (out / "logs" / "stephost.log").read_text()
+    assert stephost._shared is not None and stephost._shared.pid == started[0][0]  # this process's host …
+    host_log = Path(stephost._shared.log_path).read_text()
     logs = {s.name: (out / "logs" / f"{s.name}.log").read_text() for s in steps}
     assert "torch._C\n" in host_log and "transformers.conversion_mapping\n" in host_log  # imported once, here …
     assert "torch._C\n" not in logs["doctor"] and "safekey doctor" in logs["doctor"]  # … not in a step that uses torch
     assert "baselines-mini" in logs["list"]
     assert "baselines-mini" in logs["other-env"] and "baselines-mini" in logs["flag-env"] and "plain step" in logs["plain"]
-    assert not psutil.pid_exists(started[0][0]) or psutil.Process(started[0][0]).status() == psutil.STATUS_ZOMBIE
+    assert psutil.pid_exists(started[0][0])  # … kept for the next runner of this process (closed at exit)
     # a failing step fails the run as before: its exit status and its log's last lines
     bad = Step("bad", cli("data", "select", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.jsonl")), [], 1)
     with pytest.raises(SafekeyError, match=r"step bad failed \(exit 2\)[\s\S]*missing\.jsonl"):
         StepRunner(out, echo=lambda _: None).run([bad])
-    assert len(started) == 4
+    assert len(started) == 4 and started[3][0] == started[0][0]
     # control: the same doctor step started cold imports torch itself
     monkeypatch.setenv("SAFEKEY_WARM_STEPS", "0")
     StepRunner(tmp_path / "cold", echo=lambda _: None).run([steps[1]])
     assert len(started) == 4 and "torch._C\n" in (tmp_path / "cold" / "logs" / "doctor.log").read_text()
+    stephost._shared.close()

@@ -241,6 +241,7 @@ class WarmHost:
 
         self.env = dict(env)
         self.sensitive = import_sensitive(self.env)
+        self.log_path = log_path
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "safekey.stephost", str(os.getpid()), str(theirs.fileno())],
@@ -264,8 +265,10 @@ class WarmHost:
         return self.current is not None
 
     def serves(self, env: dict[str, str]) -> bool:
-        """Whether a step with this environment may be forked from here (see import_sensitive)."""
-        return not self.dead and not self.busy and import_sensitive(env) == self.sensitive
+        """Whether a step with this environment may be forked from here now (alive, idle, and the
+        same variables read at import: see import_sensitive)."""
+        return (not self.dead and self.proc.poll() is None and not self.busy
+                and import_sensitive(env) == self.sensitive)
 
     def _next(self, timeout: float | None) -> dict:
         """The host's next message ({} when none came within `timeout`, None = wait). The host's end
@@ -329,6 +332,28 @@ class WarmHost:
         except Exception:
             self.proc.kill()
             self.proc.wait()
+
+
+_shared: WarmHost | None = None
+
+
+def shared_host(env: dict[str, str], log_path) -> WarmHost | None:
+    """This process's host, started at the first use (its output to `log_path`) and ended at exit:
+    every runner and command of the process shares it. None where it cannot serve `env` now (the
+    caller starts cold). Only the main thread starts one: the kernel's parent-death signal follows
+    the thread that started the host, so a host started by a thread would die with that thread."""
+    import atexit
+    import threading
+
+    global _shared
+    if not warm_enabled():
+        return None
+    if _shared is None or _shared.dead or _shared.proc.poll() is not None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        _shared = WarmHost(env, log_path)  # OSError: it cannot start here
+        atexit.register(_shared.close)
+    return _shared if _shared.serves(env) else None
 
 
 if __name__ == "__main__":

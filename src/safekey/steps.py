@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .redact import redact_secrets
-from .stephost import WarmHost, warm_argv
+from .stephost import WarmHost, shared_host, warm_argv
 from .types import SafekeyError
 
 # environment variables that change what a stage reads or produces (part of every step fingerprint)
@@ -174,7 +174,6 @@ class StepRunner:
         (self.out / "logs").mkdir(exist_ok=True)
         self.state_path = self.out / "steps.json"
         self.pid_path = self.out / "running.json"
-        self._host: WarmHost | None = None
         self._host_failed = False
         self.state: dict[str, Any] = self._load_state()
         self.digests = Digests(self.out / ".digests.json")
@@ -275,10 +274,14 @@ class StepRunner:
         full_env = {**env, **s.env}
         host = self._host_for(cmd, full_env, log)
         with log.open("w", encoding="utf-8") as f:
+            proc = None
             if host is not None:
-                proc = host.start(warm_argv(cmd) or [], os.getcwd(), full_env)
-                guard, step_pid = host.pid, proc.pid
-            else:
+                try:
+                    proc = host.start(warm_argv(cmd) or [], os.getcwd(), full_env)
+                    guard, step_pid = host.pid, proc.pid
+                except OSError as e:  # the host went away between two steps: this one starts cold
+                    self.echo(f"      (step starts cold: {e})")
+            if proc is None:
                 guarded = [sys.executable, "-m", "safekey.stepguard", str(os.getpid()), "--", *cmd]
                 proc = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
                                         start_new_session=True)  # a kill of our process group leaves the guard to clean up
@@ -309,24 +312,16 @@ class StepRunner:
                                + f"\nrerun `{self.what}` to resume")
 
     def _host_for(self, cmd: list[str], env: dict[str, str], log: Path) -> WarmHost | None:
-        """The warm host for a `safekey` step whose environment is the host's (started at the first
-        such step); None = start the step cold. A host that cannot start is said once, then skipped."""
-        if warm_argv(cmd) is None:
+        """This process's warm host for a `safekey` step it can serve; None = start the step cold.
+        A host that cannot start is said once, then skipped."""
+        if warm_argv(cmd) is None or self._host_failed:
             return None
-        if self._host is not None and not self._host.serves(env):
+        try:
+            return shared_host(env, log.with_name("stephost.log"))
+        except OSError as e:
+            self._host_failed = True
+            self.echo(f"      (steps start cold: {e})")
             return None
-        if self._host is None and not self._host_failed:
-            try:
-                self._host = WarmHost(env, log.with_name("stephost.log"))
-            except OSError as e:
-                self._host_failed = True
-                self.echo(f"      (steps start cold: {e})")
-        return self._host
-
-    def _close_host(self) -> None:
-        if self._host is not None:
-            self._host.close()
-            self._host = None
 
     def _write_pids(self, s: Step, guard: int, step_pid: int | None = None) -> None:
         import psutil
@@ -356,7 +351,6 @@ class StepRunner:
             self._refuse_live_step()
             return self._run(steps)
         finally:
-            self._close_host()
             lock.release()
 
     def _run(self, steps: list[Step]) -> dict[str, float]:
