@@ -46,9 +46,10 @@ _SENSITIVE_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH",
                        "CUDA", "NCCL", "PYTHON", "LD_", "TOKENIZERS", "DATASETS", "XDG_", "TRITON", "VLLM")
 
 
-# set by torch itself in a process that used it (inductor's cache, the CUDA check): a parent's copy
-# says nothing about how the host imported
-_SELF_SET = {"TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK"}
+# set by libraries on themselves in a process that used them (torch: inductor's cache, the CUDA check;
+# scikit-learn / joblib at import: Intel OpenMP's fork settings): a parent's copy says nothing about
+# how the host imported
+_SELF_SET = {"TORCHINDUCTOR_CACHE_DIR", "PYTORCH_NVML_BASED_CUDA_CHECK", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}
 
 
 def import_sensitive(env: dict[str, str]) -> dict[str, str]:
