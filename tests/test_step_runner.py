@@ -227,3 +227,21 @@ def test_safekey_steps_are_forked_by_one_warm_host(tmp_path, monkeypatch):
     StepRunner(tmp_path / "cold", echo=lambda _: None).run([steps[1]])
     assert len(started) == 4 and "torch._C\n" in (tmp_path / "cold" / "logs" / "doctor.log").read_text()
     stephost._shared.close()
+
+
+def test_warm_host_stays_off_on_a_gpu_machine_unless_asked(monkeypatch):
+    """CUDA does not survive a fork once the driver is initialised (an import may ask for the device
+    count): where a GPU device node exists, steps start cold unless SAFEKEY_WARM_STEPS=1."""
+    from safekey import stephost
+
+    real = os.path.exists
+    monkeypatch.delenv("SAFEKEY_WARM_STEPS", raising=False)
+    assert stephost.warm_enabled() == (not any(real(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")))
+    monkeypatch.setattr(stephost.os.path, "exists", lambda p: p == "/dev/nvidiactl" or real(p))
+    assert not stephost.warm_enabled()
+    assert stephost.warm_argv([sys.executable, "-m", "safekey.cli.main", "run", "--list"]) is None
+    monkeypatch.setenv("SAFEKEY_WARM_STEPS", "1")
+    assert stephost.warm_enabled()
+    monkeypatch.setenv("SAFEKEY_WARM_STEPS", "0")
+    monkeypatch.setattr(stephost.os.path, "exists", real)
+    assert not stephost.warm_enabled()

@@ -1,5 +1,5 @@
-"""A warm step host: one process per `safekey run` imports torch, transformers and TRL once, then
-forks each `safekey …` step from there.
+"""A warm step host: one process per `safekey run` (or test worker) imports torch, transformers and
+TRL once, then forks each `safekey …` step from there.
 
 Why: a step process spends ~6 CPU-s importing torch and transformers' Trainer before it reads a
 byte (`python -X importtime`: nothing single to drop); an experiment runs tens of steps, the test
@@ -13,7 +13,9 @@ What makes a step eligible (else the runner starts it the cold way, under the gu
 interpreter's `safekey` CLI, and its environment equals the host's in every variable a library
 reads at import time (:func:`import_sensitive`: HF_HUB_OFFLINE, cache paths, HOME, OMP_NUM_THREADS
 …); the rest (SAFEKEY_*, API keys) is set in the step before it runs. ``SAFEKEY_WARM_STEPS=0``
-turns the host off.
+turns the host off, ``=1`` on. Unset, it is on except where a GPU device node exists: CUDA does
+not survive a fork after the driver was initialised, and a library's import may ask for the device
+count; there a step runs minutes to hours and the 6 s do not matter.
 
 Protocol over a Unix SOCK_SEQPACKET pair, one step at a time: the client sends one JSON message
 ``{"argv": [...], "cwd": "...", "env": {...}, "session": bool}`` with the step's stdout (and stderr)
@@ -169,7 +171,13 @@ def warm_argv(cmd: list[str]) -> list[str] | None:
 
 
 def warm_enabled() -> bool:
-    return os.environ.get("SAFEKEY_WARM_STEPS", "1") != "0" and sys.platform.startswith("linux")
+    """SAFEKEY_WARM_STEPS=0/1 decides; unset: Linux without a GPU device node (see the module's why)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    asked = os.environ.get("SAFEKEY_WARM_STEPS")
+    if asked is not None:
+        return asked != "0"
+    return not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
 class WarmStep:
