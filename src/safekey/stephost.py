@@ -92,8 +92,10 @@ def _run_step(req: dict, out_fd: int, err_fd: int) -> None:
             if not isinstance(e.code, int | None):
                 print(e.code, file=sys.stderr)
         import atexit
+        import threading
 
-        atexit._run_exitfuncs()  # what a process's normal exit runs (log handlers, temp files)
+        threading._shutdown()  # what an interpreter's exit does, in its order: wait for non-daemon threads,
+        atexit._run_exitfuncs()  # then the exit handlers (log handlers, temp files)
     except BaseException:
         import traceback
 

@@ -288,7 +288,7 @@ class StepRunner:
                 guard, step_pid = proc.pid, None
             pump = threading.Thread(target=_pump, args=(proc.stdout, f), daemon=True)
             pump.start()
-            self._write_pids(s, guard, step_pid)
+            self._write_pids(s, guard, step_pid, ended=proc.poll)
             try:
                 while proc.poll() is None:
                     time.sleep(0.5)
@@ -323,12 +323,17 @@ class StepRunner:
             self.echo(f"      (steps start cold: {e})")
             return None
 
-    def _write_pids(self, s: Step, guard: int, step_pid: int | None = None) -> None:
+    def _write_pids(self, s: Step, guard: int, step_pid: int | None = None, ended=lambda: None) -> None:
+        """OUT/running.json: the guard's and the step's pids. The guard starts the step within
+        milliseconds (seconds on a loaded machine); a step that ended before it was seen is not waited
+        for (the 10 s poll used to run out on every quick step: 40 s of a 4-step test asleep)."""
         import psutil
 
         from .atomic import write_text_atomic
 
-        for _ in range(0 if step_pid else 200):  # the guard starts the step within milliseconds (seconds when loaded)
+        for _ in range(0 if step_pid else 200):
+            if ended() is not None:
+                break
             try:
                 kids = psutil.Process(guard).children()
             except psutil.Error:
