@@ -62,17 +62,14 @@ def kill_tree(grace_s: float = GRACE_S) -> int:
     return len(procs)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m safekey.stepguard PARENT_PID -- CMD …", file=sys.stderr)
-        return 2
-    parent, cmd = int(argv[0]), argv[2:]
-    linux = sys.platform.startswith("linux")
-    if linux:
+def arm(parent: int) -> bool:
+    """Become a guard of `parent`'s work: subreaper, SIGTERM when `parent` dies, and on SIGTERM /
+    SIGINT / SIGHUP every descendant stopped before exiting. False: `parent` is already gone."""
+    if sys.platform.startswith("linux"):
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the runner died before PDEATHSIG was armed
-        return 143
+        return False
     stopping = False
 
     def stop(signum, _frame):
@@ -84,6 +81,17 @@ def main(argv: list[str]) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, stop)
+    return True
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: python -m safekey.stepguard PARENT_PID -- CMD …", file=sys.stderr)
+        return 2
+    parent, cmd = int(argv[0]), argv[2:]
+    linux = sys.platform.startswith("linux")
+    if not arm(parent):
+        return 143
     rc = subprocess.Popen(cmd).wait()
     if linux:
         kill_tree()  # descendants that outlived the step (reparented to us): not left behind

@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 
-from .stepguard import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, _prctl, kill_tree
+from .stepguard import arm, kill_tree
 
 # imported once in the host; a step imports anything else itself
 PRELOAD = ("torch", "transformers", "transformers.trainer", "trl", "peft", "accelerate", "datasets", "safekey.cli.main",
@@ -110,22 +110,8 @@ def _run_step(req: dict, out_fd: int, err_fd: int) -> None:
 
 
 def serve(parent: int, fd: int) -> int:
-    if sys.platform.startswith("linux"):
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the runner died before PDEATHSIG was armed
+    if not arm(parent):
         return 143
-    stopping = False
-
-    def stop(signum, _frame):
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            kill_tree()
-            os._exit(128 + signum)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, stop)
     import importlib
 
     for name in PRELOAD:
