@@ -31,11 +31,11 @@ def _warm(env: dict[str, str]) -> WarmHost | None:
     if _host_failed:
         return None
     try:
-        shared_host(_BASE_ENV, Path(tempfile.gettempdir()) / f"safekey-test-host-{os.getpid()}.log")
+        host = shared_host(_BASE_ENV, Path(tempfile.gettempdir()) / f"safekey-test-host-{os.getpid()}.log")
     except OSError:
         _host_failed = True
         return None
-    return shared_host(env, None)
+    return host if host is not None and host.serves(env) else None
 
 
 def _fd(spec, default: int) -> tuple[int, int | None]:

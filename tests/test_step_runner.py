@@ -204,7 +204,7 @@ def test_safekey_steps_are_forked_by_one_warm_host(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import a process makes, on its stderr
     out = tmp_path / "out"
     steps = [Step("list", cli("run", "--list"), [], 1), Step("doctor", cli("doctor"), [], 1),
-             Step("flag-env", cli("run", "--list"), [], 1, env={"SAFEKEY_SOME_FLAG": "1"}),  # set in the fork
+             Step("flag-env", cli("doctor"), [], 1, env={"SAFEKEY_HOME": str(tmp_path / "home-x"), "COLUMNS": "400"}),  # set in the fork
              Step("other-env", cli("run", "--list"), [], 1, env={"HF_HUB_OFFLINE": "0"}),  # read at import: cold
              Step("plain", _py("print('plain step')"), [], 1)]
     StepRunner(out, echo=lambda _: None).run(steps)
@@ -215,7 +215,7 @@ def test_safekey_steps_are_forked_by_one_warm_host(tmp_path, monkeypatch):
     assert "torch._C\n" in host_log and "transformers.conversion_mapping\n" in host_log  # imported once, here …
     assert "torch._C\n" not in logs["doctor"] and "safekey doctor" in logs["doctor"]  # … not in a step that uses torch
     assert "baselines-mini" in logs["list"]
-    assert "baselines-mini" in logs["other-env"] and "baselines-mini" in logs["flag-env"] and "plain step" in logs["plain"]
+    assert "baselines-mini" in logs["other-env"] and str(tmp_path / "home-x") in " ".join(logs["flag-env"].split()) and "plain step" in logs["plain"]
     assert psutil.pid_exists(started[0][0])  # … kept for the next runner of this process (closed at exit)
     # a failing step fails the run as before: its exit status and its log's last lines
     bad = Step("bad", cli("data", "select", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.jsonl")), [], 1)
@@ -245,3 +245,13 @@ def test_warm_host_stays_off_on_a_gpu_machine_unless_asked(monkeypatch):
     monkeypatch.setenv("SAFEKEY_WARM_STEPS", "0")
     monkeypatch.setattr(stephost.os.path, "exists", real)
     assert not stephost.warm_enabled()
+
+
+def test_a_quick_step_is_not_waited_for_after_it_ended(tmp_path):
+    """The runner looks for the guard's child to record its pid; a step that already ended is not
+    polled for (the 10 s poll used to run out on every quick step)."""
+    steps, src, end, _ = _chain(tmp_path)
+    src.write_text("a")
+    t0 = time.monotonic()
+    StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
+    assert end.read_text() == "a|RESUME" and time.monotonic() - t0 < 15  # was ≥ 20 s: 10 s per step
