@@ -70,12 +70,27 @@ def _launch(nproc, args, *, wait=True):
 
 
 def _kill_9_at_checkpoint(proc, out, step: int = 2):
-    """kill -9 the launcher and its ranks once checkpoint-STEP is complete; the run must not have finished."""
+    """kill -9 the launcher and every rank at once (a node that died) once checkpoint-STEP is
+    complete; the run must not have finished. torchrun starts each rank in a session of its own, so
+    a kill of the launcher's process group alone leaves the ranks training: they used to finish the
+    run beside the "resumed" one, which then proved nothing about resuming."""
+    import psutil
+
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").exists():
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for p in tree:
+        try:
+            if os.getpgid(p.pid) == p.pid:  # a session leader: its group too (what a rank started)
+                os.killpg(p.pid, signal.SIGKILL)
+            else:
+                p.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
     proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, f"still running after kill -9: {alive}"
     assert (out / "checkpoints" / f"checkpoint-{step}").exists() and not (out / "model.safetensors").exists()
 
 
