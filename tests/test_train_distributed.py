@@ -69,18 +69,21 @@ def _launch(nproc, args, *, wait=True):
     return r
 
 
-def _kill_9_at_checkpoint(proc, out, step: int = 2):
-    """kill -9 the launcher and every rank at once (a node that died) once checkpoint-STEP is
-    complete; the run must not have finished. torchrun starts each rank in a session of its own, so
-    a kill of the launcher's process group alone leaves the ranks training: they used to finish the
-    run beside the "resumed" one, which then proved nothing about resuming."""
+def _kill_9_at_checkpoint(proc, out, step: int = 2, *, launcher_only: bool = False):
+    """kill -9 once checkpoint-STEP is complete; the run must not have finished. By default the
+    launcher and every rank at once (a node that died): torchrun starts each rank in a session of its
+    own, so a kill of the launcher's process group reaches no rank. `launcher_only`: kill just that
+    group; the ranks must end on their own (train.launch.die_with_launcher) — they used to train to
+    the end beside the "resumed" run, which then proved nothing about resuming."""
     import psutil
 
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").exists():
         time.sleep(0.05)
     tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    for p in tree:
+    if launcher_only:
+        assert len(tree) >= 3, tree  # the launcher and its two ranks, which must end with it
+    for p in tree[:1] if launcher_only else tree:
         try:
             if os.getpgid(p.pid) == p.pid:  # a session leader: its group too (what a rank started)
                 os.killpg(p.pid, signal.SIGKILL)
@@ -151,7 +154,7 @@ def test_two_ranks_kill_9_then_resume_equals_uninterrupted(ddp_runs, tiny_model_
     out = ddp_runs["tmp"] / "killed"
     args = _train_args(ddp_runs["data"], tiny_model_dir, out, "--set", "per_device_batch=1", "--set", "save_steps=1",
                        "--set", "save_total_limit=10")
-    _kill_9_at_checkpoint_2(_launch(2, args, wait=False), out)
+    _kill_9_at_checkpoint_2(_launch(2, args, wait=False), out, launcher_only=True)
     _launch(2, [*args, "--resume"])
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["global_step"] == 4

@@ -39,6 +39,15 @@ def _prctl(option: int, arg: int) -> bool:
         return False
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel for `sig` when this process's parent ends (Linux). False: the parent already
+    ended before the request took effect (the race the man page warns about)."""
+    parent = os.getppid()
+    if not sys.platform.startswith("linux") or not _prctl(PR_SET_PDEATHSIG, sig):
+        return True  # nothing to ask for here: the process lives as it always did
+    return os.getppid() == parent
+
+
 def kill_tree(grace_s: float = GRACE_S) -> int:
     """SIGTERM every descendant of this process, SIGKILL those alive after `grace_s`; how many."""
     import psutil

@@ -41,6 +41,18 @@ def refuse_sharding_on_cpu(cfg: TrainConfig | None = None) -> None:
         )
 
 
+def die_with_launcher() -> None:
+    """A rank that torchrun (or a launcher built on it: accelerate) started ends when its launcher
+    ends. Why: torchrun starts each rank in a session of its own, so a kill -9 of the launcher or of
+    its process group left the ranks training to the end, beside a rerun writing the same folder."""
+    import os
+
+    from ..stepguard import die_with_parent
+
+    if "TORCHELASTIC_RUN_ID" in os.environ and not die_with_parent():
+        raise SafekeyError("this rank's launcher (torchrun) has already ended: not training without it")
+
+
 def _single_rank_env() -> None:
     """A plain `python -m …` start: one rank, with the variables torchrun would set, so that the
     sharded path (which needs a process group) runs as world size 1 instead of crashing."""

@@ -183,6 +183,9 @@ def train(cfg: TrainConfig, records_path: str | Path, out_dir: str | Path, *, re
     train_config.yaml, train_stats.json, checkpoints/. Returns the stats. `overwrite` starts a
     folder that holds a training run afresh; `auto_resume` continues an interrupted run of the same
     config (or returns the finished run's stats); `skip_bad` puts malformed lines in train.rejects.jsonl."""
+    from .launch import die_with_launcher
+
+    die_with_launcher()
     out_dir = Path(out_dir)
     lock = _lock_out(out_dir)
     try:
