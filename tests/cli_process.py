@@ -88,3 +88,73 @@ def run(args, *, env=None, cwd=None, capture_output=False, text=False, timeout=N
     if check:
         res.check_returncode()
     return res
+
+
+# -- torchrun ranks forked from a warm host (tests/warm_rank.py) ---------------------------------------
+
+RANK_PROGRAM = str(Path(__file__).with_name("warm_rank.py"))
+_rank_host: subprocess.Popen | None = None
+_rank_host_failed = False
+
+
+def rank_host_log() -> Path:
+    return Path(tempfile.gettempdir()) / f"safekey-rank-host-{os.getpid()}.log"
+
+
+def _start_rank_host() -> subprocess.Popen | None:
+    import atexit
+
+    from safekey.stephost import warm_enabled
+
+    global _rank_host, _rank_host_failed
+    if _rank_host is not None and _rank_host.poll() is None:
+        return _rank_host
+    if _rank_host_failed or not warm_enabled():
+        return None
+    path = Path(tempfile.gettempdir()) / f"safekey-rank-host-{os.getpid()}.sock"
+    path.unlink(missing_ok=True)
+    log = open(rank_host_log(), "ab")  # noqa: SIM115 (the host's life)
+    proc = subprocess.Popen([sys.executable, RANK_PROGRAM, "--host", str(os.getpid()), str(path)], env=_BASE_ENV,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    if proc.stdout.readline().strip() != b"ready":
+        proc.kill()
+        proc.wait()
+        _rank_host_failed = True
+        return None
+    proc.socket_path = str(path)
+
+    def stop():
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        path.unlink(missing_ok=True)
+
+    atexit.register(stop)
+    _rank_host = proc
+    return proc
+
+
+def warm_ranks(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """A torchrun command line whose ranks are `-m safekey.cli.main …`, with each rank forked from this
+    worker's rank host instead (tests/warm_rank.py); unchanged where no host can run."""
+    i = next((k for k in range(len(cmd) - 1) if cmd[k:k + 2] == ["-m", "safekey.cli.main"] and k > 2), None)
+    host = _start_rank_host() if i is not None else None
+    if host is None:
+        return cmd, env
+    from warm_rank import HOST_ENV
+
+    return [*cmd[:i], RANK_PROGRAM, *cmd[i + 2:]], {**env, HOST_ENV: host.socket_path}
+
+
+def wait_warm_ranks_gone(timeout: float = 30.0) -> None:
+    """Every rank forked for this worker has ended (after a kill of the launcher's tree, the handlers
+    kill theirs: a rerun must not meet them)."""
+    import psutil
+
+    if _rank_host is None or _rank_host.poll() is not None:
+        return
+    left = psutil.Process(_rank_host.pid).children(recursive=True)
+    _, alive = psutil.wait_procs(left, timeout=timeout)
+    assert not alive, f"forked ranks still running: {alive}"

@@ -69,20 +69,21 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer=smol_tokenizer_dir)
 
 
-# -- parallel runs (make test: pytest -n 2 --dist loadfile) --------------------------------------------------
+# -- parallel runs (make test: pytest -n 2 --dist loadfile --no-loadscope-reorder) ----------------------------
 # --dist loadfile keeps each test file on one worker, so its module fixtures (a trained tiny model, an
-# eval run) are built once. The multi-rank tests (torchrun, DDP, ZeRO-3, FSDP2) wait for real
-# checkpoint files, never for a time, so a second worker beside them only slows them down.
-
+# eval run) are built once. Two exceptions to the order and the split:
 #
-# Longest files first: xdist hands out files in collection order (make test passes
-# --no-loadscope-reorder, else it sorts them by test count), so the files that take minutes start
-# at once and the short ones fill in at the end, instead of a 90-second file starting last while
-# the other worker has nothing left (measured: ~75 core-seconds idle at the end of the suite).
-# tests/file_seconds.json holds each file's measured seconds; refresh it after adding a slow file:
-#   SAFEKEY_STORE_FILE_SECONDS=tests/file_seconds.json make test
-# A file missing from it runs after the measured ones, in collection order.
+# * the tests marked `multirank` (torchrun: two ranks and a launcher) form ONE unit of work, so one
+#   worker runs them one after another and they never overlap: two of them side by side on 2 cores
+#   (6 processes, gloo waiting on a peer that has no core) took twice as long each, and the suite
+#   1.5 minutes longer (measured). They go first; the other worker takes the rest meanwhile.
+# * the files run longest first, by their measured seconds in tests/file_seconds.json, so the short
+#   ones fill in at the end instead of a 90-second file starting last while the other worker has
+#   nothing left. Refresh it after adding a slow file:
+#     SAFEKEY_STORE_FILE_SECONDS=tests/file_seconds.json make test
+#   A file missing from it runs after the measured ones, in collection order.
 
+LANE = "multirank"
 _FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 
@@ -96,13 +97,61 @@ def pytest_collection_modifyitems(session, config, items):
     try:
         seconds = json.loads(_FILE_SECONDS.read_text())
     except (OSError, ValueError):
-        return
+        seconds = {}
     first: dict[str, int] = {}
     for i, item in enumerate(items):
         first.setdefault(_file_of(item.nodeid), i)
-    # stable: the tests of one file keep their order (module fixtures rely on it)
-    items.sort(key=lambda it: (-float(seconds.get(_file_of(it.nodeid), 0.0)), first[_file_of(it.nodeid)]))
 
+    def key(it):
+        f = _file_of(it.nodeid)
+        return (it.get_closest_marker(LANE) is None, -float(seconds.get(f, 0.0)), first[f])
+
+    items.sort(key=key)  # stable: the tests of one file keep their order (module fixtures rely on it)
+    lanes = os.environ.get(_LANES_ENV)
+    if lanes and os.environ.get("PYTEST_XDIST_WORKER"):
+        # the scheduler runs in the controller, which sees node ids only: tell it which are multi-rank
+        # (every worker writes the same list; a rename makes each write whole)
+        tmp = Path(f"{lanes}.{os.environ['PYTEST_XDIST_WORKER']}")
+        tmp.write_text(json.dumps([it.nodeid for it in items if it.get_closest_marker(LANE) is not None]))
+        os.replace(tmp, lanes)
+
+
+_LANES_ENV = "SAFEKEY_TEST_LANES"
+
+
+def pytest_configure(config):
+    """In the controller of an -n run: where the workers leave the multi-rank node ids."""
+    import tempfile
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        return
+    path = Path(tempfile.gettempdir()) / f"safekey-test-lanes-{os.getpid()}.json"
+    path.unlink(missing_ok=True)
+    os.environ[_LANES_ENV] = str(path)  # the workers start after this and inherit it
+    config.add_cleanup(lambda: path.unlink(missing_ok=True))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """loadfile, with every `multirank` test in one unit (see above)."""
+    if config.getoption("dist") != "loadfile" or not os.environ.get(_LANES_ENV):
+        return None
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        lane: set[str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.lane is None:  # read once, when the first worker's collection is complete
+                try:
+                    self.lane = set(json.loads(Path(os.environ[_LANES_ENV]).read_text()))
+                except (OSError, ValueError):
+                    self.lane = set()  # no list: plain loadfile
+            return LANE if nodeid in self.lane else _file_of(nodeid)
+
+    return Lanes(config, log)
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """With SAFEKEY_STORE_FILE_SECONDS=PATH, the controller writes each file's seconds (setup + call +

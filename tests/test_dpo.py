@@ -173,6 +173,7 @@ def dpo_ddp_runs(tmp_path_factory, tiny_model_dir):
     return {"tmp": tmp, "args": args, "weights": _weights}
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 def test_dpo_two_ddp_ranks_match_one_process(dpo_ddp_runs):
     tmp = dpo_ddp_runs["tmp"]
@@ -185,6 +186,7 @@ def test_dpo_two_ddp_ranks_match_one_process(dpo_ddp_runs):
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 def test_dpo_kill_9_then_resume_equals_uninterrupted(dpo_ddp_runs):
     from test_train_distributed import _kill_9_at_checkpoint_2, _launch
@@ -200,6 +202,7 @@ def test_dpo_kill_9_then_resume_equals_uninterrupted(dpo_ddp_runs):
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["zero3", "fsdp2"])
 def test_dpo_sharded_on_two_ranks_matches_one_process(dpo_ddp_runs, sharding):

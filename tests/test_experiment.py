@@ -161,6 +161,7 @@ def test_experiment_rerun_skips_finished_steps(experiment_run):
     assert (out / "eval" / "safekey-s1" / "summary.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 def test_experiment_torchrun_launch_trains_on_two_ranks(tmp_path, tiny_model_dir):
     spec = {**BASE, "model": str(tiny_model_dir), "offline": True, "include_base": False,

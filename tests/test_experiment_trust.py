@@ -206,6 +206,7 @@ def test_kill_runner_mid_training_then_rerun_resumes(tmp_path, tiny_model_dir, c
     assert code == 0 and "train-sft  (" not in text
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 def test_kill_process_group_under_torchrun_then_rerun_resumes(tmp_path, tiny_model_dir, capsys):
     spec = _write(tmp_path / "e.yaml", _train_spec(tiny_model_dir, per_device=1, launch={

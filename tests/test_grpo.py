@@ -191,6 +191,7 @@ def grpo_ranks(tmp_path_factory, tiny_model_dir):
     return {"tmp": tmp, "args": args}
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 def test_grpo_on_two_ddp_ranks_and_kill_9_then_resume(grpo_ranks):
     """Killed after checkpoint-4 — the end of epoch 1, sampling on — and resumed: every step's

@@ -206,8 +206,9 @@ def test_tokens_per_minute_limit(tmp_path):
         times = sorted(e.time for e in srv.log if e.path.endswith("/chat/completions"))
     assert all(o.ok for o in out) and len(times) == 31
     assert times[28] - times[0] < 1.0  # 29 x 101 = 2,929 tokens fit the first minute's budget
-    # the bucket drains at 50 tokens/s: the 30th waits ~0.6 s for room (2,929 + 101 > 3,000), the 31st ~2 s more
-    assert times[30] - times[28] > 2.0
+    # the bucket drains at 50 tokens/s: the 30th waits ~0.6 s for room (2,929 + 101 > 3,000), the 31st ~2 s more,
+    # ~2.6 s after the first (measured from the first: on a loaded machine the server logs the burst's tail late)
+    assert times[30] - times[0] > 2.0
     assert 2.0 <= dt < 8.0, dt
 
 

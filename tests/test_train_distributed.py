@@ -20,6 +20,7 @@ import torch
 from test_train_spans import first_sentence_spans
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.multirank  # one worker runs these one at a time (tests/conftest.py)
 
 
 def _free_port() -> int:
@@ -45,13 +46,16 @@ def _train_args(data, model, out, *extra):
             "--set", "logging_steps=1", "--set", "gradient_checkpointing=true", "--set", "lr=1e-3", *extra]
 
 
-def _launch(nproc, args, *, wait=True):
+def _launch(nproc, args, *, wait=True, warm=True):
     """Two real ranks: torchrun + ACCELERATE_USE_CPU (an accelerate MULTI_CPU config without mpirun
-    starts ONE process, which is what this test used to run without noticing)."""
+    starts ONE process, which is what this test used to run without noticing). `warm`: each rank
+    forked from the worker's rank host (tests/warm_rank.py), else `torchrun -m safekey.cli.main`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
                str(_free_port()), *args]
+        if warm:
+            cmd, env = cli_process.warm_ranks(cmd, env)
     elif args[:2] == ["-m", "safekey.cli.main"]:  # one process: forked from the warm host where it can be
         if not wait:
             return cli_process.popen(args[2:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
@@ -94,6 +98,7 @@ def _kill_9_at_checkpoint(proc, out, step: int = 2, *, launcher_only: bool = Fal
     proc.wait(timeout=60)
     _, alive = psutil.wait_procs(tree, timeout=30)
     assert not alive, f"still running after kill -9: {alive}"
+    cli_process.wait_warm_ranks_gone()
     assert (out / "checkpoints" / f"checkpoint-{step}").exists() and not (out / "model.safetensors").exists()
 
 
@@ -115,7 +120,7 @@ def ddp_runs(shared, tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     data = _records(shared, tmp)
     one = _launch(1, _train_args(data, tiny_model_dir, tmp / "one", "--set", "per_device_batch=2"))
-    two = _launch(2, _train_args(data, tiny_model_dir, tmp / "two", "--set", "per_device_batch=1"))
+    two = _launch(2, _train_args(data, tiny_model_dir, tmp / "two", "--set", "per_device_batch=1"), warm=False)
     return {"data": data, "tmp": tmp, "one": tmp / "one", "two": tmp / "two", "stderr_two": two.stderr, "stderr_one": one.stderr,
             "model": tiny_model_dir}
 
@@ -154,7 +159,8 @@ def test_two_ranks_kill_9_then_resume_equals_uninterrupted(ddp_runs, tiny_model_
     out = ddp_runs["tmp"] / "killed"
     args = _train_args(ddp_runs["data"], tiny_model_dir, out, "--set", "per_device_batch=1", "--set", "save_steps=1",
                        "--set", "save_total_limit=10")
-    _kill_9_at_checkpoint_2(_launch(2, args, wait=False), out, launcher_only=True)
+    # torchrun's own ranks (not forked): the product's promise that they end with their launcher
+    _kill_9_at_checkpoint_2(_launch(2, args, wait=False, warm=False), out, launcher_only=True)
     _launch(2, [*args, "--resume"])
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["global_step"] == 4
@@ -210,7 +216,7 @@ def _sharded(args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("ACCELERATE_USE_CPU", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), *args]
-    return cmd, env
+    return cli_process.warm_ranks(cmd, env)  # each rank forked from the worker's rank host (tests/warm_rank.py)
 
 
 @pytest.fixture(scope="module")
