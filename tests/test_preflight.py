@@ -77,3 +77,15 @@ def test_doctor_checks_what_an_experiment_needs(tmp_path, capsys, monkeypatch):
     assert "pair attacker" in flat and "nosuch-org/attacker-7b" in flat
     assert "rl reward judge" in flat and "granite-guardian-3.1-8b" in flat
     assert "GiB of checkpoints" in flat and "4 training(s) (2 variant(s) × 2 seed(s)), 5 model(s) evaluated" in flat
+
+    def need(text):
+        import re
+
+        return float(re.search(r"checkpoints ≈ ([0-9.]+) GiB", " ".join(text.split())).group(1))
+
+    # LoRA: a checkpoint holds the adapters and their optimizer state, not the model's (the estimate
+    # once counted a full fine-tune, 5x too much, and replicate-mini's dry run failed on 37 GiB free)
+    full = need(text)
+    f.write_text(yaml.safe_dump({**spec, "train": {"lora": True, "lora_top_layers": 8, "set": {"save_total_limit": 1}}}))
+    _, text = run_cli(["doctor", str(f)], capsys)
+    assert "LoRA r=16" in " ".join(text.split()) and need(text) < full / 3, (need(text), full)

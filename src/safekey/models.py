@@ -296,10 +296,9 @@ def describe(path: str | Path) -> dict[str, Any]:
     return {k: cfg.get(k) for k in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")}
 
 
-def estimate_parameters(name: str) -> int | None:
-    """Parameters of a local, aliased or hub-cached model, estimated from its config (attention +
-    gated MLP per layer, embeddings in and out); None when the config cannot be read. For sizes and
-    time guesses printed before a run, never for a number we report."""
+def model_shape(name: str) -> dict[str, int] | None:
+    """hidden, layers, vocab and MLP width of a local, aliased or hub-cached model, from its config;
+    None when the config cannot be read."""
     import json
 
     try:
@@ -311,9 +310,32 @@ def estimate_parameters(name: str) -> int | None:
             path = Path(got).parent if isinstance(got, str) else None
         c = json.loads((path / "config.json").read_text()) if path else None
         c = c.get("text_config", c) if isinstance(c, dict) else None
-        h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c.get("vocab_size", 32000))
-        inter = int(c.get("intermediate_size", 4 * h))
+        h = int(c["hidden_size"])
+        return {"hidden": h, "layers": int(c["num_hidden_layers"]), "vocab": int(c.get("vocab_size", 32000)),
+                "inter": int(c.get("intermediate_size", 4 * h))}
     except (OSError, ValueError, KeyError, TypeError, SafekeyError):
         return None
-    return layers * (4 * h * h + 3 * h * inter) + 2 * vocab * h
+
+
+def estimate_parameters(name: str) -> int | None:
+    """Parameters of a local, aliased or hub-cached model, estimated from its config (attention +
+    gated MLP per layer, embeddings in and out); None when the config cannot be read. For sizes and
+    time guesses printed before a run, never for a number we report."""
+    s = model_shape(name)
+    if s is None:
+        return None
+    h, inter = s["hidden"], s["inter"]
+    return s["layers"] * (4 * h * h + 3 * h * inter) + 2 * s["vocab"] * h
+
+
+def estimate_lora_parameters(name: str, r: int, top_layers: int = 0) -> int | None:
+    """An upper bound on a LoRA run's trainable parameters: rank-r adapters on every projection
+    (q, k, v, o, gate, up, down) of the adapted layers (the top `top_layers`, 0 = all); the targets a
+    run names are a subset. For disk estimates, like :func:`estimate_parameters`."""
+    s = model_shape(name)
+    if s is None:
+        return None
+    h, inter = s["hidden"], s["inter"]
+    layers = min(top_layers, s["layers"]) if top_layers else s["layers"]
+    return layers * r * (4 * 2 * h + 3 * (h + inter))
 

@@ -125,17 +125,22 @@ def run_needs(exp, here) -> list:
     seeds = len(exp.seeds or [1])
     trainings = len(exp.variants) * seeds
     evals = trainings + (1 if getattr(exp, "include_base", True) else 0)
-    from ..models import estimate_parameters
+    from ..models import estimate_lora_parameters, estimate_parameters
 
     params = estimate_parameters(exp.model)
     keep = int(exp.train.set.get("save_total_limit", 2) or 2)
     size = f"{trainings} training(s) ({len(exp.variants)} variant(s) × {seeds} seed(s)), {evals} model(s) evaluated"
-    if params:
-        # a checkpoint: bf16/fp32 weights + Adam's two moments in fp32; kept: save_total_limit + the export
-        per_ckpt = params * (4 + 8)
+    lora = exp.train.lora or bool(exp.train.set.get("lora"))
+    r = int(exp.train.set.get("lora_r", 16) or 16)
+    trainable = estimate_lora_parameters(exp.model, r, exp.train.lora_top_layers) if lora else params
+    if params and trainable:
+        # a checkpoint: the trained weights (all of them, or LoRA's adapters) + Adam's two moments in
+        # fp32; kept: save_total_limit of them + the exported (merged) model
+        per_ckpt = trainable * (4 + 8)
         need = trainings * (keep * per_ckpt + params * 4)
         free = shutil.disk_usage(next(p for p in [out_dir(exp, here), *out_dir(exp, here).parents] if p.exists())).free
-        size += f"; ≈{params / 1e9:.2f}B parameters, checkpoints ≈ {need / 2**30:.1f} GiB (full fine-tune, {keep} kept)"
+        how = f"LoRA r={r}, at most {trainable / 1e6:.1f}M trained" if lora else "full fine-tune"
+        size += f"; ≈{params / 1e9:.2f}B parameters, checkpoints ≈ {need / 2**30:.1f} GiB ({how}, {keep} kept)"
         out.append(Finding("ok" if free > need else "error", "disk",
                            f"{free / 2**30:.0f} GiB free for ≈ {need / 2**30:.1f} GiB of checkpoints"))
     out.append(Finding("ok", "run size", size + (f"; cost: {exp.cost}" if exp.cost else "")))
