@@ -84,6 +84,7 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
 #   A file missing from it runs after the measured ones, in collection order.
 
 LANE = "multirank"
+_LANES_ENV = "SAFEKEY_TEST_LANES"  # set by the controller: where the workers leave the multi-rank node ids
 _FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 
@@ -116,9 +117,6 @@ def pytest_collection_modifyitems(session, config, items):
         os.replace(tmp, lanes)
 
 
-_LANES_ENV = "SAFEKEY_TEST_LANES"
-
-
 def pytest_configure(config):
     """In the controller of an -n run: where the workers leave the multi-rank node ids."""
     import tempfile
@@ -144,7 +142,7 @@ def pytest_xdist_make_scheduler(config, log):
         lane: set[str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
-            if self.lane is None:  # read once, when the first worker's collection is complete
+            if self.lane is None:  # read once: scheduling starts when every worker has collected
                 try:
                     self.lane = set(json.loads(Path(os.environ[_LANES_ENV]).read_text()))
                 except (OSError, ValueError):
@@ -152,6 +150,7 @@ def pytest_xdist_make_scheduler(config, log):
             return LANE if nodeid in self.lane else _file_of(nodeid)
 
     return Lanes(config, log)
+
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """With SAFEKEY_STORE_FILE_SECONDS=PATH, the controller writes each file's seconds (setup + call +

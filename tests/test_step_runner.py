@@ -255,3 +255,11 @@ def test_a_quick_step_is_not_waited_for_after_it_ended(tmp_path):
     t0 = time.monotonic()
     StepRunner(tmp_path / "out", echo=lambda _: None).run(steps)
     assert end.read_text() == "a|RESUME" and time.monotonic() - t0 < 15  # was ≥ 20 s: 10 s per step
+
+
+def test_die_with_parent_says_when_the_parent_is_already_gone():
+    """What `train.launch.die_with_launcher` refuses on: a rank whose launcher ended before it asked."""
+    code = ("import sys; from safekey.stepguard import die_with_parent; import os; "
+            "sys.exit(10 * die_with_parent(parent=os.getppid()) + (not die_with_parent(parent=os.getppid() + 999999)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 11, r.stderr

@@ -71,10 +71,7 @@ def relay(argv: list[str]) -> int:
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(s, forward)
     while True:
-        try:
-            msg = sock.recv(MAX_MESSAGE)
-        except InterruptedError:
-            continue
+        msg = sock.recv(MAX_MESSAGE)  # a forwarded signal interrupts it; Python retries (PEP 475)
         if not msg:
             print("warm_rank: the rank's handler ended without a status", file=sys.stderr)
             return 1

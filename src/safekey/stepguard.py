@@ -39,12 +39,12 @@ def _prctl(option: int, arg: int) -> bool:
         return False
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> bool:
-    """Ask the kernel for `sig` when this process's parent ends (Linux). False: the parent already
-    ended before the request took effect (the race the man page warns about)."""
-    parent = os.getppid()
-    if not sys.platform.startswith("linux") or not _prctl(PR_SET_PDEATHSIG, sig):
-        return True  # nothing to ask for here: the process lives as it always did
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> bool:
+    """Ask the kernel for `sig` when this process's parent ends (Linux). False: `parent` (default: the
+    parent now) had already ended when the request took effect (the race the man page warns about)."""
+    parent = os.getppid() if parent is None else parent
+    if sys.platform.startswith("linux"):
+        _prctl(PR_SET_PDEATHSIG, sig)
     return os.getppid() == parent
 
 
@@ -76,8 +76,7 @@ def arm(parent: int) -> bool:
     SIGINT / SIGHUP every descendant stopped before exiting. False: `parent` is already gone."""
     if sys.platform.startswith("linux"):
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the runner died before PDEATHSIG was armed
+    if not die_with_parent(signal.SIGTERM, parent):  # the runner died before PDEATHSIG was armed
         return False
     stopping = False
 
